@@ -1,0 +1,44 @@
+// ElasticModel: everything needed to serve a scene at any ratio e.
+//
+// The stage-2 Gaussians, their Global Importance, and optionally the trained GsNet
+// selector and transform field. A model without networks is valid ("heuristic
+// mode"): it ranks by GI alone and applies no transform, which is also the
+// LightGS* baseline (prune without fine-tuning).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/gaussian_cloud.h"
+#include "core/gsnet.h"
+#include "core/transform_field.h"
+
+namespace flexgs {
+
+inline constexpr int kModelFormatVersion = 1;
+
+// How the Global Importance scores were computed (recorded in the manifest).
+struct GiProvenance {
+  std::string variant = "flexgs";  // "flexgs" (opacity * T) or "lightgaussian_volume"
+  int views = 0;
+  int width = 0;
+  int height = 0;
+};
+
+struct ElasticModel {
+  GaussianCloud gaussians;
+  std::vector<float> global_importance;  // one finite, non-negative score per Gaussian
+  GiProvenance gi;
+  std::optional<GsNetWeights> gsnet;                 // absent in heuristic mode
+  std::optional<TransformFieldWeights> field;        // absent in heuristic mode
+  FieldNormalization normalization;                  // bounds + ratio mapping of the field
+  std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
+  std::string training_summary_json = "{}";          // free-form JSON object
+  // SHA-256 (hex) identifying this model's content; set by the bundle writer/reader.
+  std::string digest;
+
+  bool heuristic() const { return !gsnet.has_value(); }
+};
+
+}  // namespace flexgs

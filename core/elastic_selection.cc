@@ -1,0 +1,70 @@
+#include "core/elastic_selection.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace flexgs {
+
+absl::Status ValidateRatio(double e) {
+  if (!(e >= 0.0 && e <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("ratio ", e, " is outside [0, 1]"));
+  }
+  return absl::OkStatus();
+}
+
+uint32_t ElasticCount(size_t n, double e) {
+  if (n == 0) return 0;
+  const double k = std::floor(e * static_cast<double>(n));
+  return static_cast<uint32_t>(std::clamp<double>(k, 1.0, static_cast<double>(n)));
+}
+
+std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool) {
+  if (model.heuristic()) return model.global_importance;
+  std::vector<float> delta(model.gaussians.size());
+  GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(delta), pool);
+  return delta;
+}
+
+std::vector<uint32_t> TopK(absl::Span<const float> scores, size_t count, const std::vector<uint8_t>* exclude) {
+  std::vector<uint32_t> candidates;
+  candidates.reserve(scores.size());
+  for (uint32_t i = 0; i < scores.size(); ++i)
+    if (!exclude || !(*exclude)[i]) candidates.push_back(i);
+  count = std::min(count, candidates.size());
+  // NaN scores (impossible for validated models) would break strict weak ordering:
+  // rank them last.
+  auto better = [&](uint32_t a, uint32_t b) {
+    const float sa = std::isnan(scores[a]) ? -INFINITY : scores[a];
+    const float sb = std::isnan(scores[b]) ? -INFINITY : scores[b];
+    return sa > sb || (sa == sb && a < b);
+  };
+  std::nth_element(candidates.begin(), candidates.begin() + count, candidates.end(), better);
+  candidates.resize(count);
+  std::sort(candidates.begin(), candidates.end(), better);
+  return candidates;
+}
+
+GaussianCloud TransformedSubset(const ElasticModel& model, absl::Span<const uint32_t> indices, double e,
+                                ThreadPool* pool) {
+  GaussianCloud subset = model.gaussians.Gather(indices);
+  if (model.field.has_value() && !subset.empty()) {
+    std::vector<float> deltas(subset.size() * kDeltaStride);
+    EvalTransformField(*model.field, model.normalization, subset.positions, static_cast<float>(e),
+                       absl::MakeSpan(deltas), pool);
+    ApplyTransformDeltas(deltas, subset);
+  }
+  return subset;
+}
+
+absl::StatusOr<GaussianCloud> ElasticSubset(const ElasticModel& model, double e, ThreadPool* pool) {
+  if (absl::Status st = ValidateRatio(e); !st.ok()) return st;
+  if (model.gaussians.empty()) return absl::FailedPreconditionError("model has no Gaussians");
+  const std::vector<float> scores = RankingScores(model, e, pool);
+  std::vector<uint32_t> keep = TopK(scores, ElasticCount(model.gaussians.size(), e));
+  std::sort(keep.begin(), keep.end());
+  return TransformedSubset(model, keep, e, pool);
+}
+
+}  // namespace flexgs

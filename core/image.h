@@ -1,0 +1,28 @@
+// Image: interleaved float pixels (row-major, channels innermost), values in [0,1].
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace flexgs {
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 3;
+  std::vector<float> pixels;  // width * height * channels
+
+  Image() = default;
+  Image(int w, int h, int c = 3, float fill = 0.0f)
+      : width(w), height(h), channels(c), pixels(static_cast<size_t>(w) * h * c, fill) {}
+
+  float& at(int x, int y, int c) { return pixels[(static_cast<size_t>(y) * width + x) * channels + c]; }
+  float at(int x, int y, int c) const { return pixels[(static_cast<size_t>(y) * width + x) * channels + c]; }
+
+  // 8-bit quantisation used for PNG output and 8-bit metrics: round(clamp(v,0,1)*255).
+  std::vector<uint8_t> ToRgb8() const;
+  static Image FromRgb8(const uint8_t* data, int width, int height, int channels);
+};
+
+}  // namespace flexgs

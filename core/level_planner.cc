@@ -1,0 +1,138 @@
+#include "core/level_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/elastic_selection.h"
+
+namespace flexgs {
+namespace {
+
+uint64_t Spread21(uint64_t v) {
+  v &= 0x1fffff;
+  v = (v | v << 32) & 0x1f00000000ffffull;
+  v = (v | v << 16) & 0x1f0000ff0000ffull;
+  v = (v | v << 8) & 0x100f00f00f00f00full;
+  v = (v | v << 4) & 0x10c30c30c30c30c3ull;
+  v = (v | v << 2) & 0x1249249249249249ull;
+  return v;
+}
+
+template <class T>
+void Append(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <class T>
+void AppendVector(std::string& out, const std::vector<T>& v) {
+  Append<uint64_t>(out, v.size());
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+}  // namespace
+
+uint64_t MortonCode(const float* p, const std::array<float, 3>& lo, const std::array<float, 3>& hi) {
+  uint64_t code = 0;
+  for (int d = 0; d < 3; ++d) {
+    const float extent = hi[d] - lo[d];
+    float u = extent > 0 ? (p[d] - lo[d]) / extent : 0.0f;
+    u = std::isfinite(u) ? std::clamp(u, 0.0f, 1.0f) : 0.0f;
+    code |= Spread21(static_cast<uint64_t>(u * 2097151.0f)) << d;
+  }
+  return code;
+}
+
+uint64_t Plan::RawLevelBytes(size_t level) const {
+  const PlanLevel& l = levels[level];
+  return l.added.size() * RawBytesPerGaussian(sh_degree) + l.patches.size() * sizeof(float);
+}
+
+absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request) {
+  if (absl::Status st = ValidateRatio(request.top_ratio); !st.ok()) return st;
+  const std::vector<double>& ladder = request.ladder.empty() ? model.ladder : request.ladder;
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    if (!(ladder[i] > 0.0 && ladder[i] <= 1.0)) {
+      return absl::InvalidArgumentError(absl::StrCat("ladder rung ", ladder[i], " is outside (0, 1]"));
+    }
+    if (i > 0 && !(ladder[i] > ladder[i - 1])) {
+      return absl::InvalidArgumentError("ladder rungs must be strictly increasing");
+    }
+  }
+  std::vector<double> ratios;
+  for (double r : ladder)
+    if (r < request.top_ratio) ratios.push_back(r);
+  ratios.push_back(request.top_ratio);
+  return ratios;
+}
+
+absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& request, ThreadPool* pool) {
+  const size_t n = model.gaussians.size();
+  if (n == 0) return absl::FailedPreconditionError("model has no Gaussians");
+  auto ratios = PlanRatios(model, request);
+  if (!ratios.ok()) return ratios.status();
+
+  Plan plan;
+  plan.model_gaussians = static_cast<uint32_t>(n);
+  plan.sh_degree = model.gaussians.sh_degree;
+  // Send order within a level: Morton order of the original positions, so that
+  // consecutive Gaussians are spatial neighbours (tight per-block bounds for the codec).
+  const std::array<float, 3>& lo = model.normalization.aabb_min;
+  const std::array<float, 3>& hi = model.normalization.aabb_max;
+  std::vector<uint8_t> chosen(n, 0);
+  std::vector<uint32_t> sent;  // client order: concatenation of every level's `added`
+  for (double e : *ratios) {
+    PlanLevel level;
+    level.ratio = e;
+    level.count = ElasticCount(n, e);
+    const std::vector<float> scores = RankingScores(model, e, pool);
+    const size_t need = level.count > sent.size() ? level.count - sent.size() : 0;
+    level.added = TopK(scores, need, &chosen);
+    std::vector<std::pair<uint64_t, uint32_t>> order;
+    order.reserve(level.added.size());
+    for (uint32_t id : level.added) order.push_back({MortonCode(&model.gaussians.positions[id * 3], lo, hi), id});
+    std::sort(order.begin(), order.end());
+    for (size_t i = 0; i < order.size(); ++i) level.added[i] = order[i].second;
+    for (uint32_t id : level.added) chosen[id] = 1;
+    level.added_gaussians = TransformedSubset(model, level.added, e, pool);
+    if (model.field.has_value() && !sent.empty()) {
+      const GaussianCloud moved = TransformedSubset(model, sent, e, pool);
+      level.patches.resize(sent.size() * kPatchStride);
+      for (size_t i = 0; i < sent.size(); ++i) {
+        float* out = &level.patches[i * kPatchStride];
+        std::memcpy(out, &moved.positions[i * 3], 3 * sizeof(float));
+        std::memcpy(out + 3, &moved.log_scales[i * 3], 3 * sizeof(float));
+        std::memcpy(out + 6, &moved.rotations[i * 4], 4 * sizeof(float));
+      }
+    }
+    sent.insert(sent.end(), level.added.begin(), level.added.end());
+    level.count = static_cast<uint32_t>(sent.size());
+    // How far nesting moved this level from the independent top-k at e.
+    const std::vector<uint32_t> independent = TopK(scores, level.count);
+    size_t overlap = 0;
+    for (uint32_t id : independent) overlap += chosen[id];
+    level.overlap_with_independent = level.count ? static_cast<double>(overlap) / level.count : 1.0;
+    plan.levels.push_back(std::move(level));
+  }
+  return plan;
+}
+
+std::string SerializePlan(const Plan& plan) {
+  std::string out;
+  Append(out, plan.model_gaussians);
+  Append(out, plan.sh_degree);
+  Append<uint64_t>(out, plan.levels.size());
+  for (const PlanLevel& l : plan.levels) {
+    Append(out, l.ratio);
+    Append(out, l.count);
+    AppendVector(out, l.added);
+    const GaussianCloud& g = l.added_gaussians;
+    for (const auto* v : {&g.positions, &g.log_scales, &g.rotations, &g.opacity_logits, &g.sh_dc, &g.sh_rest})
+      AppendVector(out, *v);
+    AppendVector(out, l.patches);
+    Append(out, l.overlap_with_independent);
+  }
+  return out;
+}
+
+}  // namespace flexgs

@@ -1,0 +1,72 @@
+#include "kernels/backend.h"
+
+#include <mutex>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/cpu_rasterizer.h"
+#include "spdlog/spdlog.h"
+
+#if defined(FLEXGS_HAS_CUDA)
+#include "kernels/cuda_rasterizer.h"
+#endif
+
+namespace flexgs {
+
+absl::StatusOr<Device> ParseDevice(const std::string& text) {
+  if (text == "auto") return Device::kAuto;
+  if (text == "cpu") return Device::kCpu;
+  if (text == "cuda") return Device::kCuda;
+  return absl::InvalidArgumentError(absl::StrCat("unknown device '", text, "' (expected auto, cpu or cuda)"));
+}
+
+bool BuiltWithCuda() {
+#if defined(FLEXGS_HAS_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool CudaAvailable(std::string* why) {
+#if defined(FLEXGS_HAS_CUDA)
+  return CudaRuntimeAvailable(why);
+#else
+  if (why != nullptr) *why = "this binary was built without CUDA";
+  return false;
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<RasterBackend>> CreateRasterBackend(Device device, int cpu_threads) {
+  switch (device) {
+    case Device::kCpu:
+      return std::unique_ptr<RasterBackend>(std::make_unique<CpuRasterizer>(cpu_threads));
+    case Device::kCuda: {
+      std::string why;
+      if (!CudaAvailable(&why)) {
+        return absl::FailedPreconditionError(absl::StrCat("CUDA was requested but is unavailable: ", why));
+      }
+#if defined(FLEXGS_HAS_CUDA)
+      return NewCudaRasterBackend();
+#else
+      return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
+#endif
+    }
+    case Device::kAuto: {
+      std::string why;
+      if (CudaAvailable(&why)) {
+#if defined(FLEXGS_HAS_CUDA)
+        return NewCudaRasterBackend();
+#endif
+      }
+      // Servers and tools create backends repeatedly; say it once, not per request.
+      static std::once_flag logged;
+      std::call_once(logged, [&why] { spdlog::info("CUDA unavailable ({}); using the CPU path", why); });
+      return std::unique_ptr<RasterBackend>(std::make_unique<CpuRasterizer>(cpu_threads));
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat("invalid Device value ", static_cast<int>(device)));
+}
+
+}  // namespace flexgs

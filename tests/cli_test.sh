@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Acceptance behaviour of the `flexgs` binary: inspect/render on the shared guitar
+# scene, and clear non-zero failures on bad input.
+#   usage: cli_test.sh <path-to-flexgs> <shared-data-dir>
+set -u
+FLEXGS="$1"
+DATA="${FLEXGS_DATA_DIR:-$2}"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+fail=0; passed=0
+check() { # name, condition-command...
+  local name="$1"; shift
+  if "$@"; then passed=$((passed+1)); else echo "FAIL: $name"; fail=$((fail+1)); fi
+}
+
+# Synthetic scene: generate, inspect, render (always available).
+"$FLEXGS" generate --out "$TMP/synth.ply" --count 5000 --sh-degree 1 >/dev/null
+check "generate writes a PLY" test -s "$TMP/synth.ply"
+"$FLEXGS" inspect "$TMP/synth.ply" --json > "$TMP/synth.json"
+check "inspect --json counts" grep -q '"gaussians": 5000' "$TMP/synth.json"
+check "inspect --json sh" grep -q '"sh_degree": 1' "$TMP/synth.json"
+"$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 1 --width 96 --height 64 --out "$TMP/s.png" --device cpu > "$TMP/render.txt"
+check "render writes PNG" test -s "$TMP/s.png"
+check "render prints time" grep -q " ms" "$TMP/render.txt"
+
+# Bad input: non-zero exit and a message naming the problem.
+printf 'ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n' > "$TMP/bad.ply"
+if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then check "bad PLY exits non-zero" false; else check "bad PLY exits non-zero" true; fi
+check "bad PLY message names a property" grep -qi "property\|missing" "$TMP/err.txt"
+if "$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 9 --out "$TMP/x.png" 2> "$TMP/err2.txt"; then check "index out of range fails" false; else check "index out of range fails" true; fi
+check "index message" grep -q "index" "$TMP/err2.txt"
+if "$FLEXGS" render "$TMP/synth.ply" --orbit 2 --out "$TMP/x.png" --device tpu 2> "$TMP/err3.txt"; then check "bad device fails" false; else check "bad device fails" true; fi
+check "bad device message" grep -q "tpu" "$TMP/err3.txt"
+
+if [ -f "$DATA/guitar.ply" ]; then
+  "$FLEXGS" inspect "$DATA/guitar.ply" --json > "$TMP/guitar.json"
+  check "guitar count" grep -q '"gaussians": 90854' "$TMP/guitar.json"
+  check "guitar clamped 667" grep -q '"opacity_clamped": 667' "$TMP/guitar.json"
+  "$FLEXGS" render "$DATA/guitar.ply" --orbit 8 --index 0 --width 200 --height 200 --out "$TMP/guitar.png" >/dev/null
+  check "guitar render" test -s "$TMP/guitar.png"
+  head -c 1000000 "$DATA/guitar.ply" > "$TMP/truncated.ply"
+  if "$FLEXGS" inspect "$TMP/truncated.ply" 2> "$TMP/err4.txt"; then check "truncated exits non-zero" false; else check "truncated exits non-zero" true; fi
+  check "truncated message" grep -qi "truncated" "$TMP/err4.txt"
+else
+  echo "SKIP: guitar.ply not found in $DATA"
+fi
+
+echo "$passed passed, $fail failed"
+[ "$fail" -eq 0 ]

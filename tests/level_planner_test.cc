@@ -1,0 +1,192 @@
+#include "core/level_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "core/elastic_selection.h"
+#include "core/synthetic_scene.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace flexgs {
+namespace {
+
+ElasticModel HeuristicModel(size_t n, uint64_t seed) {
+  ElasticModel m;
+  m.gaussians = MakeSyntheticScene({.count = n, .sh_degree = 1, .seed = seed});
+  SplitMix64 rng(seed);
+  m.global_importance.resize(n);
+  for (float& g : m.global_importance) g = static_cast<float>(rng.Uniform());
+  m.normalization.aabb_min = {-3, -3, -3};
+  m.normalization.aabb_max = {3, 3, 3};
+  return m;
+}
+
+// A model with random (untrained) networks: rankings change with e and the field
+// moves Gaussians, which is what nesting and patches must cope with.
+ElasticModel TrainedLikeModel(size_t n, uint64_t seed) {
+  ElasticModel m = HeuristicModel(n, seed);
+  m.gsnet = GsNetWeights::Init(seed);
+  TransformFieldConfig cfg;
+  cfg.channels = 4;
+  cfg.base_resolution = 8;
+  cfg.multires = {1, 2};
+  cfg.ratio_resolution = 12;
+  cfg.hidden = 16;
+  m.field = TransformFieldWeights::Init(cfg, seed);
+  SplitMix64 rng(seed + 1);
+  for (int h = 0; h < 3; ++h) {  // non-zero last layers: a real transform
+    for (float& w : m.field->fc2[h].weight) w = static_cast<float>(rng.Uniform(-0.05, 0.05));
+    for (float& b : m.field->fc2[h].bias) b = static_cast<float>(rng.Uniform(-0.02, 0.02));
+  }
+  return m;
+}
+
+TEST(ElasticSelectionTest, TopKIsExactWithIndexTieBreak) {
+  const std::vector<float> scores = {0.5f, 2.0f, 0.5f, 3.0f, 0.5f, -1.0f};
+  EXPECT_THAT(TopK(scores, 3), testing::ElementsAre(3, 1, 0));
+  EXPECT_THAT(TopK(scores, 4), testing::ElementsAre(3, 1, 0, 2));
+  EXPECT_THAT(TopK(scores, 10), testing::ElementsAre(3, 1, 0, 2, 4, 5));
+  std::vector<uint8_t> exclude = {1, 0, 0, 1, 0, 0};
+  EXPECT_THAT(TopK(scores, 2, &exclude), testing::ElementsAre(1, 2));
+}
+
+TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicModel(1000, 3);
+  auto zero = ElasticSubset(m, 0.0, &pool);
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->size(), 1u);
+  auto all = ElasticSubset(m, 1.0, &pool);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1000u);
+  EXPECT_EQ(all->positions, m.gaussians.positions);  // heuristic: no transform
+  auto tenth = ElasticSubset(m, 0.1, &pool);
+  ASSERT_TRUE(tenth.ok());
+  EXPECT_EQ(tenth->size(), 100u);
+  EXPECT_EQ(ElasticCount(1000, 0.0159), 15u);
+  for (double bad : {-0.01, 1.0001, std::nan(""), INFINITY}) {
+    auto st = ElasticSubset(m, bad, &pool).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(st.message()), testing::HasSubstr("outside [0, 1]"));
+  }
+}
+
+TEST(LevelPlannerTest, RatiosFollowTheLadderUpToTheTop) {
+  const ElasticModel m = HeuristicModel(100, 1);
+  auto r = PlanRatios(m, {.top_ratio = 0.12, .ladder = {}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.12));
+  r = PlanRatios(m, {.top_ratio = 0.15, .ladder = {}});
+  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.15));
+  r = PlanRatios(m, {.top_ratio = 1.0, .ladder = {}});
+  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.15, 1.0));
+  r = PlanRatios(m, {.top_ratio = 0.005, .ladder = {}});
+  EXPECT_THAT(*r, testing::ElementsAre(0.005));
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.1, 0.05}}).ok());
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.0, 0.05}}).ok());
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = std::nan(""), .ladder = {}}).ok());
+}
+
+// Replays a plan the way a client does and checks each level against the planner's
+// definition: nested, exact counts, and geometry equal to the model transformed at e_k.
+void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) {
+  std::vector<uint32_t> held;
+  GaussianCloud state;
+  state.sh_degree = m.gaussians.sh_degree;
+  for (size_t k = 0; k < plan.levels.size(); ++k) {
+    const PlanLevel& level = plan.levels[k];
+    SCOPED_TRACE(testing::Message() << "level " << k << " ratio " << level.ratio);
+    // Patches first (they address Gaussians already held), then additions.
+    if (!level.patches.empty()) {
+      ASSERT_EQ(level.patches.size(), held.size() * kPatchStride);
+      for (size_t i = 0; i < held.size(); ++i) {
+        const float* p = &level.patches[i * kPatchStride];
+        std::copy(p, p + 3, &state.positions[i * 3]);
+        std::copy(p + 3, p + 6, &state.log_scales[i * 3]);
+        std::copy(p + 6, p + 10, &state.rotations[i * 4]);
+      }
+    }
+    const std::set<uint32_t> before(held.begin(), held.end());
+    for (uint32_t id : level.added) EXPECT_EQ(before.count(id), 0u) << "re-sent " << id;
+    held.insert(held.end(), level.added.begin(), level.added.end());
+    const size_t old = state.size();
+    state.Resize(old + level.added.size());
+    const GaussianCloud& a = level.added_gaussians;
+    std::copy(a.positions.begin(), a.positions.end(), state.positions.begin() + old * 3);
+    std::copy(a.log_scales.begin(), a.log_scales.end(), state.log_scales.begin() + old * 3);
+    std::copy(a.rotations.begin(), a.rotations.end(), state.rotations.begin() + old * 4);
+    std::copy(a.opacity_logits.begin(), a.opacity_logits.end(), state.opacity_logits.begin() + old);
+    std::copy(a.sh_dc.begin(), a.sh_dc.end(), state.sh_dc.begin() + old * 3);
+    std::copy(a.sh_rest.begin(), a.sh_rest.end(), state.sh_rest.begin() + old * a.rest_coeffs() * 3);
+    EXPECT_EQ(held.size(), ElasticCount(m.gaussians.size(), level.ratio));
+    EXPECT_EQ(level.count, held.size());
+    const GaussianCloud expected = TransformedSubset(m, held, level.ratio, pool);
+    EXPECT_EQ(state.positions, expected.positions);
+    EXPECT_EQ(state.log_scales, expected.log_scales);
+    EXPECT_EQ(state.rotations, expected.rotations);
+    EXPECT_EQ(state.sh_rest, expected.sh_rest);
+  }
+}
+
+TEST(LevelPlannerTest, HeuristicPlansAreNestedTopKWithoutPatches) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicModel(5000, 5);
+  auto plan = PlanLevels(m, {.top_ratio = 0.2, .ladder = {}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 5u);
+  for (const PlanLevel& l : plan->levels) {
+    EXPECT_TRUE(l.patches.empty());
+    EXPECT_DOUBLE_EQ(l.overlap_with_independent, 1.0);  // GI ranking is the same at every e
+  }
+  CheckPlanReplay(m, *plan, &pool);
+}
+
+TEST(LevelPlannerTest, TrainedPlansStayNestedAndPatchesReproduceEachLevel) {
+  ThreadPool pool(2);
+  for (uint64_t seed : {1, 2, 3}) {
+    const ElasticModel m = TrainedLikeModel(3000, seed);
+    SplitMix64 rng(seed * 77);
+    std::vector<double> ladder;
+    double r = 0;
+    for (int i = 0; i < 4; ++i) ladder.push_back(r += rng.Uniform(0.01, 0.08));
+    auto plan = PlanLevels(m, {.top_ratio = std::min(1.0, r + 0.05), .ladder = ladder}, &pool);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_EQ(plan->levels.size(), 5u);
+    EXPECT_FALSE(plan->levels[1].patches.empty());
+    CheckPlanReplay(m, *plan, &pool);
+    for (const PlanLevel& l : plan->levels) {
+      EXPECT_GT(l.overlap_with_independent, 0.0);
+      EXPECT_LE(l.overlap_with_independent, 1.0);
+    }
+  }
+}
+
+TEST(LevelPlannerTest, PlansAreByteIdenticalAcrossRunsAndThreadCounts) {
+  const ElasticModel m = TrainedLikeModel(4000, 9);
+  ThreadPool one(1), three(3);
+  const PlanRequest req{.top_ratio = 0.3, .ladder = {}};
+  auto a = PlanLevels(m, req, &one);
+  auto b = PlanLevels(m, req, &three);
+  auto c = PlanLevels(m, req, &three);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  const std::string sa = SerializePlan(*a);
+  EXPECT_EQ(sa, SerializePlan(*b));
+  EXPECT_EQ(sa, SerializePlan(*c));
+  EXPECT_GT(sa.size(), 4000u * 0.3 * 56);
+}
+
+TEST(LevelPlannerTest, RawBytesCountAdditionsAndPatches) {
+  ThreadPool pool(1);
+  const ElasticModel m = TrainedLikeModel(1000, 4);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(RawBytesPerGaussian(0), 56u);
+  EXPECT_EQ(RawBytesPerGaussian(3), 236u);
+  EXPECT_EQ(plan->RawLevelBytes(0), 50u * RawBytesPerGaussian(1));
+  EXPECT_EQ(plan->RawLevelBytes(1), 50u * RawBytesPerGaussian(1) + 50u * kPatchStride * 4);
+}
+
+}  // namespace
+}  // namespace flexgs

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds flexgs-stream and runs every test: the README's test command and what CI runs.
+#   tests/run_all.sh                 # install deps (if missing), build in build/, run ctest
+#   BUILD_DIR=b tests/run_all.sh     # another build directory
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR="${BUILD_DIR:-build}"
+JOBS="${JOBS:-$(nproc)}"
+
+bash deploy/install-deps.sh
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$BUILD_DIR" -j"$JOBS"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$JOBS" --timeout 900

@@ -1,0 +1,29 @@
+// flexgs: offline command line for flexgs-stream scenes and models.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "tools/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"flexgs: inspect, render and prepare 3D Gaussian Splatting scenes for elastic streaming"};
+  app.require_subcommand(1);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Debug logging");
+  int exit_code = 0;
+  flexgs::tools::RegisterInspectCommand(app, &exit_code);
+  flexgs::tools::RegisterRenderCommand(app, &exit_code);
+  flexgs::tools::RegisterGenerateCommand(app, &exit_code);
+  app.parse_complete_callback([&] { spdlog::set_level(verbose ? spdlog::level::debug : spdlog::level::info); });
+  // Logs go to stderr so that --json output on stdout stays machine-readable.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs"));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exit_code;
+}

@@ -1,0 +1,54 @@
+#include "tools/scene_source.h"
+
+#include <array>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/camera_io.h"
+#include "core/orbit.h"
+#include "core/ply_io.h"
+
+namespace flexgs::tools {
+
+absl::StatusOr<GaussianCloud> LoadScene(const std::string& path) { return ReadGaussianPly(path); }
+
+absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, const ViewSpec& spec,
+                                                   bool resize_dataset_cameras) {
+  if (!spec.cameras_path.empty()) {
+    auto cams = LoadCameras(spec.cameras_path);
+    if (!cams.ok()) return cams.status();
+    if (cams->empty()) return absl::InvalidArgumentError(absl::StrCat("no cameras in ", spec.cameras_path));
+    if (resize_dataset_cameras) {
+      for (Camera& c : *cams) c = c.Resized(spec.width, spec.height);
+    }
+    return cams;
+  }
+  if (spec.orbit <= 0) return absl::InvalidArgumentError("give --orbit N (N >= 1) or --cameras FILE|DIR");
+  OrbitOptions opt;
+  opt.count = spec.orbit;
+  opt.width = spec.width;
+  opt.height = spec.height;
+  opt.fov_x_deg = spec.fov_x_deg;
+  opt.elevation_deg = spec.elevation_deg;
+  return MakeOrbitCameras(cloud, opt);
+}
+
+absl::StatusOr<std::array<float, 3>> ParseBackground(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, ',');
+  if (parts.size() != 3) return absl::InvalidArgumentError(absl::StrCat("background '", text, "' is not r,g,b"));
+  std::array<float, 3> rgb;
+  bool bytes = false;
+  for (int i = 0; i < 3; ++i) {
+    double v;
+    if (!absl::SimpleAtod(parts[i], &v) || !(v >= 0) || v > 255) {
+      return absl::InvalidArgumentError(absl::StrCat("background component '", parts[i], "' is not in [0,1] or 0..255"));
+    }
+    rgb[i] = static_cast<float>(v);
+    bytes |= v > 1.0;
+  }
+  if (bytes) for (float& v : rgb) v /= 255.0f;
+  return rgb;
+}
+
+}  // namespace flexgs::tools

@@ -1,0 +1,33 @@
+// Loading what the CLI commands operate on: a scene file and the cameras to view it from.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/camera.h"
+#include "core/gaussian_cloud.h"
+
+namespace flexgs::tools {
+
+// Either --cameras FILE|DIR or --orbit N, plus the output size for orbit views.
+struct ViewSpec {
+  std::string cameras_path;  // COLMAP model dir or INRIA cameras.json
+  int orbit = 0;             // number of orbit views when cameras_path is empty
+  int width = 800;
+  int height = 800;
+  double fov_x_deg = 50.0;
+  double elevation_deg = 20.0;
+};
+
+absl::StatusOr<GaussianCloud> LoadScene(const std::string& path);
+
+// Cameras for `cloud` per `spec`. Dataset cameras are rescaled to width/height
+// when both are given explicitly (width/height > 0 and differing).
+absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, const ViewSpec& spec,
+                                                   bool resize_dataset_cameras);
+
+// Parses "r,g,b" with components in [0,1] (or 0..255 integers when any exceeds 1).
+absl::StatusOr<std::array<float, 3>> ParseBackground(const std::string& text);
+
+}  // namespace flexgs::tools
