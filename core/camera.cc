@@ -44,7 +44,7 @@ Camera Camera::LookAt(const Eigen::Vector3d& eye, const Eigen::Vector3d& target,
                       int width, int height, double fov_x_deg) {
   // Camera axes in world coordinates: z forward, x right, y down.
   Eigen::Vector3d z = (target - eye).normalized();
-  Eigen::Vector3d x = z.cross(-up);
+  Eigen::Vector3d x = z.cross(up);  // so that camera y (image down) = -up
   if (x.norm() < 1e-9) x = z.unitOrthogonal();
   x.normalize();
   Eigen::Vector3d y = z.cross(x);

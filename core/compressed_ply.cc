@@ -33,8 +33,8 @@ absl::StatusOr<uint64_t> ColumnOffset(const PlyElement& element, const char* nam
         absl::StrCat("compressed PLY: element '", element.name, "' has no property '", name, "'"));
   }
   if (element.properties[index].is_list || element.properties[index].type != type) {
-    return absl::InvalidArgumentError(absl::StrCat("compressed PLY: property '", element.name, ".", name,
-                                                   "' must be of type ", type_name));
+    return absl::InvalidArgumentError(
+        absl::StrCat("compressed PLY: property '", element.name, ".", name, "' must be of type ", type_name));
   }
   return element.PropertyOffset(index);
 }
@@ -188,7 +188,12 @@ absl::StatusOr<GaussianCloud> DecodeCompressedPly(const PlyHeader& header, std::
     std::memcpy(&v, p, 4);
     return v;
   };
-  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "compressed PLY decoding assumes a little-endian host");
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+                "compressed PLY decoding assumes a little-endian host");
+
+  // Alpha has only 256 values; the log is the costliest step of decoding otherwise.
+  std::array<float, 256> opacity_table;
+  for (uint32_t a = 0; a < 256; ++a) opacity_table[a] = OpacityLogit(Unorm(a, 8));
 
   for (uint64_t c = 0; c < expected_chunks; ++c) {
     const char* crow = chunk_data + c * chunk_row;
@@ -209,7 +214,7 @@ absl::StatusOr<GaussianCloud> DecodeCompressedPly(const PlyHeader& header, std::
         const double rgb = Lerp(color_bounds[ch], color_bounds[3 + ch], Unorm(color >> (24 - 8 * ch), 8));
         cloud.sh_dc[3 * i + ch] = static_cast<float>((rgb - 0.5) / kShC0);
       }
-      cloud.opacity_logits[i] = OpacityLogit(Unorm(color, 8));
+      cloud.opacity_logits[i] = opacity_table[color & 0xff];
       if (sh_data != nullptr) {
         const char* srow = sh_data + i * sh_row;
         for (size_t f = 0; f < k3; ++f) {

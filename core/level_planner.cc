@@ -94,19 +94,26 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     std::sort(order.begin(), order.end());
     for (size_t i = 0; i < order.size(); ++i) level.added[i] = order[i].second;
     for (uint32_t id : level.added) chosen[id] = 1;
-    level.added_gaussians = TransformedSubset(model, level.added, e, pool);
-    if (model.field.has_value() && !sent.empty()) {
-      const GaussianCloud moved = TransformedSubset(model, sent, e, pool);
-      level.patches.resize(sent.size() * kPatchStride);
-      for (size_t i = 0; i < sent.size(); ++i) {
-        float* out = &level.patches[i * kPatchStride];
-        std::memcpy(out, &moved.positions[i * 3], 3 * sizeof(float));
-        std::memcpy(out + 3, &moved.log_scales[i * 3], 3 * sizeof(float));
-        std::memcpy(out + 6, &moved.rotations[i * 4], 4 * sizeof(float));
-      }
-    }
+    const size_t previously_sent = sent.size();
     sent.insert(sent.end(), level.added.begin(), level.added.end());
     level.count = static_cast<uint32_t>(sent.size());
+    // One evaluation of the whole held set in client order, sliced into patches (the
+    // Gaussians sent before) and additions: the client's state after this level is then
+    // bit-for-bit TransformedSubset(model, sent, e), independent of how the field
+    // batches its work.
+    GaussianCloud held = TransformedSubset(model, sent, e, pool);
+    if (model.field.has_value() && previously_sent > 0) {
+      level.patches.resize(previously_sent * kPatchStride);
+      for (size_t i = 0; i < previously_sent; ++i) {
+        float* out = &level.patches[i * kPatchStride];
+        std::memcpy(out, &held.positions[i * 3], 3 * sizeof(float));
+        std::memcpy(out + 3, &held.log_scales[i * 3], 3 * sizeof(float));
+        std::memcpy(out + 6, &held.rotations[i * 4], 4 * sizeof(float));
+      }
+    }
+    std::vector<uint32_t> tail(level.added.size());
+    for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
+    level.added_gaussians = held.Gather(tail);
     // How far nesting moved this level from the independent top-k at e.
     const std::vector<uint32_t> independent = TopK(scores, level.count);
     size_t overlap = 0;

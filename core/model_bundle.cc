@@ -43,7 +43,7 @@ constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
 
 // Returns `status` with `prefix: ` in front of its message, code unchanged.
-absl::Status Prefixed(std::string_view prefix, const absl::Status& status) {
+absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat(prefix, ": ", status.message()));
 }
@@ -228,16 +228,16 @@ absl::Status CheckCloudFinite(const GaussianCloud& cloud) {
 // ---------------------------------------------------------------------------
 // Manifest helpers. Errors carry no file prefix; callers add the manifest path.
 
-absl::Status BadManifest(std::string_view what) { return absl::InvalidArgumentError(std::string(what)); }
+absl::Status BadManifest(absl::string_view what) { return absl::InvalidArgumentError(std::string(what)); }
 
-absl::StatusOr<const json*> Member(const json& obj, const char* key, std::string_view where) {
+absl::StatusOr<const json*> Member(const json& obj, const char* key, absl::string_view where) {
   const auto it = obj.find(key);
   if (it == obj.end()) return BadManifest(absl::StrCat("missing \"", where, key, "\""));
   return &*it;
 }
 
 // `obj` must be an object with exactly `keys`.
-absl::Status CheckKeys(const json& obj, std::initializer_list<const char*> keys, std::string_view where) {
+absl::Status CheckKeys(const json& obj, std::initializer_list<const char*> keys, absl::string_view where) {
   if (!obj.is_object()) return BadManifest(absl::StrCat("\"", where, "\" is not an object"));
   const std::string dotted = where.empty() ? "" : absl::StrCat(where, ".");
   for (const char* key : keys) {
@@ -251,7 +251,7 @@ absl::Status CheckKeys(const json& obj, std::initializer_list<const char*> keys,
   return absl::OkStatus();
 }
 
-absl::StatusOr<int64_t> GetInt(const json& obj, const char* key, int64_t lo, int64_t hi, std::string_view where = "") {
+absl::StatusOr<int64_t> GetInt(const json& obj, const char* key, int64_t lo, int64_t hi, absl::string_view where = "") {
   FLEXGS_ASSIGN_OR_RETURN(const json* v, Member(obj, key, where));
   int64_t value = 0;
   if (v->is_number_unsigned()) {
@@ -269,7 +269,7 @@ absl::StatusOr<int64_t> GetInt(const json& obj, const char* key, int64_t lo, int
   return value;
 }
 
-absl::StatusOr<float> AsFiniteFloat(const json& v, std::string_view what) {
+absl::StatusOr<float> AsFiniteFloat(const json& v, absl::string_view what) {
   if (!v.is_number()) return BadManifest(absl::StrCat("\"", what, "\" is not a number"));
   const double d = v.get<double>();
   const float f = static_cast<float>(d);
@@ -277,7 +277,7 @@ absl::StatusOr<float> AsFiniteFloat(const json& v, std::string_view what) {
   return f;
 }
 
-absl::StatusOr<std::string> GetString(const json& obj, const char* key, std::string_view where = "") {
+absl::StatusOr<std::string> GetString(const json& obj, const char* key, absl::string_view where = "") {
   FLEXGS_ASSIGN_OR_RETURN(const json* v, Member(obj, key, where));
   if (!v->is_string()) return BadManifest(absl::StrCat("\"", where, key, "\" is not a string"));
   return v->get<std::string>();
@@ -383,7 +383,8 @@ absl::StatusOr<FileEntry> ParseFileEntry(const json& files, const char* name) {
   if (!IsSha256Hex(out.sha256)) {
     return BadManifest(absl::StrCat("\"", where, ".sha256\" is not a lowercase hex SHA-256"));
   }
-  FLEXGS_ASSIGN_OR_RETURN(out.bytes, GetInt(entry, "bytes", 0, static_cast<int64_t>(kDefaultMaxFileBytes), where + "."));
+  FLEXGS_ASSIGN_OR_RETURN(out.bytes,
+                          GetInt(entry, "bytes", 0, static_cast<int64_t>(kDefaultMaxFileBytes), where + "."));
   return out;
 }
 
@@ -520,8 +521,9 @@ absl::Status PrepareDirectory(const std::string& dir) {
     if (!fs::is_directory(path, ec)) {
       return absl::FailedPreconditionError(absl::StrCat(dir, ": exists and is not a directory"));
     }
-    for (const fs::directory_entry& entry : fs::directory_iterator(path, ec)) {
-      const std::string name = entry.path().filename().string();
+    // Explicit increment(ec): the range-for form throws on I/O errors.
+    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
       bool ours = false;
       for (const char* file : {kBundlePlyFile, kBundleTensorFile, kBundleManifestFile}) {
         ours = ours || name == file || absl::StartsWith(name, absl::StrCat(".", file, ".tmp."));

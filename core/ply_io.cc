@@ -54,9 +54,12 @@ bool ParseScalarType(std::string_view name, PlyScalarType* type) {
 
 const char* EncodingName(PlyEncoding encoding) {
   switch (encoding) {
-    case PlyEncoding::kAscii: return "ascii";
-    case PlyEncoding::kBinaryLittleEndian: return "binary_little_endian";
-    case PlyEncoding::kBinaryBigEndian: return "binary_big_endian";
+    case PlyEncoding::kAscii:
+      return "ascii";
+    case PlyEncoding::kBinaryLittleEndian:
+      return "binary_little_endian";
+    case PlyEncoding::kBinaryBigEndian:
+      return "binary_big_endian";
   }
   return "?";
 }
@@ -94,7 +97,7 @@ constexpr int kNumRequired = 14;
 struct FieldSource {
   int property;  // index into the vertex element's properties
   Attr attr;
-  int slot;      // component within the attribute (f_rest: the f_rest index)
+  int slot;  // component within the attribute (f_rest: the f_rest index)
 };
 
 struct VertexSchema {
@@ -171,9 +174,9 @@ absl::StatusOr<VertexSchema> BuildVertexSchema(const PlyElement& vertex) {
     if (3 * ShRestCoeffs(d) == num_rest) schema.sh_degree = d;
   }
   if (schema.sh_degree < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bad f_rest count: ", num_rest,
-        " f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad f_rest count: ", num_rest,
+                     " f_rest_* properties; expected 0, 9, 24 or 45 (SH degree 0, 1, 2 or 3)"));
   }
   for (int index : rest_indices) {
     if (index >= num_rest) {
@@ -192,8 +195,8 @@ struct FieldTarget {
   size_t stride;
 };
 
-std::vector<FieldTarget> BindTargets(const VertexSchema& schema, const PlyElement& vertex,
-                                     bool binary, GaussianCloud& cloud) {
+std::vector<FieldTarget> BindTargets(const VertexSchema& schema, const PlyElement& vertex, bool binary,
+                                     GaussianCloud& cloud) {
   const size_t rest_stride = 3 * static_cast<size_t>(cloud.rest_coeffs());
   std::vector<FieldTarget> targets;
   targets.reserve(schema.fields.size());
@@ -201,13 +204,26 @@ std::vector<FieldTarget> BindTargets(const VertexSchema& schema, const PlyElemen
     float* base = nullptr;
     size_t stride = 0;
     switch (f.attr) {
-      case Attr::kPosition: base = cloud.positions.data(), stride = 3; break;
-      case Attr::kShDc: base = cloud.sh_dc.data(), stride = 3; break;
-      case Attr::kOpacity: base = cloud.opacity_logits.data(), stride = 1; break;
-      case Attr::kLogScale: base = cloud.log_scales.data(), stride = 3; break;
-      case Attr::kRotation: base = cloud.rotations.data(), stride = 4; break;
-      case Attr::kShRest: base = cloud.sh_rest.data(), stride = rest_stride; break;
-      case Attr::kNormal: continue;  // never in schema.fields
+      case Attr::kPosition:
+        base = cloud.positions.data(), stride = 3;
+        break;
+      case Attr::kShDc:
+        base = cloud.sh_dc.data(), stride = 3;
+        break;
+      case Attr::kOpacity:
+        base = cloud.opacity_logits.data(), stride = 1;
+        break;
+      case Attr::kLogScale:
+        base = cloud.log_scales.data(), stride = 3;
+        break;
+      case Attr::kRotation:
+        base = cloud.rotations.data(), stride = 4;
+        break;
+      case Attr::kShRest:
+        base = cloud.sh_rest.data(), stride = rest_stride;
+        break;
+      case Attr::kNormal:
+        continue;  // never in schema.fields
     }
     const uint64_t src = binary ? vertex.PropertyOffset(f.property) : static_cast<uint64_t>(f.property);
     targets.push_back({src, vertex.properties[f.property].type, base + f.slot, stride});
@@ -238,23 +254,31 @@ T LoadScalar(const char* p, bool swap) {
 
 float LoadAsFloat(const char* p, PlyScalarType type, bool swap) {
   switch (type) {
-    case PlyScalarType::kInt8: return static_cast<float>(LoadScalar<int8_t>(p, swap));
-    case PlyScalarType::kUint8: return static_cast<float>(LoadScalar<uint8_t>(p, swap));
-    case PlyScalarType::kInt16: return static_cast<float>(LoadScalar<int16_t>(p, swap));
-    case PlyScalarType::kUint16: return static_cast<float>(LoadScalar<uint16_t>(p, swap));
-    case PlyScalarType::kInt32: return static_cast<float>(LoadScalar<int32_t>(p, swap));
-    case PlyScalarType::kUint32: return static_cast<float>(LoadScalar<uint32_t>(p, swap));
-    case PlyScalarType::kFloat32: return LoadScalar<float>(p, swap);
-    case PlyScalarType::kFloat64: return NarrowToFloat(LoadScalar<double>(p, swap));
+    case PlyScalarType::kInt8:
+      return static_cast<float>(LoadScalar<int8_t>(p, swap));
+    case PlyScalarType::kUint8:
+      return static_cast<float>(LoadScalar<uint8_t>(p, swap));
+    case PlyScalarType::kInt16:
+      return static_cast<float>(LoadScalar<int16_t>(p, swap));
+    case PlyScalarType::kUint16:
+      return static_cast<float>(LoadScalar<uint16_t>(p, swap));
+    case PlyScalarType::kInt32:
+      return static_cast<float>(LoadScalar<int32_t>(p, swap));
+    case PlyScalarType::kUint32:
+      return static_cast<float>(LoadScalar<uint32_t>(p, swap));
+    case PlyScalarType::kFloat32:
+      return LoadScalar<float>(p, swap);
+    case PlyScalarType::kFloat64:
+      return NarrowToFloat(LoadScalar<double>(p, swap));
   }
   return 0.0f;
 }
 
 void DecodeBinaryVertices(std::string_view data, uint64_t row_bytes, bool swap,
                           const std::vector<FieldTarget>& targets, size_t n) {
-  const bool all_native_float = !swap && std::all_of(targets.begin(), targets.end(), [](const FieldTarget& t) {
-    return t.type == PlyScalarType::kFloat32;
-  });
+  const bool all_native_float =
+      !swap && std::all_of(targets.begin(), targets.end(),
+                           [](const FieldTarget& t) { return t.type == PlyScalarType::kFloat32; });
   const char* row = data.data();
   if (all_native_float) {
     // Fast path (every real 3DGS file): plain 4-byte copies, no per-value dispatch.
@@ -274,7 +298,7 @@ void DecodeBinaryVertices(std::string_view data, uint64_t row_bytes, bool swap,
 // Walks the data section line by line, skipping blank lines.
 class LineReader {
  public:
-  LineReader(std::string_view data, int first_line_number)
+  LineReader(std::string_view data, uint64_t first_line_number)
       : data_(data), line_number_(first_line_number - 1) {}
 
   // Next non-blank line (without '\r\n'), or false at the end of the data.
@@ -293,12 +317,12 @@ class LineReader {
     }
     return false;
   }
-  int line_number() const { return line_number_; }
+  uint64_t line_number() const { return line_number_; }
 
  private:
   std::string_view data_;
   size_t pos_ = 0;
-  int line_number_;
+  uint64_t line_number_;
 };
 
 // Parses a whole token as a float; accepts an optional sign, inf and nan.
@@ -326,7 +350,8 @@ void SplitTokens(std::string_view line, std::vector<std::string_view>* tokens) {
 absl::Status DecodeAsciiData(std::string_view bytes, const PlyHeader& header, const PlyElement& vertex,
                              const std::vector<FieldTarget>& targets) {
   const std::string_view data = bytes.substr(header.data_offset);
-  const int header_lines = static_cast<int>(std::count(bytes.begin(), bytes.begin() + header.data_offset, '\n'));
+  const uint64_t header_lines =
+      static_cast<uint64_t>(std::count(bytes.begin(), bytes.begin() + header.data_offset, '\n'));
   LineReader lines(data, header_lines + 1);
   std::vector<std::string_view> tokens;
   std::string_view line;
@@ -347,9 +372,9 @@ absl::Status DecodeAsciiData(std::string_view bytes, const PlyHeader& header, co
       for (size_t p = 0; p < tokens.size(); ++p) {
         float value;
         if (!ParseFloatToken(tokens[p], &value)) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "ASCII vertex ", row, " (line ", lines.line_number(), "): non-numeric value ", Quote(tokens[p]),
-              " for property '", vertex.properties[p].name, "'"));
+          return absl::InvalidArgumentError(absl::StrCat("ASCII vertex ", row, " (line ", lines.line_number(),
+                                                         "): non-numeric value ", Quote(tokens[p]),
+                                                         " for property '", vertex.properties[p].name, "'"));
         }
       }
       for (const FieldTarget& t : targets) {
@@ -358,9 +383,9 @@ absl::Status DecodeAsciiData(std::string_view bytes, const PlyHeader& header, co
     }
   }
   if (lines.Next(&line)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unexpected data after the declared ", vertex.count, " vertices at line ", lines.line_number(),
-        " (the header's element counts do not match the data)"));
+    return absl::InvalidArgumentError(absl::StrCat("unexpected data after the declared ", vertex.count,
+                                                   " vertices at line ", lines.line_number(),
+                                                   " (the header's element counts do not match the data)"));
   }
   return absl::OkStatus();
 }
@@ -431,8 +456,8 @@ absl::StatusOr<GaussianCloud> ParseImpl(std::string_view bytes, const PlyReadOpt
   if (vertex == nullptr) return absl::InvalidArgumentError("PLY has no 'vertex' element");
   if (vertex->count == 0) return absl::InvalidArgumentError("PLY has zero vertices (element vertex 0)");
   if (vertex->count > options.max_vertices) {
-    return absl::InvalidArgumentError(absl::StrCat("vertex count ", vertex->count, " exceeds the limit of ",
-                                                   options.max_vertices));
+    return absl::InvalidArgumentError(
+        absl::StrCat("vertex count ", vertex->count, " exceeds the limit of ", options.max_vertices));
   }
   report.vertices = vertex->count;
 
@@ -443,10 +468,8 @@ absl::StatusOr<GaussianCloud> ParseImpl(std::string_view bytes, const PlyReadOpt
     report.sh_degree = cloud.sh_degree;
   } else {
     FLEXGS_ASSIGN_OR_RETURN(cloud, DecodeUncompressed(bytes, header, *vertex, report));
-  }
-  for (const PlyElement& e : header.elements) {
-    if (&e != vertex && !(report.format == "compressed" && (e.name == "chunk" || e.name == "sh"))) {
-      spdlog::debug("{}: skipped PLY element '{}' ({} rows)", source, e.name, e.count);
+    for (const PlyElement& e : header.elements) {
+      if (&e != vertex) spdlog::debug("{}: skipped PLY element '{}' ({} rows)", source, e.name, e.count);
     }
   }
   if (!report.ignored_properties.empty()) {
@@ -457,8 +480,9 @@ absl::StatusOr<GaussianCloud> ParseImpl(std::string_view bytes, const PlyReadOpt
   if (options.sanitize) {
     report.non_finite = SanitizeNonFinite(cloud);
     if (report.non_finite.total() > 0) {
-      spdlog::warn("{}: clamped {} infinite opacity logits to +-{} and dropped {} Gaussians with NaN/inf values",
-                   source, report.non_finite.opacity_clamped, kOpacityLogitLimit, report.non_finite.dropped);
+      spdlog::warn(
+          "{}: clamped {} infinite opacity logits to +-{} and dropped {} Gaussians with NaN/inf values",
+          source, report.non_finite.opacity_clamped, kOpacityLogitLimit, report.non_finite.dropped);
     }
   } else {
     report.non_finite = CountNonFinite(cloud);
@@ -506,13 +530,17 @@ void InriaRow(const GaussianCloud& c, size_t i, std::vector<float>& row) {
 int PlyScalarSize(PlyScalarType type) {
   switch (type) {
     case PlyScalarType::kInt8:
-    case PlyScalarType::kUint8: return 1;
+    case PlyScalarType::kUint8:
+      return 1;
     case PlyScalarType::kInt16:
-    case PlyScalarType::kUint16: return 2;
+    case PlyScalarType::kUint16:
+      return 2;
     case PlyScalarType::kInt32:
     case PlyScalarType::kUint32:
-    case PlyScalarType::kFloat32: return 4;
-    case PlyScalarType::kFloat64: return 8;
+    case PlyScalarType::kFloat32:
+      return 4;
+    case PlyScalarType::kFloat64:
+      return 8;
   }
   return 0;
 }
@@ -576,7 +604,8 @@ absl::StatusOr<PlyHeader> ParsePlyHeader(std::string_view bytes) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line_number == 1) continue;  // the magic, checked above
     if (nl == std::string_view::npos && absl::StripAsciiWhitespace(Absl(line)) != "end_header") {
-      return absl::InvalidArgumentError("PLY header has no end_header line (the file ends inside the header)");
+      return absl::InvalidArgumentError(
+          "PLY header has no end_header line (the file ends inside the header)");
     }
 
     SplitTokens(line, &tokens);
@@ -603,9 +632,9 @@ absl::StatusOr<PlyHeader> ParsePlyHeader(std::string_view bytes) {
       } else if (tokens[1] == "binary_big_endian") {
         header.encoding = PlyEncoding::kBinaryBigEndian;
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "unsupported PLY format '", absl::CHexEscape(Absl(tokens[1])),
-            "' (expected ascii, binary_little_endian or binary_big_endian)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("unsupported PLY format '", absl::CHexEscape(Absl(tokens[1])),
+                         "' (expected ascii, binary_little_endian or binary_big_endian)"));
       }
       if (tokens[2] != "1.0" && tokens[2] != "1") {
         return absl::InvalidArgumentError(
@@ -633,7 +662,8 @@ absl::StatusOr<PlyHeader> ParsePlyHeader(std::string_view bytes) {
         if (!ParseScalarType(tokens[2], &prop.list_count_type) || !ParseScalarType(tokens[3], &prop.type)) {
           return bad_line("unknown list property type");
         }
-        if (prop.list_count_type == PlyScalarType::kFloat32 || prop.list_count_type == PlyScalarType::kFloat64) {
+        if (prop.list_count_type == PlyScalarType::kFloat32 ||
+            prop.list_count_type == PlyScalarType::kFloat64) {
           return bad_line("list count type must be an integer type");
         }
       } else if (tokens.size() == 3) {
@@ -688,9 +718,10 @@ absl::StatusOr<std::vector<std::string_view>> SplitBinaryElements(const PlyHeade
     offset += element.count * row;
   }
   if (offset != bytes.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        bytes.size() - offset, " unexpected trailing bytes after the declared data (the header's element "
-                               "counts do not match the data: count mismatch)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(bytes.size() - offset,
+                     " unexpected trailing bytes after the declared data (the header's element "
+                     "counts do not match the data: count mismatch)"));
   }
   return spans;
 }
@@ -751,7 +782,8 @@ std::string SerializeGaussianPly(const GaussianCloud& cloud, PlyFormat format) {
 
 absl::Status WriteGaussianPly(const std::string& path, const GaussianCloud& cloud, PlyFormat format) {
   if (absl::Status valid = cloud.Validate(); !valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot write an invalid cloud: ", valid.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": cannot write an invalid cloud: ", valid.message()));
   }
   return WriteFileAtomically(path, SerializeGaussianPly(cloud, format));
 }

@@ -46,14 +46,12 @@ struct PlyReadReport {
   uint64_t file_bytes = 0;
 };
 
-// Parses a whole PLY file held in memory. `report` may be null.
-absl::StatusOr<GaussianCloud> ParseGaussianPly(std::string_view bytes,
-                                               const PlyReadOptions& options = {},
+// Parses a whole PLY file held in memory. `report` (may be null) is filled on success.
+absl::StatusOr<GaussianCloud> ParseGaussianPly(std::string_view bytes, const PlyReadOptions& options = {},
                                                PlyReadReport* report = nullptr);
 
 // Reads and parses the PLY file at `path`; error messages start with the path.
-absl::StatusOr<GaussianCloud> ReadGaussianPly(const std::string& path,
-                                              const PlyReadOptions& options = {},
+absl::StatusOr<GaussianCloud> ReadGaussianPly(const std::string& path, const PlyReadOptions& options = {},
                                               PlyReadReport* report = nullptr);
 
 enum class PlyFormat { kBinaryLittleEndian, kAscii };

@@ -173,6 +173,9 @@ FLEXGS_HD void EvalShColor(int degree, const float* dc, const float* rest, int k
                            float dz, float* rgb) {
   const float inv = 1.0f / fmaxf(sqrtf(dx * dx + dy * dy + dz * dz), 1e-12f);
   const float x = dx * inv, y = dy * inv, z = dz * inv;
+  // Local copies: nvcc treats namespace-scope constexpr arrays as host-only.
+  constexpr float c2[5] = {kShC2[0], kShC2[1], kShC2[2], kShC2[3], kShC2[4]};
+  constexpr float c3[7] = {kShC3[0], kShC3[1], kShC3[2], kShC3[3], kShC3[4], kShC3[5], kShC3[6]};
   float basis[15];
   int n = 0;
   if (degree >= 1) {
@@ -182,20 +185,20 @@ FLEXGS_HD void EvalShColor(int degree, const float* dc, const float* rest, int k
     n = 3;
     if (degree >= 2) {
       const float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
-      basis[3] = kShC2[0] * xy;
-      basis[4] = kShC2[1] * yz;
-      basis[5] = kShC2[2] * (2.0f * zz - xx - yy);
-      basis[6] = kShC2[3] * xz;
-      basis[7] = kShC2[4] * (xx - yy);
+      basis[3] = c2[0] * xy;
+      basis[4] = c2[1] * yz;
+      basis[5] = c2[2] * (2.0f * zz - xx - yy);
+      basis[6] = c2[3] * xz;
+      basis[7] = c2[4] * (xx - yy);
       n = 8;
       if (degree >= 3) {
-        basis[8] = kShC3[0] * y * (3.0f * xx - yy);
-        basis[9] = kShC3[1] * xy * z;
-        basis[10] = kShC3[2] * y * (4.0f * zz - xx - yy);
-        basis[11] = kShC3[3] * z * (2.0f * zz - 3.0f * xx - 3.0f * yy);
-        basis[12] = kShC3[4] * x * (4.0f * zz - xx - yy);
-        basis[13] = kShC3[5] * z * (xx - yy);
-        basis[14] = kShC3[6] * x * (xx - 3.0f * yy);
+        basis[8] = c3[0] * y * (3.0f * xx - yy);
+        basis[9] = c3[1] * xy * z;
+        basis[10] = c3[2] * y * (4.0f * zz - xx - yy);
+        basis[11] = c3[3] * z * (2.0f * zz - 3.0f * xx - 3.0f * yy);
+        basis[12] = c3[4] * x * (4.0f * zz - xx - yy);
+        basis[13] = c3[5] * z * (xx - yy);
+        basis[14] = c3[6] * x * (xx - 3.0f * yy);
         n = 15;
       }
     }

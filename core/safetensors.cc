@@ -22,7 +22,7 @@ constexpr char kMetadataKey[] = "__metadata__";
 // size of the tree stay bounded.
 constexpr int kMaxJsonDepth = 4;
 
-absl::Status Invalid(std::string_view what) {
+absl::Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("safetensors: ", what));
 }
 

@@ -2,10 +2,12 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/synthetic_scene.h"
@@ -240,10 +242,53 @@ void EvalTransformField(const TransformFieldWeights& field, const FieldNormaliza
     axis_min[d] = norm.aabb_min[d];
     axis_scale[d] = axis_ok[d] ? 2.0f / range : 0.0f;
   }
-  // The ratio coordinate is the same for every Gaussian: sample its axis once per level.
+  // The ratio coordinate is the same for every Gaussian, so each ratio plane (a, e)
+  // collapses, per call, to a line along a: the e-interpolation is done once here and
+  // the per-Gaussian work is a 1-D lerp. Lines and spatial planes are stored
+  // channel-last ([res_b][res_a][C]) so the C channels of a texel are one contiguous,
+  // vectorisable run instead of C reads res_a * res_b apart (about 8x fewer cache lines
+  // per lookup). On the reference config this halves the cost for 150k Gaussians; the
+  // price is one pass over the planes per call (~20 ms on one core), which a caller
+  // evaluating only a few thousand Gaussians pays in full.
   const float ratio_coord = ratio * norm.ratio_scale + norm.ratio_offset;
-  std::vector<AxisSample> ratio_axis(levels);
-  for (int l = 0; l < levels; ++l) ratio_axis[l] = SampleAxis(ratio_coord, field.levels[l].ratio_resolution);
+  const size_t C = static_cast<size_t>(channels);
+  std::vector<std::array<std::vector<float>, 6>> tables(levels);  // [level][plane], channel-last
+  std::vector<std::pair<int, int>> jobs;                          // (level, plane)
+  for (int l = 0; l < levels; ++l) {
+    for (int p = 0; p < 6; ++p) jobs.emplace_back(l, p);
+  }
+  auto build = [&](size_t job) {
+    const auto [l, p] = jobs[job];
+    const HexPlaneLevel& level = field.levels[l];
+    const size_t ra = static_cast<size_t>(level.Resolution(kPlaneAxes[p][0]));
+    const size_t rb = static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
+    const float* src = level.planes[p].data();
+    std::vector<float>& dst = tables[l][p];
+    if (PlaneHasRatioAxis(p)) {
+      const AxisSample e = SampleAxis(ratio_coord, level.ratio_resolution);
+      dst.resize(ra * C);
+      for (size_t c = 0; c < C; ++c) {
+        const float* row0 = src + (c * rb + e.i0) * ra;
+        const float* row1 = src + (c * rb + e.i1) * ra;
+        for (size_t a = 0; a < ra; ++a) dst[a * C + c] = row0[a] * (1.0f - e.w) + row1[a] * e.w;
+      }
+    } else {
+      // Texel-major loop: contiguous writes, C sequential read streams.
+      const size_t texels = ra * rb;
+      dst.resize(texels * C);
+      float* out = dst.data();
+      for (size_t i = 0; i < texels; ++i, out += C) {
+        for (size_t c = 0; c < C; ++c) out[c] = src[c * texels + i];
+      }
+    }
+  };
+  if (pool != nullptr) {
+    pool->ParallelFor(jobs.size(), 1, [&](size_t b, size_t e, int) {
+      for (size_t job = b; job < e; ++job) build(job);
+    });
+  } else {
+    for (size_t job = 0; job < jobs.size(); ++job) build(job);
+  }
 
   std::vector<Scratch> scratch(pool != nullptr ? pool->size() : 1);
   auto run_block = [&](size_t begin, size_t end, int worker) {
@@ -251,31 +296,41 @@ void EvalTransformField(const TransformFieldWeights& field, const FieldNormaliza
     Scratch& s = scratch[worker];
     s.features.resize(features, m);
 
-    // (1) HexPlane features, one column per Gaussian.
+    // (1) HexPlane features, one column per Gaussian: per level, the product over the
+    // planes in kPlaneAxes order.
     for (int j = 0; j < m; ++j) {
       const float* pos = &positions[3 * (begin + j)];
       float coord[3];
       for (int d = 0; d < 3; ++d) coord[d] = axis_ok[d] ? (pos[d] - axis_min[d]) * axis_scale[d] - 1.0f : 0.0f;
       float* feat = s.features.col(j).data();
       for (int l = 0; l < levels; ++l) {
-        const HexPlaneLevel& level = field.levels[l];
-        AxisSample axis[4];
-        for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], level.spatial_resolution);
-        axis[3] = ratio_axis[l];
+        const int res = field.levels[l].spatial_resolution;
+        AxisSample axis[3];
+        for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], res);
         float* out = feat + l * channels;
         for (int p = 0; p < 6; ++p) {
           const AxisSample& a = axis[kPlaneAxes[p][0]];
+          const float* t = tables[l][p].data();
+          float* __restrict o = out;
+          if (PlaneHasRatioAxis(p)) {
+            const float* t0 = t + a.i0 * C;
+            const float* t1 = t + a.i1 * C;
+            const float w0 = 1.0f - a.w, w1 = a.w;
+            for (size_t c = 0; c < C; ++c) o[c] *= t0[c] * w0 + t1[c] * w1;
+            continue;
+          }
           const AxisSample& b = axis[kPlaneAxes[p][1]];
-          const size_t ra = static_cast<size_t>(level.Resolution(kPlaneAxes[p][0]));
-          const size_t stride = ra * static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
-          const size_t o00 = b.i0 * ra + a.i0, o01 = b.i0 * ra + a.i1;
-          const size_t o10 = b.i1 * ra + a.i0, o11 = b.i1 * ra + a.i1;
+          const size_t ra = static_cast<size_t>(res);
+          const float* t00 = t + (b.i0 * ra + a.i0) * C;
+          const float* t01 = t + (b.i0 * ra + a.i1) * C;
+          const float* t10 = t + (b.i1 * ra + a.i0) * C;
+          const float* t11 = t + (b.i1 * ra + a.i1) * C;
           const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
           const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-          const float* t = level.planes[p].data();
-          for (int c = 0; c < channels; ++c, t += stride) {
-            const float v = t[o00] * w00 + t[o01] * w01 + t[o10] * w10 + t[o11] * w11;
-            out[c] = p == 0 ? v : out[c] * v;
+          if (p == 0) {
+            for (size_t c = 0; c < C; ++c) o[c] = t00[c] * w00 + t01[c] * w01 + t10[c] * w10 + t11[c] * w11;
+          } else {
+            for (size_t c = 0; c < C; ++c) o[c] *= t00[c] * w00 + t01[c] * w01 + t10[c] * w10 + t11[c] * w11;
           }
         }
       }

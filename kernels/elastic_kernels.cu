@@ -199,7 +199,17 @@ struct FieldPlanes {
   int axis_ok[3] = {};
 };
 
-__constant__ int kDevPlaneAxes[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
+// kPlaneAxes (core/transform_field.h) as arithmetic, so that after unrolling the plane
+// loop the axis indices are compile-time constants and axis[] stays in registers.
+__host__ __device__ constexpr int PlaneAxisA(int p) { return p < 3 ? 0 : (p < 5 ? 1 : 2); }
+__host__ __device__ constexpr int PlaneAxisB(int p) { return p == 0 ? 1 : (p == 1 || p == 3) ? 2 : 3; }
+constexpr bool PlaneAxesMatchTheHeader() {
+  for (int p = 0; p < 6; ++p) {
+    if (PlaneAxisA(p) != kPlaneAxes[p][0] || PlaneAxisB(p) != kPlaneAxes[p][1]) return false;
+  }
+  return true;
+}
+static_assert(PlaneAxesMatchTheHeader(), "PlaneAxisA/B must equal kPlaneAxes");
 
 // featT[f * m + g] for Gaussian g < m and feature f = level * C + channel.
 __global__ void __launch_bounds__(kThreads)
@@ -224,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
   float prod = 1.0f;
 #pragma unroll
   for (int p = 0; p < 6; ++p) {
-    const int pa = kDevPlaneAxes[p][0], pb = kDevPlaneAxes[p][1];
+    const int pa = PlaneAxisA(p), pb = PlaneAxisB(p);
     const AxisSample a = axis[pa];
     const AxisSample b = axis[pb];
     const int ra = pa == 3 ? desc.ratio_res : sres;

@@ -30,6 +30,8 @@ namespace {
     if (!CudaAvailable(&flexgs_why_)) GTEST_SKIP() << "CUDA not available: " << flexgs_why_; \
   } while (0)
 
+#if defined(FLEXGS_HAS_CUDA)
+
 GaussianCloud RandomCloud(size_t n, uint64_t seed) {
   SplitMix64 rng(seed);
   GaussianCloud cloud;
@@ -95,17 +97,11 @@ void ExpectClose(const std::vector<float>& cpu, const std::vector<float>& gpu, c
 TEST(ElasticCudaTest, CreateFailsCleanlyWithoutAGpu) {
   std::string why;
   if (CudaAvailable(&why)) GTEST_SKIP() << "a GPU is present; this test covers the fallback";
-#if defined(FLEXGS_HAS_CUDA)
   const auto evaluator = CudaElasticEvaluator::Create();
   ASSERT_FALSE(evaluator.ok());
   EXPECT_EQ(evaluator.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(evaluator.status().message(), ::testing::HasSubstr(why));
-#else
-  GTEST_SKIP() << "built without CUDA: " << why;
-#endif
 }
-
-#if defined(FLEXGS_HAS_CUDA)
 
 TEST(ElasticCudaTest, GsNetScoresMatchCpu) {
   FLEXGS_REQUIRE_CUDA();

@@ -66,7 +66,7 @@ TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
   ASSERT_TRUE(tenth.ok());
   EXPECT_EQ(tenth->size(), 100u);
   EXPECT_EQ(ElasticCount(1000, 0.0159), 15u);
-  for (double bad : {-0.01, 1.0001, std::nan(""), INFINITY}) {
+  for (double bad : std::vector<double>{-0.01, 1.0001, std::nan(""), INFINITY}) {
     auto st = ElasticSubset(m, bad, &pool).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(std::string(st.message()), testing::HasSubstr("outside [0, 1]"));

@@ -604,9 +604,17 @@ TEST(ModelBundleTest, ReplacingHeuristicWithFullModel) {
 // package `safetensors`; the script then falls back to an independent reader
 // written from the format specification with numpy, and says so.
 TEST(ModelBundleTest, PythonReadsSafetensors) {
-  if (std::system("python3 -c 'import numpy' >/dev/null 2>&1") != 0) {
-    GTEST_SKIP() << "python3 with numpy is not available";
+  // The first python3 on PATH may be a private interpreter (pyenv, venv) without
+  // numpy; Debian's, where python3-numpy installs, is the fallback.
+  std::string python;
+  for (const char* candidate : {"python3", "/usr/bin/python3"}) {
+    const std::string probe = std::string(candidate) + " -c 'import numpy' >/dev/null 2>&1";
+    if (std::system(probe.c_str()) == 0) {
+      python = candidate;
+      break;
+    }
   }
+  if (python.empty()) GTEST_SKIP() << "no python3 with numpy (Debian package python3-numpy)";
   const fs::path script = fs::path(__FILE__).parent_path() / "check_safetensors.py";
   if (!fs::exists(script)) GTEST_SKIP() << "check_safetensors.py not found next to " << __FILE__;
   ElasticModel model;
@@ -627,7 +635,7 @@ TEST(ModelBundleTest, PythonReadsSafetensors) {
   const fs::path expected_path = dir.parent_path() / "expected.json";
   WriteAll(expected_path, expected.dump());
   const fs::path log = dir.parent_path() / "python.log";
-  const std::string cmd = "python3 '" + script.string() + "' '" + (dir / kBundleTensorFile).string() + "' '" +
+  const std::string cmd = python + " '" + script.string() + "' '" + (dir / kBundleTensorFile).string() + "' '" +
                           expected_path.string() + "' >'" + log.string() + "' 2>&1";
   const int rc = std::system(cmd.c_str());
   const std::string output = ReadAll(log);

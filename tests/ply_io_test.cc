@@ -1,6 +1,7 @@
 #include "core/ply_io.h"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -91,15 +92,24 @@ void AppendBinary(std::string& out, const std::string& type, double v, bool big_
     std::memcpy(buf, &x, sizeof(x));
     size = sizeof(x);
   };
-  if (type == "char" || type == "int8") put(static_cast<int8_t>(v));
-  else if (type == "uchar" || type == "uint8") put(static_cast<uint8_t>(v));
-  else if (type == "short" || type == "int16") put(static_cast<int16_t>(v));
-  else if (type == "ushort" || type == "uint16") put(static_cast<uint16_t>(v));
-  else if (type == "int" || type == "int32") put(static_cast<int32_t>(v));
-  else if (type == "uint" || type == "uint32") put(static_cast<uint32_t>(v));
-  else if (type == "float" || type == "float32") put(static_cast<float>(v));
-  else if (type == "double" || type == "float64") put(v);
-  else ADD_FAILURE() << "bad type " << type;
+  if (type == "char" || type == "int8")
+    put(static_cast<int8_t>(v));
+  else if (type == "uchar" || type == "uint8")
+    put(static_cast<uint8_t>(v));
+  else if (type == "short" || type == "int16")
+    put(static_cast<int16_t>(v));
+  else if (type == "ushort" || type == "uint16")
+    put(static_cast<uint16_t>(v));
+  else if (type == "int" || type == "int32")
+    put(static_cast<int32_t>(v));
+  else if (type == "uint" || type == "uint32")
+    put(static_cast<uint32_t>(v));
+  else if (type == "float" || type == "float32")
+    put(static_cast<float>(v));
+  else if (type == "double" || type == "float64")
+    put(v);
+  else
+    ADD_FAILURE() << "bad type " << type;
   if (big_endian) std::reverse(buf, buf + size);
   out.append(buf, size);
 }
@@ -189,7 +199,8 @@ PlySpec ShuffledSpec(const std::string& format, const std::string& float_type) {
   std::uniform_int_distribution<int> value(-200, 200);
   for (int i = 0; i < 6; ++i) {
     std::vector<double> row;
-    for (const Prop& p : s.props) row.push_back(p.type == "uchar" ? 200 : p.type == "int" ? -5 : value(rng) / 2.0);
+    for (const Prop& p : s.props)
+      row.push_back(p.type == "uchar" ? 200 : p.type == "int" ? -5 : value(rng) / 2.0);
     s.rows.push_back(row);
   }
   return s;
@@ -280,7 +291,8 @@ TEST(PlyWriteTest, WriteGaussianPlyRoundTripsThroughAFile) {
   ASSERT_TRUE(back.ok()) << back.status();
   ExpectBitwiseEqual(cloud, *back);
   // Atomic write: only the target remains, no temporary files.
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()),
+            1);
 }
 
 TEST(PlyWriteTest, RejectsAnInvalidCloud) {
@@ -323,8 +335,8 @@ TEST(PlyReadTest, DoubleAndIntegerTypedPropertiesAreConverted) {
   // Every integer type, in both byte orders (values fit all of them).
   for (const char* format : {"binary_little_endian", "binary_big_endian", "ascii"}) {
     PlySpec spec = MinimalSpec(3, format);
-    const char* types[] = {"char", "uchar", "short", "ushort", "int", "uint", "int8",
-                           "uint8", "int16", "uint16", "int32", "uint32", "double", "float"};
+    const char* types[] = {"char",  "uchar", "short",  "ushort", "int",    "uint",   "int8",
+                           "uint8", "int16", "uint16", "int32",  "uint32", "double", "float"};
     for (size_t j = 0; j < spec.props.size(); ++j) spec.props[j].type = types[j];
     for (auto& row : spec.rows)
       for (double& v : row) v = std::fmod(v, 100.0);
@@ -391,9 +403,9 @@ TEST(PlyBadFileTest, HeaderProblems) {
               "unsupported PLY version");
   ExpectError(ParseGaussianPly(replace("format binary_little_endian 1.0\n", "")),
               absl::StatusCode::kInvalidArgument, "no format line");
-  // Without end_header the binary data is read as header lines.
+  // Without end_header the binary data is read as a last, unterminated header line.
   ExpectError(ParseGaussianPly(replace("end_header\n", "")), absl::StatusCode::kInvalidArgument,
-              "unknown keyword");
+              "no end_header");
   ExpectError(ParseGaussianPly(good.substr(0, good.find("end_header"))), absl::StatusCode::kInvalidArgument,
               "no end_header");
   ExpectError(ParseGaussianPly(replace("property float y", "property flaot y")),
@@ -406,8 +418,8 @@ TEST(PlyBadFileTest, HeaderProblems) {
               absl::StatusCode::kInvalidArgument, "duplicate property");
   ExpectError(ParseGaussianPly(replace("element vertex", "elephant vertex")),
               absl::StatusCode::kInvalidArgument, "unknown keyword");
-  ExpectError(ParseGaussianPly(replace("element vertex", "element face")),
-              absl::StatusCode::kInvalidArgument, "no 'vertex' element");
+  ExpectError(ParseGaussianPly(replace("element vertex", "element face")), absl::StatusCode::kInvalidArgument,
+              "no 'vertex' element");
 }
 
 TEST(PlyBadFileTest, AbsurdlyLongHeader) {
@@ -473,8 +485,8 @@ TEST(PlyBadFileTest, TruncatedBinaryData) {
   ExpectError(ParseGaussianPly(bytes), absl::StatusCode::kDataLoss,
               "truncated: expected 560 bytes of vertex data, found 553");
   // Cut inside the header's end: still a clean error.
-  ExpectError(ParseGaussianPly(good.substr(0, good.find("end_header") + 5)), absl::StatusCode::kInvalidArgument,
-              "end_header");
+  ExpectError(ParseGaussianPly(good.substr(0, good.find("end_header") + 5)),
+              absl::StatusCode::kInvalidArgument, "end_header");
 }
 
 TEST(PlyBadFileTest, TrailingBytesMeanACountMismatch) {
@@ -537,6 +549,48 @@ TEST(PlyBadFileTest, FileSystemErrors) {
   EXPECT_THAT(std::string(r.status().message()), StartsWith(empty + ": "));
 }
 
+TEST(PlyBadFileTest, RandomCorruptionNeverCrashes) {
+  // Deterministic mutations of valid files: every result must be a clean error or
+  // a valid cloud (run under -DFLEXGS_SANITIZE=ON to also catch memory errors).
+  const std::vector<std::string> seeds = {
+      SerializeGaussianPly(RandomCloud(40, 1, 3)),
+      SerializeGaussianPly(RandomCloud(20, 0, 4), PlyFormat::kAscii),
+      MakePly(ShuffledSpec("binary_big_endian", "double")),
+  };
+  std::mt19937 rng(2024);
+  int parsed = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string s = seeds[iter % seeds.size()];
+    const size_t header_end = s.find("end_header") + 11;
+    auto pos = [&](size_t limit) { return std::uniform_int_distribution<size_t>(0, limit - 1)(rng); };
+    switch (rng() % 4) {
+      case 0:  // flip a byte, mostly in the header
+        s[pos(rng() % 2 ? header_end : s.size())] ^= static_cast<char>(1 + rng() % 255);
+        break;
+      case 1:  // truncate
+        s.resize(pos(s.size()));
+        break;
+      case 2:  // insert junk
+        s.insert(pos(s.size()), std::string(1 + rng() % 16, static_cast<char>(rng())));
+        break;
+      case 3: {  // rewrite a number in the header (element counts, versions)
+        size_t at = pos(header_end);
+        while (at < header_end && !std::isdigit(static_cast<unsigned char>(s[at]))) ++at;
+        if (at < header_end) s.replace(at, 1, std::to_string(rng() % 3 == 0 ? rng() : rng() % 100));
+        break;
+      }
+    }
+    absl::StatusOr<GaussianCloud> r = ParseGaussianPly(s);
+    if (r.ok()) {
+      ++parsed;
+      ASSERT_TRUE(r->Validate().ok());
+    } else {
+      ASSERT_FALSE(r.status().message().empty());
+    }
+  }
+  EXPECT_GT(parsed, 0);  // some mutations (e.g. in values) stay valid
+}
+
 // ---------------------------------------------------------------------------
 // Non-finite values.
 
@@ -589,8 +643,8 @@ TEST(PlyRealSceneTest, GuitarLoadsWithItsKnownQuirks) {
   EXPECT_EQ(report.non_finite.dropped, 0u);
   EXPECT_EQ(report.file_bytes, std::filesystem::file_size(path));
   ASSERT_TRUE(cloud->Validate().ok());
-  for (const auto* v : {&cloud->positions, &cloud->log_scales, &cloud->rotations, &cloud->opacity_logits,
-                        &cloud->sh_dc}) {
+  for (const auto* v :
+       {&cloud->positions, &cloud->log_scales, &cloud->rotations, &cloud->opacity_logits, &cloud->sh_dc}) {
     for (float x : *v) ASSERT_TRUE(std::isfinite(x));
   }
 
@@ -611,7 +665,8 @@ TEST(PlyRealSceneTest, GuitarParsesFast) {
   for (int rep = 0; rep < 5; ++rep) {
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<GaussianCloud> cloud = ParseGaussianPly(*bytes);
-    best_ms = std::min(best_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    best_ms = std::min(
+        best_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     ASSERT_TRUE(cloud.ok());
   }
   RecordProperty("parse_ms", std::to_string(best_ms));
@@ -669,7 +724,8 @@ TEST(FileIoTest, AtomicWriteReplacesAndLeavesNoTemporaries) {
   absl::StatusOr<std::string> got = ReadFileToString(path);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(*got, std::string("second\0version", 14));
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()), 1);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator()),
+            1);
   EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::others_read,
             std::filesystem::perms::others_read);
 }

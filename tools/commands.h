@@ -2,12 +2,27 @@
 // callback stores the process exit code in *exit_code (0 ok, 1 error).
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <CLI/CLI.hpp>
+
+#include "absl/status/statusor.h"
+#include "core/gaussian_cloud.h"
+#include "core/transform_field.h"
 
 namespace flexgs::tools {
 
 void RegisterInspectCommand(CLI::App& app, int* exit_code);
 void RegisterRenderCommand(CLI::App& app, int* exit_code);
 void RegisterGenerateCommand(CLI::App& app, int* exit_code);
+void RegisterElasticizeCommand(CLI::App& app, int* exit_code);
+void RegisterPlanCommand(CLI::App& app, int* exit_code);
+
+// "0.01,0.05,0.10" -> {0.01, 0.05, 0.10} (validated later by the planner).
+absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text);
+
+// Field/Morton normalisation box = the full extent of the Gaussians' positions.
+FieldNormalization NormalizationFromBounds(const GaussianCloud& cloud);
 
 }  // namespace flexgs::tools

@@ -22,6 +22,7 @@ struct RenderArgs {
   int sh_degree = 3;
   int repeat = 1;
   int threads = 0;
+  double ratio = 1.0;
 };
 
 int Fail(const absl::Status& st) {
@@ -35,7 +36,7 @@ int RunRender(const RenderArgs& args) {
   auto bg = ParseBackground(args.background);
   if (!bg.ok()) return Fail(bg.status());
   if (args.repeat < 1) return Fail(absl::InvalidArgumentError("--repeat must be >= 1"));
-  auto cloud = LoadScene(args.scene);
+  auto cloud = LoadSceneAtRatio(args.scene, args.ratio);
   if (!cloud.ok()) return Fail(cloud.status());
   auto cameras = ResolveCameras(*cloud, args.views, /*resize_dataset_cameras=*/false);
   if (!cameras.ok()) return Fail(cameras.status());
@@ -72,7 +73,8 @@ int RunRender(const RenderArgs& args) {
 void RegisterRenderCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<RenderArgs>();
   CLI::App* cmd = app.add_subcommand("render", "Render one view of a scene to PNG");
-  cmd->add_option("scene", args->scene, "Scene PLY")->required();
+  cmd->add_option("scene", args->scene, "Scene PLY or elastic model bundle (.flexgs dir)")->required();
+  cmd->add_option("--ratio", args->ratio, "Elastic ratio in [0,1] (bundles; 1 = full model)")->capture_default_str();
   auto* orbit = cmd->add_option("--orbit", args->views.orbit, "Generate N orbit views around the scene");
   auto* cams = cmd->add_option("--cameras", args->views.cameras_path, "INRIA cameras.json or COLMAP model dir");
   orbit->excludes(cams);

@@ -1,17 +1,48 @@
 #include "tools/scene_source.h"
 
 #include <array>
+#include <filesystem>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/camera_io.h"
+#include "core/elastic_selection.h"
+#include "core/model_bundle.h"
 #include "core/orbit.h"
 #include "core/ply_io.h"
 
 namespace flexgs::tools {
 
-absl::StatusOr<GaussianCloud> LoadScene(const std::string& path) { return ReadGaussianPly(path); }
+bool IsModelBundle(const std::string& path) {
+  return std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / kBundleManifestFile);
+}
+
+absl::StatusOr<GaussianCloud> LoadScene(const std::string& path) {
+  if (IsModelBundle(path)) {
+    auto model = ReadModelBundle(path);
+    if (!model.ok()) return model.status();
+    return std::move(model->gaussians);
+  }
+  return ReadGaussianPly(path);
+}
+
+absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio) {
+  if (absl::Status st = ValidateRatio(ratio); !st.ok()) return st;
+  if (!IsModelBundle(path)) {
+    if (ratio != 1.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--ratio ", ratio, " needs an elastic model bundle; '", path,
+          "' is a plain scene (make one with `flexgs elasticize`)"));
+    }
+    return ReadGaussianPly(path);
+  }
+  auto model = ReadModelBundle(path);
+  if (!model.ok()) return model.status();
+  if (ratio == 1.0) return std::move(model->gaussians);
+  ThreadPool pool;
+  return ElasticSubset(*model, ratio, &pool);
+}
 
 absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, const ViewSpec& spec,
                                                    bool resize_dataset_cameras) {

@@ -20,7 +20,15 @@ struct ViewSpec {
   double elevation_deg = 20.0;
 };
 
+// A PLY file (any supported layout) or a model bundle directory (its full Gaussians).
 absl::StatusOr<GaussianCloud> LoadScene(const std::string& path);
+
+// True when `path` is an elastic model bundle directory.
+bool IsModelBundle(const std::string& path);
+
+// The scene at elastic ratio e: for a bundle, the transformed top-k subset; a plain
+// PLY only supports e = 1 (use `flexgs elasticize` to make it elastic).
+absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio);
 
 // Cameras for `cloud` per `spec`. Dataset cameras are rescaled to width/height
 // when both are given explicitly (width/height > 0 and differing).

@@ -1,0 +1,188 @@
+// `flexgs elasticize` (PLY -> heuristic elastic model bundle) and `flexgs plan`
+// (what a client with a given budget would receive).
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/global_importance.h"
+#include "core/level_planner.h"
+#include "core/model_bundle.h"
+#include "tools/commands.h"
+#include "tools/scene_source.h"
+
+namespace flexgs::tools {
+namespace {
+
+int Fail(const char* cmd, const absl::Status& st) {
+  std::cerr << "flexgs " << cmd << ": error: " << st.message() << "\n";
+  return 1;
+}
+
+struct ElasticizeArgs {
+  std::string scene;
+  std::string out;
+  ViewSpec views;
+  std::string variant = "flexgs";
+  std::string ladder;
+  int threads = 0;
+};
+
+int RunElasticize(ElasticizeArgs args) {
+  GiVariant variant;
+  if (args.variant == "flexgs") {
+    variant = GiVariant::kFlexGs;
+  } else if (args.variant == "lightgaussian") {
+    variant = GiVariant::kLightGaussianVolume;
+  } else {
+    return Fail("elasticize", absl::InvalidArgumentError("--gi must be flexgs or lightgaussian, not '" + args.variant + "'"));
+  }
+  ElasticModel model;
+  if (!args.ladder.empty()) {
+    auto ladder = ParseLadder(args.ladder);
+    if (!ladder.ok()) return Fail("elasticize", ladder.status());
+    model.ladder = *ladder;
+  }
+  auto cloud = LoadScene(args.scene);
+  if (!cloud.ok()) return Fail("elasticize", cloud.status());
+  if (args.views.cameras_path.empty() && args.views.orbit <= 0) args.views.orbit = 24;
+  auto cams = ResolveCameras(*cloud, args.views, /*resize_dataset_cameras=*/true);
+  if (!cams.ok()) return Fail("elasticize", cams.status());
+  CpuRasterizer raster(args.threads);
+  GlobalImportanceOptions gi_opt;
+  gi_opt.variant = variant;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto gi = ComputeGlobalImportance(*cloud, *cams, gi_opt, raster);
+  if (!gi.ok()) return Fail("elasticize", gi.status());
+  const double gi_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  model.gaussians = *std::move(cloud);
+  model.global_importance = *std::move(gi);
+  model.gi = {args.variant == "flexgs" ? "flexgs" : "lightgaussian_volume", static_cast<int>(cams->size()),
+              (*cams)[0].width, (*cams)[0].height};
+  model.normalization = NormalizationFromBounds(model.gaussians);
+  model.training_summary_json = nlohmann::json{{"mode", "heuristic"}, {"source", args.scene}}.dump();
+  if (absl::Status st = WriteModelBundle(args.out, model); !st.ok()) return Fail("elasticize", st);
+  std::cout << absl::StrFormat("GI over %d views of %dx%d in %.2f s; wrote heuristic model %s (digest %s)\n",
+                               cams->size(), (*cams)[0].width, (*cams)[0].height, gi_s, args.out,
+                               model.digest.substr(0, 16));
+  return 0;
+}
+
+struct PlanArgs {
+  std::string model;
+  double budget_ratio = 0.15;
+  std::string ladder;
+  bool json = false;
+  int threads = 0;
+};
+
+int RunPlan(const PlanArgs& args) {
+  auto model = ReadModelBundle(args.model);
+  if (!model.ok()) return Fail("plan", model.status());
+  PlanRequest req;
+  req.top_ratio = args.budget_ratio;
+  if (!args.ladder.empty()) {
+    auto ladder = ParseLadder(args.ladder);
+    if (!ladder.ok()) return Fail("plan", ladder.status());
+    req.ladder = *ladder;
+  }
+  ThreadPool pool(args.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto plan = PlanLevels(*model, req, &pool);
+  if (!plan.ok()) return Fail("plan", plan.status());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json j;
+  j["model"] = args.model;
+  j["digest"] = model->digest;
+  j["mode"] = model->heuristic() ? "heuristic" : "trained";
+  j["gaussians"] = plan->model_gaussians;
+  j["sh_degree"] = plan->sh_degree;
+  j["plan_seconds"] = secs;
+  uint64_t total = 0;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    const PlanLevel& l = plan->levels[k];
+    total += plan->RawLevelBytes(k);
+    j["levels"].push_back({{"ratio", l.ratio},
+                           {"count", l.count},
+                           {"added", l.added.size()},
+                           {"patched", l.patches.size() / kPatchStride},
+                           {"raw_bytes", plan->RawLevelBytes(k)},
+                           {"cumulative_raw_bytes", total},
+                           {"overlap_with_independent", l.overlap_with_independent}});
+  }
+  if (args.json) {
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat("%s (%s, %d Gaussians, SH %d): plan in %.3f s\n", args.model,
+                               j["mode"].get<std::string>(), plan->model_gaussians, plan->sh_degree, secs);
+  std::cout << "  level  ratio     count     added   patched   raw bytes  overlap\n";
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    const PlanLevel& l = plan->levels[k];
+    std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %7.4f\n", k + 1, l.ratio, l.count,
+                                 l.added.size(), l.patches.size() / kPatchStride, plan->RawLevelBytes(k),
+                                 l.overlap_with_independent);
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text) {
+  std::vector<double> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    double v;
+    if (!absl::SimpleAtod(part, &v)) {
+      return absl::InvalidArgumentError(absl::StrFormat("ladder value '%s' is not a number", std::string(part)));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+FieldNormalization NormalizationFromBounds(const GaussianCloud& cloud) {
+  FieldNormalization n;
+  n.aabb_min = {INFINITY, INFINITY, INFINITY};
+  n.aabb_max = {-INFINITY, -INFINITY, -INFINITY};
+  for (size_t i = 0; i < cloud.size(); ++i)
+    for (int d = 0; d < 3; ++d) {
+      n.aabb_min[d] = std::min(n.aabb_min[d], cloud.positions[i * 3 + d]);
+      n.aabb_max[d] = std::max(n.aabb_max[d], cloud.positions[i * 3 + d]);
+    }
+  if (cloud.empty()) n = FieldNormalization{};
+  return n;
+}
+
+void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<ElasticizeArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "elasticize", "Compute Global Importance and write a heuristic elastic model bundle (servable at once)");
+  cmd->add_option("scene", args->scene, "Scene PLY")->required();
+  cmd->add_option("--out", args->out, "Output bundle directory (<name>.flexgs)")->required();
+  auto* orbit = cmd->add_option("--orbit", args->views.orbit, "Orbit views for GI (default 24)");
+  auto* cams = cmd->add_option("--cameras", args->views.cameras_path, "INRIA cameras.json or COLMAP model dir");
+  orbit->excludes(cams);
+  cmd->add_option("--width", args->views.width, "GI render width")->capture_default_str();
+  cmd->add_option("--height", args->views.height, "GI render height")->capture_default_str();
+  cmd->add_option("--gi", args->variant, "GI variant: flexgs or lightgaussian")->capture_default_str();
+  cmd->add_option("--ladder", args->ladder, "Default streaming ladder, e.g. 0.01,0.05,0.10,0.15");
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
+  cmd->callback([args, exit_code] { *exit_code = RunElasticize(*args); });
+}
+
+void RegisterPlanCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<PlanArgs>();
+  CLI::App* cmd = app.add_subcommand("plan", "Show the nested levels a client with a budget would receive");
+  cmd->add_option("model", args->model, "Model bundle directory")->required();
+  cmd->add_option("--budget-ratio", args->budget_ratio, "Top ratio the budget allows, in [0,1]")->capture_default_str();
+  cmd->add_option("--ladder", args->ladder, "Ladder override, e.g. 0.01,0.05,0.10,0.15");
+  cmd->add_flag("--json", args->json, "Print machine-readable JSON");
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
+  cmd->callback([args, exit_code] { *exit_code = RunPlan(*args); });
+}
+
+}  // namespace flexgs::tools
