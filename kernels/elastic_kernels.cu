@@ -520,7 +520,8 @@ absl::Status CudaElasticEvaluator::EvalField(const FieldNormalization& norm, abs
   Impl& s = *impl_;
   if (!s.has_field) return absl::FailedPreconditionError("EvalField: no field uploaded (call SetField)");
   if (positions.size() % 3 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("EvalField: ", positions.size(), " position values, not xyz triples"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("EvalField: ", positions.size(), " position values, not xyz triples"));
   }
   const size_t n = positions.size() / 3;
   if (deltas.size() != n * kDeltaStride) {

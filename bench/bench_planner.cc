@@ -1,0 +1,84 @@
+// Elastic inference and Global Importance at scale (issue: elastic model).
+//   BM_PlanOneLevel: selector over all N + transform of the kept 15% for a 1M model
+//                    with the reference-sized field (16 ch, 64/128/256, ratio axis 150).
+//   BM_GlobalImportance: GI over 100 orbit views of 800x800 (guitar.ply, synthetic 1M).
+// Results: bench/RESULTS.md.
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+
+#include <benchmark/benchmark.h>
+
+#include "core/global_importance.h"
+#include "core/level_planner.h"
+#include "core/orbit.h"
+#include "core/ply_io.h"
+#include "core/synthetic_scene.h"
+
+namespace flexgs {
+namespace {
+
+ElasticModel& TrainedLikeModel1M() {
+  static std::unique_ptr<ElasticModel> model;
+  if (!model) {
+    model = std::make_unique<ElasticModel>();
+    model->gaussians = MakeSyntheticScene({.count = 1'000'000, .sh_degree = 3, .seed = 1});
+    model->global_importance.assign(model->gaussians.size(), 1.0f);
+    model->gsnet = GsNetWeights::Init(1);
+    model->field = TransformFieldWeights::Init(TransformFieldConfig{}, 1);
+    model->normalization.aabb_min = {-2.5f, -2.5f, -2.5f};
+    model->normalization.aabb_max = {2.5f, 0.5f, 2.5f};
+  }
+  return *model;
+}
+
+void BM_PlanOneLevel(benchmark::State& state) {
+  ElasticModel& model = TrainedLikeModel1M();
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const PlanRequest req{.top_ratio = 0.15, .ladder = {0.15}};
+  for (auto _ : state) {
+    auto plan = PlanLevels(model, req, &pool);
+    if (!plan.ok()) state.SkipWithError(std::string(plan.status().message()).c_str());
+    benchmark::DoNotOptimize(plan->levels.data());
+  }
+  state.counters["gaussians"] = static_cast<double>(model.gaussians.size());
+  state.counters["kept"] = 150000;
+  state.counters["threads"] = static_cast<double>(state.range(0));
+}
+BENCHMARK(BM_PlanOneLevel)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+void BM_GlobalImportance(benchmark::State& state, const std::string& scene) {
+  std::unique_ptr<GaussianCloud> cloud;
+  if (scene == "synthetic_1m") {
+    cloud = std::make_unique<GaussianCloud>(MakeSyntheticScene({.count = 1'000'000, .sh_degree = 0, .seed = 1}));
+  } else {
+    const char* env = std::getenv("FLEXGS_DATA_DIR");
+    auto read = ReadGaussianPly((std::filesystem::path(env ? env : FLEXGS_DATA_DIR) / scene).string());
+    if (!read.ok()) {
+      state.SkipWithError(std::string(read.status().message()).c_str());
+      return;
+    }
+    cloud = std::make_unique<GaussianCloud>(*std::move(read));
+  }
+  OrbitOptions orbit;
+  orbit.count = 100;
+  orbit.width = orbit.height = 800;
+  orbit.sphere = true;
+  auto cams = MakeOrbitCameras(*cloud, orbit);
+  CpuRasterizer raster;
+  for (auto _ : state) {
+    auto gi = ComputeGlobalImportance(*cloud, *cams, {}, raster);
+    if (!gi.ok()) state.SkipWithError(std::string(gi.status().message()).c_str());
+  }
+  state.counters["gaussians"] = static_cast<double>(cloud->size());
+  state.counters["views"] = 100;
+  state.counters["s_per_view"] = benchmark::Counter(100.0 * state.iterations(), benchmark::Counter::kIsRate |
+                                                                                 benchmark::Counter::kInvert);
+}
+BENCHMARK_CAPTURE(BM_GlobalImportance, guitar, std::string("guitar.ply"))->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK_CAPTURE(BM_GlobalImportance, synthetic_1m, std::string("synthetic_1m"))->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+
+}  // namespace
+}  // namespace flexgs
+
+BENCHMARK_MAIN();
