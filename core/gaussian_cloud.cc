@@ -76,30 +76,44 @@ size_t GaussianCloud::ByteSize() const {
                           opacity_logits.size() + sh_dc.size() + sh_rest.size());
 }
 
-NonFiniteReport SanitizeNonFinite(GaussianCloud& cloud) {
-  NonFiniteReport report;
-  const size_t n = cloud.size();
+namespace {
+
+// True when every attribute of Gaussian i except the opacity logit is finite (an
+// infinite logit is repairable by clamping; NaN anywhere is not).
+bool FiniteExceptOpacity(const GaussianCloud& cloud, size_t i) {
   const size_t k3 = static_cast<size_t>(cloud.rest_coeffs()) * 3;
-  std::vector<uint32_t> keep;
-  keep.reserve(n);
   auto finite = [](const float* p, size_t count) {
     for (size_t j = 0; j < count; ++j)
       if (!std::isfinite(p[j])) return false;
     return true;
   };
-  for (size_t i = 0; i < n; ++i) {
-    float& op = cloud.opacity_logits[i];
-    if (std::isinf(op)) {
-      op = op > 0 ? kOpacityLogitLimit : -kOpacityLogitLimit;
-      ++report.opacity_clamped;
-    }
-    const bool ok = std::isfinite(op) && finite(&cloud.positions[i * 3], 3) &&
-                    finite(&cloud.log_scales[i * 3], 3) && finite(&cloud.rotations[i * 4], 4) &&
-                    finite(&cloud.sh_dc[i * 3], 3) && finite(cloud.sh_rest.data() + i * k3, k3);
-    if (ok) keep.push_back(static_cast<uint32_t>(i));
+  return !std::isnan(cloud.opacity_logits[i]) && finite(&cloud.positions[i * 3], 3) &&
+         finite(&cloud.log_scales[i * 3], 3) && finite(&cloud.rotations[i * 4], 4) &&
+         finite(&cloud.sh_dc[i * 3], 3) && finite(cloud.sh_rest.data() + i * k3, k3);
+}
+
+}  // namespace
+
+NonFiniteReport CountNonFinite(const GaussianCloud& cloud) {
+  NonFiniteReport report;
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    if (std::isinf(cloud.opacity_logits[i])) ++report.opacity_clamped;
+    if (!FiniteExceptOpacity(cloud, i)) ++report.dropped;
   }
-  report.dropped = n - keep.size();
-  if (report.dropped > 0) cloud = cloud.Gather(keep);
+  return report;
+}
+
+NonFiniteReport SanitizeNonFinite(GaussianCloud& cloud) {
+  const NonFiniteReport report = CountNonFinite(cloud);
+  if (report.total() == 0) return report;
+  std::vector<uint32_t> keep;
+  keep.reserve(cloud.size());
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    float& op = cloud.opacity_logits[i];
+    if (std::isinf(op)) op = op > 0 ? kOpacityLogitLimit : -kOpacityLogitLimit;
+    if (FiniteExceptOpacity(cloud, i)) keep.push_back(static_cast<uint32_t>(i));
+  }
+  if (keep.size() != cloud.size()) cloud = cloud.Gather(keep);
   return report;
 }
 

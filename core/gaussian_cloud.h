@@ -69,4 +69,7 @@ struct NonFiniteReport {
 inline constexpr float kOpacityLogitLimit = 20.0f;
 NonFiniteReport SanitizeNonFinite(GaussianCloud& cloud);
 
+// What SanitizeNonFinite would repair, without changing the cloud.
+NonFiniteReport CountNonFinite(const GaussianCloud& cloud);
+
 }  // namespace flexgs

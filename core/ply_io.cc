@@ -394,25 +394,6 @@ absl::Status DecodeAsciiData(std::string_view bytes, const PlyHeader& header, co
 // Non-finite bookkeeping.
 
 // What SanitizeNonFinite would report, without modifying the cloud.
-NonFiniteReport CountNonFinite(const GaussianCloud& cloud) {
-  NonFiniteReport report;
-  const size_t k3 = 3 * static_cast<size_t>(cloud.rest_coeffs());
-  auto finite = [](const float* p, size_t count) {
-    for (size_t j = 0; j < count; ++j)
-      if (!std::isfinite(p[j])) return false;
-    return true;
-  };
-  for (size_t i = 0; i < cloud.size(); ++i) {
-    const float op = cloud.opacity_logits[i];
-    if (std::isinf(op)) ++report.opacity_clamped;
-    const bool ok = !std::isnan(op) && finite(&cloud.positions[i * 3], 3) &&
-                    finite(&cloud.log_scales[i * 3], 3) && finite(&cloud.rotations[i * 4], 4) &&
-                    finite(&cloud.sh_dc[i * 3], 3) && finite(cloud.sh_rest.data() + i * k3, k3);
-    if (!ok) ++report.dropped;
-  }
-  return report;
-}
-
 absl::StatusOr<GaussianCloud> DecodeUncompressed(std::string_view bytes, const PlyHeader& header,
                                                  const PlyElement& vertex, PlyReadReport& report) {
   FLEXGS_ASSIGN_OR_RETURN(VertexSchema schema, BuildVertexSchema(vertex));
