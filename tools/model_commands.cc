@@ -12,6 +12,7 @@
 #include "core/global_importance.h"
 #include "core/level_planner.h"
 #include "core/model_bundle.h"
+#include "core/orbit.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
 
@@ -50,7 +51,7 @@ int RunElasticize(ElasticizeArgs args) {
   auto cloud = LoadScene(args.scene);
   if (!cloud.ok()) return Fail("elasticize", cloud.status());
   if (args.views.cameras_path.empty() && args.views.orbit <= 0) args.views.orbit = 24;
-  auto cams = ResolveCameras(*cloud, args.views, /*resize_dataset_cameras=*/true);
+  auto cams = ResolveCameras(RobustBounds(*cloud), args.views, /*resize_dataset_cameras=*/true);
   if (!cams.ok()) return Fail("elasticize", cams.status());
   CpuRasterizer raster(args.threads);
   GlobalImportanceOptions gi_opt;

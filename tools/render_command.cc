@@ -36,9 +36,10 @@ int RunRender(const RenderArgs& args) {
   auto bg = ParseBackground(args.background);
   if (!bg.ok()) return Fail(bg.status());
   if (args.repeat < 1) return Fail(absl::InvalidArgumentError("--repeat must be >= 1"));
-  auto cloud = LoadSceneAtRatio(args.scene, args.ratio);
+  SceneBounds bounds;
+  auto cloud = LoadSceneAtRatio(args.scene, args.ratio, &bounds);
   if (!cloud.ok()) return Fail(cloud.status());
-  auto cameras = ResolveCameras(*cloud, args.views, /*resize_dataset_cameras=*/false);
+  auto cameras = ResolveCameras(bounds, args.views, /*resize_dataset_cameras=*/false);
   if (!cameras.ok()) return Fail(cameras.status());
   if (args.index < 0 || args.index >= static_cast<int>(cameras->size())) {
     return Fail(absl::OutOfRangeError(

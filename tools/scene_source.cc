@@ -27,7 +27,7 @@ absl::StatusOr<GaussianCloud> LoadScene(const std::string& path) {
   return ReadGaussianPly(path);
 }
 
-absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio) {
+absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio, SceneBounds* view_bounds) {
   if (absl::Status st = ValidateRatio(ratio); !st.ok()) return st;
   if (!IsModelBundle(path)) {
     if (ratio != 1.0) {
@@ -35,16 +35,19 @@ absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double r
           "--ratio ", ratio, " needs an elastic model bundle; '", path,
           "' is a plain scene (make one with `flexgs elasticize`)"));
     }
-    return ReadGaussianPly(path);
+    auto cloud = ReadGaussianPly(path);
+    if (cloud.ok()) *view_bounds = RobustBounds(*cloud);
+    return cloud;
   }
   auto model = ReadModelBundle(path);
   if (!model.ok()) return model.status();
+  *view_bounds = RobustBounds(model->gaussians);
   if (ratio == 1.0) return std::move(model->gaussians);
   ThreadPool pool;
   return ElasticSubset(*model, ratio, &pool);
 }
 
-absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, const ViewSpec& spec,
+absl::StatusOr<std::vector<Camera>> ResolveCameras(const SceneBounds& bounds, const ViewSpec& spec,
                                                    bool resize_dataset_cameras) {
   if (!spec.cameras_path.empty()) {
     auto cams = LoadCameras(spec.cameras_path);
@@ -62,7 +65,8 @@ absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, c
   opt.height = spec.height;
   opt.fov_x_deg = spec.fov_x_deg;
   opt.elevation_deg = spec.elevation_deg;
-  return MakeOrbitCameras(cloud, opt);
+  if (absl::Status st = ValidateOrbitOptions(opt); !st.ok()) return st;
+  return OrbitCameras(bounds, opt);
 }
 
 absl::StatusOr<std::array<float, 3>> ParseBackground(const std::string& text) {

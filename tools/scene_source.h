@@ -7,6 +7,7 @@
 #include "absl/status/statusor.h"
 #include "core/camera.h"
 #include "core/gaussian_cloud.h"
+#include "core/orbit.h"
 
 namespace flexgs::tools {
 
@@ -28,11 +29,13 @@ bool IsModelBundle(const std::string& path);
 
 // The scene at elastic ratio e: for a bundle, the transformed top-k subset; a plain
 // PLY only supports e = 1 (use `flexgs elasticize` to make it elastic).
-absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio);
+// `view_bounds` receives the robust bounds of the FULL scene, so orbit views frame
+// every ratio of a model identically.
+absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double ratio, SceneBounds* view_bounds);
 
 // Cameras for `cloud` per `spec`. Dataset cameras are rescaled to width/height
 // when both are given explicitly (width/height > 0 and differing).
-absl::StatusOr<std::vector<Camera>> ResolveCameras(const GaussianCloud& cloud, const ViewSpec& spec,
+absl::StatusOr<std::vector<Camera>> ResolveCameras(const SceneBounds& bounds, const ViewSpec& spec,
                                                    bool resize_dataset_cameras);
 
 // Parses "r,g,b" with components in [0,1] (or 0..255 integers when any exceeds 1).
