@@ -38,32 +38,6 @@ Eigen::Vector3d ReferenceAxis(const Eigen::Vector3d& up) {
   return (axes[best] - axes[best].dot(up) * up).normalized();
 }
 
-// Camera at `eye` looking at `target` with world `up` shown up on screen.
-// Built here rather than with Camera::LookAt, whose current frame (x = z x -up)
-// puts `up` at the bottom of the image (reported to the lead); with OpenCV axes
-// (y down) the right-handed frame is x = z x up, y = z x x, which makes y = -up
-// projected.
-Camera LookAtUpright(const Eigen::Vector3d& eye, const Eigen::Vector3d& target, const Eigen::Vector3d& up,
-                     int width, int height, double fov_x_deg) {
-  const Eigen::Vector3d z = (target - eye).normalized();
-  Eigen::Vector3d x = z.cross(up);
-  if (x.norm() < 1e-9) x = z.unitOrthogonal();
-  x.normalize();
-  const Eigen::Vector3d y = z.cross(x);
-  Camera c;
-  c.width = width;
-  c.height = height;
-  c.R.row(0) = x.transpose();
-  c.R.row(1) = y.transpose();
-  c.R.row(2) = z.transpose();
-  c.t = -c.R * eye;
-  c.fx = 0.5 * width / std::tan(0.5 * Deg2Rad(fov_x_deg));
-  c.fy = c.fx;
-  c.cx = 0.5 * width;
-  c.cy = 0.5 * height;
-  return c;
-}
-
 }  // namespace
 
 SceneBounds RobustBounds(const GaussianCloud& cloud, double lo_quantile, double hi_quantile) {
@@ -127,7 +101,7 @@ std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& 
     const double cos_el = std::sqrt(std::max(0.0, 1.0 - sin_el * sin_el));
     const Eigen::Vector3d dir =
         cos_el * (std::cos(azimuth) * e1 + std::sin(azimuth) * e2) + sin_el * up;
-    Camera cam = LookAtUpright(centre + distance * dir, centre, up, options.width, options.height,
+    Camera cam = Camera::LookAt(centre + distance * dir, centre, up, options.width, options.height,
                                 options.fov_x_deg);
     cam.name = absl::StrFormat("orbit_%0*d", digits, i);
     cameras.push_back(std::move(cam));
