@@ -1,0 +1,426 @@
+#include "server/scene_service.h"
+
+#include <algorithm>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include <grpcpp/alarm.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/stream_budget.h"
+#include "server/grpc_status.h"
+#include "server/stream_request.h"
+#include "spdlog/spdlog.h"
+
+namespace flexgs::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;  // durations; grpc::Alarm deadlines use system_clock
+
+double SecondsSince(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Polling interval while the global in-flight budget is exhausted: short at first
+// (another stream's write usually completes within a millisecond on a fast link),
+// doubling up to a ceiling so that many waiting streams do not spin.
+constexpr std::chrono::milliseconds kMinRetry{1};
+constexpr std::chrono::milliseconds kMaxRetry{50};
+
+}  // namespace
+
+v1::SceneInfo MakeSceneInfo(const Scene& scene) {
+  const ElasticModel& model = *scene.model;
+  v1::SceneInfo info;
+  info.set_scene_id(scene.id);
+  info.set_gaussians(model.gaussians.size());
+  info.set_sh_degree(model.gaussians.sh_degree);
+  for (int d = 0; d < 3; ++d) {
+    info.mutable_bounds()->add_min(scene.bounds_min[d]);
+    info.mutable_bounds()->add_max(scene.bounds_max[d]);
+  }
+  for (double r : model.ladder) info.add_ladder(r);
+  for (int d = 0; d <= model.gaussians.sh_degree; ++d) info.add_resident_bytes_per_gaussian(ResidentBytesPerGaussian(d));
+  info.set_model_digest(model.digest);
+  info.set_trained(!model.heuristic());
+  return info;
+}
+
+// One StreamScene call. States (all under mu_):
+//   plan_pending_    waiting for the PlanCache
+//   write_in_flight_ StartWrite issued, OnWriteDone not yet run (chunk_ is busy)
+//   timers_          alarms set whose callbacks have not yet run
+//   done_producing_  no further write will start; status_ is what Finish sends
+// Finish runs when done_producing_ and nothing is outstanding. gRPC calls
+// (StartWrite, Finish, TryCancel, Alarm::Set) are made without mu_ held, because
+// some of them can run reactions inline.
+class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::StreamChunk> {
+ public:
+  StreamReactor(SceneService* service, grpc::CallbackServerContext* ctx, const v1::StreamSceneRequest& request)
+      : service_(service), ctx_(ctx), start_(Clock::now()) {
+    ServerMetrics* m = service_->metrics_;
+    m->RpcStarted(RpcMethod::kStreamScene);
+    if (!service_->ready_.load()) {
+      Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading"));
+      return;
+    }
+    if (!service_->TryAdmit()) {
+      ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
+      Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("server is at its limit of ", service_->options_.max_streams,
+                                       " concurrent streams; retry later")));
+      return;
+    }
+    admitted_ = true;
+    m->StreamsActive(+1);
+    auto resolved = ResolveStreamRequest(*service_->registry_, request, service_->options_.default_max_chunk_bytes);
+    if (!resolved.ok()) {
+      scene_id_ = request.scene_id();
+      Reject(ToGrpcStatus(resolved.status()));
+      return;
+    }
+    resolved_ = *std::move(resolved);
+    scene_id_ = resolved_.params.scene_id;
+    if (resolved_.resumed) m->StreamResumed();
+    spdlog::info("stream start: scene={} budget={} top_ratio={:.6g} ladder_rungs={} sh={} encoding={} chunk={} "
+                 "resume_from={} peer={}",
+                 scene_id_, resolved_.budget, resolved_.params.top_ratio, resolved_.params.ladder.size(),
+                 resolved_.params.sh_degree, v1::Encoding_Name(static_cast<v1::Encoding>(resolved_.params.encoding)),
+                 resolved_.params.max_chunk_bytes, resolved_.resume_from, ctx_->peer());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      plan_pending_ = true;
+    }
+    // May call OnScript inline (cache hit): nothing below may touch members.
+    service_->cache_->Get(resolved_.scene->model, resolved_.params,
+                          [this](absl::StatusOr<PlanCache::ScriptPtr> script) { OnScript(std::move(script)); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    watchdog_.reset();  // cancels the stall alarm; its callback still runs (ok=false)
+    const uint64_t bytes = chunk_bytes_;
+    service_->ReleaseBytes(bytes);
+    bool first = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      write_in_flight_ = false;
+      if (ok) {
+        ++next_;
+        ++messages_;
+        bytes_sent_ += bytes;
+        first = messages_ == 1;
+      } else {
+        StopLocked(stalled_ ? StallStatus() : grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
+      }
+    }
+    if (ok) {
+      ServerMetrics* m = service_->metrics_;
+      m->MessageSent(RpcMethod::kStreamScene);
+      m->StreamBytesSent(bytes);
+      if (first) m->TimeToFirstChunk(SecondsSince(start_));
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      StopLocked(stalled_ ? StallStatus() : grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
+    }
+    Pump();
+  }
+
+  void OnDone() override {
+    ServerMetrics* m = service_->metrics_;
+    grpc::Status status;
+    uint64_t messages, bytes;
+    bool rejected;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      status = status_;
+      messages = messages_;
+      bytes = bytes_sent_;
+      rejected = rejected_;
+    }
+    const double seconds = SecondsSince(start_);
+    m->RpcHandled(RpcMethod::kStreamScene, status.error_code(), seconds);
+    if (admitted_) m->StreamsActive(-1);
+    if (rejected) {
+      spdlog::info("stream rejected: scene={} status={} ({})", scene_id_, GrpcCodeName(status.error_code()),
+                   status.error_message());
+    } else {
+      spdlog::info("stream end: scene={} budget={} levels={} messages={} bytes={} duration={:.3f}s status={}{}{}",
+                   scene_id_, resolved_.budget, levels_, messages, bytes, seconds, GrpcCodeName(status.error_code()),
+                   status.ok() ? "" : " ", status.error_message());
+    }
+    // Last, so that a caller who sees the slot free also sees every metric updated.
+    if (admitted_) service_->ReleaseAdmission();
+    delete this;
+  }
+
+ private:
+  // Refusal before any plan was requested; counted as a rejection.
+  void Reject(grpc::Status status) {
+    service_->metrics_->StreamRejected(RejectReasonFor(status.error_code()));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      rejected_ = true;
+      StopLocked(std::move(status));
+    }
+    Pump();
+  }
+
+  void OnScript(absl::StatusOr<PlanCache::ScriptPtr> script) {
+    grpc::Status refused;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      plan_pending_ = false;
+      if (!done_producing_) {
+        if (!script.ok()) {
+          refused = ToGrpcStatus(script.status());
+          if (refused.ok()) refused = grpc::Status(grpc::StatusCode::INTERNAL, "planning failed");
+        } else if (resolved_.resume_from > (*script)->messages.size()) {
+          refused = grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                                 absl::StrCat("resume_from_sequence ", resolved_.resume_from, " is beyond the end of "
+                                              "the stream (", (*script)->messages.size(), " messages)"));
+        } else {
+          script_ = *std::move(script);
+          next_ = resolved_.resume_from;
+          levels_ = script_->levels.size();
+        }
+        if (!refused.ok()) {
+          rejected_ = true;
+          StopLocked(refused);
+        }
+      }
+    }
+    if (!refused.ok()) service_->metrics_->StreamRejected(RejectReasonFor(refused.error_code()));
+    Pump();
+  }
+
+  void OnWatchdog(bool fired, uint64_t write_id) {
+    bool cancel = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fired && write_in_flight_ && write_id == write_id_ && !cancelled_ && !stalled_) {
+        stalled_ = true;
+        cancel = true;
+      }
+    }
+    if (cancel) {
+      // Still counted in timers_, so the reactor cannot finish (and be deleted) yet.
+      spdlog::warn("stream stalled: scene={} write of message {} not done after {} ms; cancelling", scene_id_,
+                   write_id, service_->options_.stall_timeout.count());
+      service_->stalls_.fetch_add(1);
+      service_->metrics_->StallCancelled();
+      ctx_->TryCancel();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --timers_;
+    }
+    Pump();
+  }
+
+  void OnRetry() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --timers_;
+      retry_armed_ = false;
+    }
+    Pump();
+  }
+
+  // Marks the end of production with `status` (the first reason wins).
+  void StopLocked(grpc::Status status) {
+    if (done_producing_) return;
+    done_producing_ = true;
+    status_ = std::move(status);
+  }
+
+  grpc::Status StallStatus() const {
+    return grpc::Status(grpc::StatusCode::CANCELLED,
+                        absl::StrCat("write stalled for more than ", service_->options_.stall_timeout.count(), " ms"));
+  }
+
+  // The one place that starts writes and finishes the call.
+  void Pump() {
+    enum class Action { kNone, kWrite, kRetry, kFinish } action = Action::kNone;
+    const WireMessage* msg = nullptr;
+    uint64_t sequence = 0, write_id = 0;
+    std::chrono::milliseconds retry_delay{0};
+    grpc::Status finish_status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) return;
+      if (!done_producing_ && script_ != nullptr && !write_in_flight_ && !retry_armed_) {
+        if (next_ >= script_->messages.size()) {
+          StopLocked(grpc::Status::OK);
+        } else {
+          msg = &script_->messages[next_];
+          if (service_->TryAcquireBytes(msg->payload.size())) {
+            write_in_flight_ = true;
+            write_id = sequence = next_;
+            write_id_ = write_id;
+            ++timers_;  // the stall watchdog
+            retry_backoff_ = kMinRetry;
+            action = Action::kWrite;
+          } else {
+            retry_armed_ = true;
+            ++timers_;
+            retry_delay = retry_backoff_;
+            retry_backoff_ = std::min(kMaxRetry, retry_backoff_ * 2);
+            action = Action::kRetry;
+          }
+        }
+      }
+      if (action == Action::kNone && done_producing_ && !write_in_flight_ && !plan_pending_ && timers_ == 0) {
+        finished_ = true;
+        finish_status = status_;
+        action = Action::kFinish;
+      }
+    }
+    switch (action) {
+      case Action::kNone:
+        return;
+      case Action::kWrite: {
+        // This thread owns chunk_ and watchdog_ until OnWriteDone.
+        chunk_.set_sequence(sequence);
+        chunk_.set_kind(msg->kind);
+        chunk_.set_payload(msg->payload);
+        chunk_.set_crc32c(msg->crc32c);
+        chunk_bytes_ = msg->payload.size();
+        service_->metrics_->BytesInFlight(static_cast<int64_t>(chunk_bytes_));
+        watchdog_ = std::make_unique<grpc::Alarm>();
+        watchdog_->Set(std::chrono::system_clock::now() + service_->options_.stall_timeout,
+                       [this, write_id](bool fired) { OnWatchdog(fired, write_id); });
+        // Payloads are zstd inside; gRPC compression would only cost CPU.
+        StartWrite(&chunk_, grpc::WriteOptions().set_no_compression());
+        return;  // OnWriteDone may already be running: touch nothing after StartWrite
+      }
+      case Action::kRetry:
+        retry_ = std::make_unique<grpc::Alarm>();
+        retry_->Set(std::chrono::system_clock::now() + retry_delay, [this](bool) { OnRetry(); });
+        return;
+      case Action::kFinish:
+        Finish(finish_status);
+        return;  // OnDone may delete this at any moment now
+    }
+  }
+
+  SceneService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const Clock::time_point start_;
+  bool admitted_ = false;  // set in the constructor only
+  ResolvedStream resolved_;
+  std::string scene_id_;
+
+  std::mutex mu_;
+  PlanCache::ScriptPtr script_;  // shared, immutable; null until planned
+  uint64_t next_ = 0;            // next sequence to write
+  uint64_t write_id_ = 0;        // sequence of the write in flight
+  bool plan_pending_ = false;
+  bool write_in_flight_ = false;
+  bool retry_armed_ = false;
+  int timers_ = 0;
+  bool done_producing_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  bool stalled_ = false;
+  bool rejected_ = false;
+  grpc::Status status_;
+  std::chrono::milliseconds retry_backoff_ = kMinRetry;
+  uint64_t messages_ = 0;
+  uint64_t bytes_sent_ = 0;
+  size_t levels_ = 0;
+
+  // The message in flight -- this stream's only buffer -- and its alarms; owned by
+  // whichever thread holds the write (or retry) slot.
+  v1::StreamChunk chunk_;
+  uint64_t chunk_bytes_ = 0;
+  std::unique_ptr<grpc::Alarm> watchdog_;
+  std::unique_ptr<grpc::Alarm> retry_;
+};
+
+SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, ServerMetrics* metrics,
+                           const SceneServiceOptions& options)
+    : registry_(registry), cache_(cache), metrics_(metrics), options_(options) {}
+
+SceneService::~SceneService() = default;
+
+bool SceneService::TryAdmit() {
+  int cur = active_.load();
+  while (cur < options_.max_streams) {
+    if (active_.compare_exchange_weak(cur, cur + 1)) return true;
+  }
+  return false;
+}
+
+void SceneService::ReleaseAdmission() { active_.fetch_sub(1); }
+
+bool SceneService::TryAcquireBytes(uint64_t bytes) {
+  uint64_t cur = in_flight_.load();
+  for (;;) {
+    // Always let one write through, whatever its size, so that progress is possible.
+    if (cur != 0 && cur + bytes > options_.max_bytes_in_flight) return false;
+    if (in_flight_.compare_exchange_weak(cur, cur + bytes)) break;
+  }
+  const uint64_t now = cur + bytes;
+  uint64_t peak = peak_in_flight_.load();
+  while (now > peak && !peak_in_flight_.compare_exchange_weak(peak, now)) {
+  }
+  return true;
+}
+
+void SceneService::ReleaseBytes(uint64_t bytes) {
+  in_flight_.fetch_sub(bytes);
+  metrics_->BytesInFlight(-static_cast<int64_t>(bytes));
+}
+
+grpc::ServerWriteReactor<v1::StreamChunk>* SceneService::StreamScene(grpc::CallbackServerContext* ctx,
+                                                                     const v1::StreamSceneRequest* request) {
+  return new StreamReactor(this, ctx, *request);
+}
+
+grpc::ServerUnaryReactor* SceneService::ListScenes(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListScenesRequest* /*request*/,
+                                                   v1::ListScenesResponse* response) {
+  const auto t0 = Clock::now();
+  metrics_->RpcStarted(RpcMethod::kListScenes);
+  grpc::Status status;
+  if (!ready_.load()) {
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
+  } else {
+    for (const auto& scene : registry_->List()) *response->add_scenes() = MakeSceneInfo(*scene);
+    metrics_->MessageSent(RpcMethod::kListScenes);
+  }
+  metrics_->RpcHandled(RpcMethod::kListScenes, status.error_code(), SecondsSince(t0));
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SceneService::GetScene(grpc::CallbackServerContext* ctx, const v1::GetSceneRequest* request,
+                                                 v1::SceneInfo* response) {
+  const auto t0 = Clock::now();
+  metrics_->RpcStarted(RpcMethod::kGetScene);
+  grpc::Status status;
+  if (!ready_.load()) {
+    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
+  } else if (request->scene_id().empty()) {
+    status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scene_id is empty");
+  } else if (auto scene = registry_->Find(request->scene_id()); scene == nullptr) {
+    status = grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no scene '", request->scene_id(), "'"));
+  } else {
+    *response = MakeSceneInfo(*scene);
+    metrics_->MessageSent(RpcMethod::kGetScene);
+  }
+  metrics_->RpcHandled(RpcMethod::kGetScene, status.error_code(), SecondsSince(t0));
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+}  // namespace flexgs::server

@@ -1,0 +1,94 @@
+// SceneService: the flexgs.v1.SceneService callback implementation.
+//
+// StreamScene (one reactor per call, see StreamReactor in the .cc):
+// - Threads: the reactor never blocks a gRPC thread. It validates the request,
+//   asks the PlanCache for the stream's prepared messages (computed on the cache's
+//   workers on a miss) and starts writing when they arrive -- on whichever thread
+//   delivers them.
+// - Backpressure: exactly one write in flight per stream; the next message is only
+//   prepared in OnWriteDone(true), i.e. after the previous one passed HTTP/2 flow
+//   control. The only per-stream buffer is that one message (<= max_chunk_bytes),
+//   copied from the shared cached script.
+// - Limits: at most `max_streams` admitted streams (more: RESOURCE_EXHAUSTED with a
+//   retry hint in trailing metadata); at most `max_bytes_in_flight` payload bytes in
+//   writes not yet completed over all streams (a stream over the cap waits, polling
+//   with a short grpc::Alarm backoff; one write may always proceed so that a cap
+//   below one message cannot deadlock).
+// - Stall watchdog: every write arms a grpc::Alarm; if the write has not completed
+//   after `stall_timeout`, the call is cancelled (TryCancel) and counted. This
+//   catches peers that stop reading while the connection stays up, which keepalive
+//   does not.
+// - Lifetime: Finish is called exactly once, only when no write, alarm or plan
+//   computation is outstanding, so every callback that can touch the reactor has
+//   run before OnDone deletes it. Cancellation, deadlines and shutdown all end in
+//   OnCancel -> the outstanding write fails -> Finish -> OnDone.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include <grpcpp/grpcpp.h>
+
+#include "flexgs/v1/scene_service.grpc.pb.h"
+#include "server/plan_cache.h"
+#include "server/scene_registry.h"
+#include "server/server_metrics.h"
+
+namespace flexgs::server {
+
+struct SceneServiceOptions {
+  int max_streams = 256;
+  uint64_t max_bytes_in_flight = uint64_t{256} << 20;
+  std::chrono::milliseconds stall_timeout{30'000};
+  uint32_t default_max_chunk_bytes = 256 << 10;
+};
+
+class SceneService final : public v1::SceneService::CallbackService {
+ public:
+  // `registry`, `cache` and `metrics` must outlive the service (and the server).
+  SceneService(const SceneRegistry* registry, PlanCache* cache, ServerMetrics* metrics,
+               const SceneServiceOptions& options);
+  ~SceneService() override;
+
+  // Until called with true (scenes loaded), every RPC answers UNAVAILABLE.
+  void SetReady(bool ready) { ready_.store(ready); }
+
+  grpc::ServerUnaryReactor* ListScenes(grpc::CallbackServerContext* ctx, const v1::ListScenesRequest* request,
+                                       v1::ListScenesResponse* response) override;
+  grpc::ServerUnaryReactor* GetScene(grpc::CallbackServerContext* ctx, const v1::GetSceneRequest* request,
+                                     v1::SceneInfo* response) override;
+  grpc::ServerWriteReactor<v1::StreamChunk>* StreamScene(grpc::CallbackServerContext* ctx,
+                                                         const v1::StreamSceneRequest* request) override;
+
+  // Introspection (tests, logs).
+  int active_streams() const { return active_.load(); }
+  uint64_t bytes_in_flight() const { return in_flight_.load(); }
+  uint64_t peak_bytes_in_flight() const { return peak_in_flight_.load(); }
+  uint64_t stalls_cancelled() const { return stalls_.load(); }
+  const SceneServiceOptions& options() const { return options_; }
+
+ private:
+  class StreamReactor;
+
+  bool TryAdmit();
+  void ReleaseAdmission();
+  // Reserves `bytes` of the global in-flight budget; false when over the cap.
+  bool TryAcquireBytes(uint64_t bytes);
+  void ReleaseBytes(uint64_t bytes);
+
+  const SceneRegistry* const registry_;
+  PlanCache* const cache_;
+  ServerMetrics* const metrics_;
+  const SceneServiceOptions options_;
+  std::atomic<bool> ready_{false};
+  std::atomic<int> active_{0};
+  std::atomic<uint64_t> in_flight_{0};
+  std::atomic<uint64_t> peak_in_flight_{0};
+  std::atomic<uint64_t> stalls_{0};
+};
+
+// SceneInfo for a loaded scene (ListScenes / GetScene).
+v1::SceneInfo MakeSceneInfo(const Scene& scene);
+
+}  // namespace flexgs::server

@@ -1,0 +1,231 @@
+// flexgs-server: streams elastic 3DGS scenes over gRPC (flexgs.v1.SceneService).
+//
+// Startup: bind the port (health NOT_SERVING), load the scenes directory, then
+// SERVING. SIGTERM/SIGINT: health NOT_SERVING, Server::Shutdown(now + drain) -- new
+// calls are refused, running streams get until the deadline and are then cancelled
+// -- and exit 0. Every flag can also be set by an environment variable
+// FLEXGS_<FLAG> (e.g. FLEXGS_PORT=50051); a flag given on the command line wins.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+
+#include "kernels/backend.h"
+#include "server/plan_cache.h"
+#include "server/scene_registry.h"
+#include "server/scene_service.h"
+#include "server/server_metrics.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace flexgs::server {
+namespace {
+
+constexpr char kServiceName[] = "flexgs.v1.SceneService";
+
+struct Flags {
+  std::string host = "0.0.0.0";
+  int port = 50051;
+  std::string scenes;
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9464;
+  std::string device = "auto";
+  int max_streams = 256;
+  uint64_t max_inflight_bytes = uint64_t{256} << 20;
+  double stall_timeout = 30;
+  uint64_t plan_cache_bytes = uint64_t{1} << 30;
+  int plan_workers = 2;
+  int threads = 0;
+  double drain_seconds = 10;
+  uint32_t max_chunk_bytes = 256 << 10;
+  int gi_views = 16;
+  int gi_size = 256;
+  uint64_t resource_quota_bytes = uint64_t{2} << 30;
+  std::string log_level = "info";
+};
+
+// Adds --name with env FLEXGS_NAME (dashes -> underscores, upper case).
+template <typename T>
+CLI::Option* Opt(CLI::App& app, const std::string& name, T& value, const std::string& help) {
+  std::string env = "FLEXGS_";
+  for (char c : name) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return app.add_option("--" + name, value, help)->envname(env)->capture_default_str();
+}
+
+absl::Status LogDevice(const std::string& text) {
+  auto device = ParseDevice(text);
+  if (!device.ok()) return device.status();
+  std::string why;
+  const bool cuda = CudaAvailable(&why);
+  if (*device == Device::kCuda && !cuda) {
+    return absl::FailedPreconditionError("--device cuda: " + why);
+  }
+  const char* resolved = *device == Device::kCpu ? "cpu" : (cuda ? "cuda" : "cpu");
+  // Planning and GI of plain PLY scenes run on the CPU in the server today; the
+  // device is resolved (and a requested GPU verified) so deployments fail early.
+  spdlog::info("device: requested {}, resolved {}{}; scene planning runs on the CPU", text, resolved,
+               *device == Device::kAuto && !cuda ? " (" + why + ")" : std::string());
+  return absl::OkStatus();
+}
+
+int Run(const Flags& f) {
+  // Signals are taken by one thread with sigwait, so block them before any other
+  // thread (gRPC's, spdlog's, the plan workers') exists and inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (absl::Status st = LogDevice(f.device); !st.ok()) {
+    spdlog::error("{}", std::string(st.message()));
+    return 1;
+  }
+
+  ServerMetrics metrics;
+  if (f.metrics_port > 0) {
+    auto port = metrics.StartExposer(f.metrics_host, f.metrics_port);
+    if (!port.ok()) {
+      spdlog::error("{}", std::string(port.status().message()));
+      return 1;
+    }
+    spdlog::info("metrics on http://{}:{}/metrics", f.metrics_host, *port);
+  }
+
+  SceneRegistry registry;
+  PlanCache::Options cache_options;
+  cache_options.capacity_bytes = f.plan_cache_bytes;
+  cache_options.workers = f.plan_workers;
+  PlanCache::Hooks hooks;
+  hooks.on_hit = [&metrics] { metrics.PlanCacheHit(); };
+  hooks.on_miss = [&metrics] { metrics.PlanCacheMiss(); };
+  hooks.on_computed = [&metrics](double s) { metrics.PlanComputed(s); };
+  PlanCache cache(cache_options, hooks);
+
+  SceneServiceOptions service_options;
+  service_options.max_streams = f.max_streams;
+  service_options.max_bytes_in_flight = f.max_inflight_bytes;
+  service_options.stall_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.stall_timeout * 1000));
+  service_options.default_max_chunk_bytes = f.max_chunk_bytes;
+  SceneService service(&registry, &cache, &metrics, service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  // Requests are tiny; a small receive limit is cheap protection.
+  builder.SetMaxReceiveMessageSize(64 << 10);
+  // Find dead peers during long streams; accept client pings down to every 10 s.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  grpc::ResourceQuota quota("flexgs-server");
+  if (f.resource_quota_bytes > 0) {
+    // A backstop for gRPC's own buffers; the service's limits are the real control.
+    quota.Resize(f.resource_quota_bytes);
+    builder.SetResourceQuota(quota);
+  }
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    spdlog::error("cannot listen on {}:{}", f.host, f.port);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", false);
+  health->SetServingStatus(kServiceName, false);
+  std::cout << "listening on " << bound_port << std::endl;
+  spdlog::info("listening on {}:{} (NOT_SERVING until scenes are loaded)", f.host, bound_port);
+
+  std::atomic<bool> stopping{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    stopping.store(true);
+    spdlog::info("{}: draining for up to {} s", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_seconds);
+    health->Shutdown();  // every service NOT_SERVING, for good
+    server->Shutdown(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(f.drain_seconds * 1000)));
+    spdlog::info("gRPC server shut down");
+  });
+
+  SceneLoadOptions load;
+  load.gi_views = f.gi_views;
+  load.gi_size = f.gi_size;
+  load.threads = f.threads;
+  absl::Status loaded = registry.LoadDirectory(f.scenes, load, &stopping);
+  int exit_code = 0;
+  if (!loaded.ok()) {
+    spdlog::error("{}", std::string(loaded.message()));
+    exit_code = 1;
+    // Shut down through the signal thread so there is exactly one shutdown path.
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+  } else if (!stopping.load()) {
+    if (registry.size() == 0) spdlog::warn("no scenes in {}: serving an empty list", f.scenes);
+    service.SetReady(true);
+    health->SetServingStatus(kServiceName, true);
+    health->SetServingStatus("", true);
+    spdlog::info("SERVING {} scene(s)", registry.size());
+  }
+  server->Wait();
+  signal_thread.join();
+  metrics.StopExposer();
+  server.reset();  // reactors are all done; the cache and registry can go now
+  spdlog::info("stopped");
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace flexgs::server
+
+int main(int argc, char** argv) {
+  flexgs::server::Flags f;
+  CLI::App app{"flexgs-server: stream elastic 3D Gaussian Splatting scenes over gRPC"};
+  using flexgs::server::Opt;
+  Opt(app, "host", f.host, "Address to listen on");
+  Opt(app, "port", f.port, "gRPC port (0: pick a free one; printed as 'listening on PORT')");
+  Opt(app, "scenes", f.scenes, "Directory of *.flexgs bundles and *.ply scenes")->required();
+  Opt(app, "metrics-host", f.metrics_host, "Address for the Prometheus endpoint (127.0.0.1 or 0.0.0.0)");
+  Opt(app, "metrics-port", f.metrics_port, "Prometheus /metrics port (0 disables)");
+  Opt(app, "device", f.device, "auto, cpu or cuda");
+  Opt(app, "max-streams", f.max_streams, "Concurrent StreamScene calls; more get RESOURCE_EXHAUSTED")
+      ->check(CLI::Range(1, 1 << 20));
+  Opt(app, "max-inflight-bytes", f.max_inflight_bytes, "Payload bytes in writes not yet completed, all streams");
+  Opt(app, "stall-timeout", f.stall_timeout, "Seconds a write may take before the stream is cancelled")
+      ->check(CLI::Range(0.01, 86400.0));
+  Opt(app, "plan-cache-bytes", f.plan_cache_bytes, "Memory for cached stream scripts");
+  Opt(app, "plan-workers", f.plan_workers, "Plans computed at once")->check(CLI::Range(1, 256));
+  Opt(app, "threads", f.threads, "CPU threads for GI at load time (0 = all)");
+  Opt(app, "drain-seconds", f.drain_seconds, "On SIGTERM, seconds running streams get before cancellation")
+      ->check(CLI::Range(0.0, 3600.0));
+  Opt(app, "max-chunk-bytes", f.max_chunk_bytes, "Default largest message when a request gives none");
+  Opt(app, "gi-views", f.gi_views, "Orbit views for the GI of plain PLY scenes")->check(CLI::Range(1, 1000));
+  Opt(app, "gi-size", f.gi_size, "Square size of those views")->check(CLI::Range(16, 4096));
+  Opt(app, "resource-quota-bytes", f.resource_quota_bytes, "gRPC ResourceQuota backstop (0: none)");
+  Opt(app, "log-level", f.log_level, "trace, debug, info, warn, error");
+  CLI11_PARSE(app, argc, argv);
+  // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".
+  spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs-server"));
+  spdlog::set_level(spdlog::level::from_str(f.log_level));
+  if (f.max_chunk_bytes < flexgs::kMinChunkBytes || f.max_chunk_bytes > flexgs::kMaxChunkBytes) {
+    std::cerr << "--max-chunk-bytes must be in [" << flexgs::kMinChunkBytes << ", " << flexgs::kMaxChunkBytes
+              << "]\n";
+    return 1;
+  }
+  return flexgs::server::Run(f);
+}

@@ -1,0 +1,45 @@
+// Turns a StreamSceneRequest into the parameters of a stream (protobuf -> core
+// types), applying the protocol's rules with the core functions that own them:
+//   scene_id unknown                         NOT_FOUND
+//   budget unset, non-positive, NaN, absurd  INVALID_ARGUMENT
+//   budget below the smallest level          FAILED_PRECONDITION (minimum in the message)
+//   ladder not strictly increasing in (0,1]  INVALID_ARGUMENT
+//   encoding not a known value               INVALID_ARGUMENT
+//   max_chunk_bytes out of range             INVALID_ARGUMENT
+//   max_sh_degree above the model's          clamped to the model's
+//   resume_token damaged or foreign          INVALID_ARGUMENT
+//   resume_token for another model digest    FAILED_PRECONDITION
+//   request parameters differ from token's   INVALID_ARGUMENT
+//   resume_from_sequence without a token     INVALID_ARGUMENT
+// (resume_from_sequence beyond the end is OUT_OF_RANGE, checked once the script's
+// length is known.) A resumed request may carry only the token (and scene id); if
+// it also sets a budget, every parameter must resolve to exactly the token's.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/resume_token.h"
+#include "flexgs/v1/scene_service.pb.h"
+#include "server/scene_registry.h"
+
+namespace flexgs::server {
+
+// Ladders longer than this are refused (resume tokens hold at most 64 rungs).
+inline constexpr size_t kMaxLadderRungs = 64;
+
+struct ResolvedStream {
+  std::shared_ptr<const Scene> scene;
+  StreamParams params;       // effective: concrete encoding, chunk size, ladder, SH degree
+  uint64_t resume_from = 0;  // first sequence to send
+  bool resumed = false;
+  std::string budget;        // what the client asked for, for logs ("ratio=0.1", "token", ...)
+};
+
+absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registry,
+                                                    const v1::StreamSceneRequest& request,
+                                                    uint32_t default_max_chunk_bytes);
+
+}  // namespace flexgs::server

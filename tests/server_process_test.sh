@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The real flexgs-server binary: start on a free port, health SERVING, stream and
+# verify, metrics endpoint, SIGTERM during a stream -> exit 0 within the drain.
+#   server_process_test.sh FLEXGS FLEXGS_SERVER HEALTH_PROBE STREAM_CLIENT
+set -euo pipefail
+FLEXGS=$1 SERVER=$2 PROBE=$3 CLIENT=$4
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-server-process.XXXXXX")
+SERVER_PID=""
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*" >&2
+  echo "--- server log ---" >&2
+  cat "$WORK/server.log" >&2 || true
+  exit 1
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Scenes: an elasticized bundle, a plain PLY (GI at load time) and a broken file.
+mkdir -p "$WORK/scenes"
+"$FLEXGS" generate --out "$WORK/synth.ply" --count 60000 --sh-degree 3 > /dev/null
+"$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
+"$FLEXGS" generate --out "$WORK/scenes/plain.ply" --count 2000 > /dev/null
+echo "not a ply" > "$WORK/scenes/broken.ply"
+
+METRICS_PORT=$(free_port)
+# Flags and FLEXGS_* environment variables both configure the server.
+FLEXGS_METRICS_PORT=$METRICS_PORT FLEXGS_DRAIN_SECONDS=2 \
+  "$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
+  --gi-views 4 --gi-size 64 > "$WORK/server.out" 2> "$WORK/server.log" &
+SERVER_PID=$!
+
+PORT=""
+for _ in $(seq 1 100); do
+  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
+  [[ -n "$PORT" ]] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
+  sleep 0.1
+done
+[[ -n "$PORT" ]] || fail "no 'listening on PORT' line"
+ADDR=127.0.0.1:$PORT
+
+serving=0
+for _ in $(seq 1 100); do
+  if "$PROBE" --addr "$ADDR" --timeout-ms 500 > /dev/null 2>&1; then serving=1; break; fi
+  sleep 0.1
+done
+[[ $serving == 1 ]] || fail "health never SERVING"
+"$PROBE" --addr "$ADDR" --service flexgs.v1.SceneService > /dev/null || fail "service not SERVING"
+set +e
+"$PROBE" --addr "$ADDR" --service no.such.Service > /dev/null 2>&1; rc=$?
+"$PROBE" > /dev/null 2>&1; rc_args=$?
+set -e
+[[ $rc == 3 ]] || fail "unknown service: probe exit $rc, want 3"
+[[ $rc_args == 1 ]] || fail "no --addr: probe exit $rc_args, want 1"
+grep -q "skipping scene .*broken.ply" "$WORK/server.log" || fail "broken scene not reported"
+echo "health SERVING on $ADDR"
+
+"$CLIENT" --addr "$ADDR" --scene synth --ratio 0.5 || fail "stream synth"
+"$CLIENT" --addr "$ADDR" --scene plain --ratio 0.2 --encoding lossless || fail "stream plain"
+set +e
+"$CLIENT" --addr "$ADDR" --scene nope --ratio 0.2 > /dev/null 2>&1; rc=$?
+set -e
+[[ $rc == 2 ]] || fail "unknown scene: client exit $rc, want 2"
+
+if command -v curl > /dev/null; then
+  METRICS=$(curl -sf "http://127.0.0.1:$METRICS_PORT/metrics") || fail "metrics endpoint"
+else
+  exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT"
+  printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  METRICS=$(cat <&3)
+  exec 3<&-
+fi
+for name in grpc_server_started_total grpc_server_handled_total grpc_server_msg_sent_total \
+            grpc_server_handling_seconds_bucket flexgs_stream_bytes_sent_total \
+            flexgs_stream_time_to_first_chunk_seconds_bucket flexgs_plan_compute_seconds_bucket \
+            flexgs_plan_cache_hits_total flexgs_plan_cache_misses_total flexgs_streams_active \
+            flexgs_stream_stalls_cancelled_total flexgs_streams_rejected_total; do
+  grep -q "^$name" <<< "$METRICS" || fail "metric $name missing"
+done
+# prometheus-cpp sorts labels by name.
+grep -q 'grpc_server_handled_total{grpc_code="NOT_FOUND",grpc_method="StreamScene",.*} 1' <<< "$METRICS" ||
+  fail "NOT_FOUND StreamScene not counted"
+echo "metrics OK on port $METRICS_PORT"
+
+# A slow reader mid-stream when SIGTERM arrives: the server drains for 2 s, cancels
+# what is left, and exits 0.
+"$CLIENT" --addr "$ADDR" --scene synth --ratio 1 --encoding lossless --max-chunk-bytes 65536 \
+  --read-delay-ms 50 > "$WORK/slow.out" 2>&1 &
+CLIENT_PID=$!
+sleep 1
+kill -0 "$CLIENT_PID" 2>/dev/null || fail "slow client finished before SIGTERM: $(cat "$WORK/slow.out")"
+START=$(date +%s.%N)
+kill -TERM "$SERVER_PID"
+set +e
+for _ in $(seq 1 100); do
+  kill -0 "$SERVER_PID" 2>/dev/null || break
+  sleep 0.1
+done
+if kill -0 "$SERVER_PID" 2>/dev/null; then fail "server still running 10 s after SIGTERM"; fi
+ELAPSED=$(python3 -c "import time; print(f'{time.time() - $START:.2f}')")
+wait "$SERVER_PID"; server_rc=$?
+kill "$CLIENT_PID" 2>/dev/null  # it may still be reading what was buffered; not needed
+wait "$CLIENT_PID"; client_rc=$?
+set -e
+SERVER_PID=""
+[[ $server_rc == 0 ]] || fail "server exit code $server_rc after SIGTERM"
+python3 -c "import sys; sys.exit(0 if $ELAPSED <= 2 + 3 else 1)" || fail "shutdown took $ELAPSED s (drain 2 s)"
+grep -q "SIGTERM: draining for up to 2 s" "$WORK/server.log" || fail "no drain log line (FLEXGS_DRAIN_SECONDS=2)"
+echo "SIGTERM: server exit 0 after $ELAPSED s (slow client exit $client_rc)"
+echo "PASS"
