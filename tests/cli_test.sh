@@ -23,6 +23,19 @@ check "inspect --json sh" grep -q '"sh_degree": 1' "$TMP/synth.json"
 check "render writes PNG" test -s "$TMP/s.png"
 check "render prints time" grep -q " ms" "$TMP/render.txt"
 
+# Elastic model: elasticize -> plan -> render a ratio.
+"$FLEXGS" elasticize "$TMP/synth.ply" --out "$TMP/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null 2>&1
+check "elasticize writes a bundle" test -s "$TMP/synth.flexgs/manifest.json"
+"$FLEXGS" plan "$TMP/synth.flexgs" --budget-ratio 0.12 --json > "$TMP/plan.json"
+check "plan has 4 levels" test "$(grep -c '"ratio"' "$TMP/plan.json")" -eq 4
+check "plan reports wire bytes" grep -q '"encoded_bytes"' "$TMP/plan.json"
+"$FLEXGS" render "$TMP/synth.flexgs" --ratio 0.05 --orbit 4 --width 64 --height 64 --out "$TMP/r5.png" > "$TMP/r5.txt" 2>&1
+check "render at 5% keeps 250 Gaussians" grep -q "250 of 250 Gaussians" "$TMP/r5.txt"
+if "$FLEXGS" render "$TMP/synth.flexgs" --ratio 1.5 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err5.txt"; then check "ratio > 1 fails" false; else check "ratio > 1 fails" true; fi
+check "ratio message" grep -q "outside \[0, 1\]" "$TMP/err5.txt"
+if "$FLEXGS" render "$TMP/synth.ply" --ratio 0.1 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err6.txt"; then check "ratio on a PLY fails" false; else check "ratio on a PLY fails" true; fi
+check "ratio on PLY message" grep -q "elasticize" "$TMP/err6.txt"
+
 # Bad input: non-zero exit and a message naming the problem.
 printf 'ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n' > "$TMP/bad.ply"
 if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then check "bad PLY exits non-zero" false; else check "bad PLY exits non-zero" true; fi

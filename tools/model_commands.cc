@@ -13,6 +13,7 @@
 #include "core/level_planner.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
+#include "core/stream_script.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
 
@@ -96,6 +97,11 @@ int RunPlan(const PlanArgs& args) {
   auto plan = PlanLevels(*model, req, &pool);
   if (!plan.ok()) return Fail("plan", plan.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // What the levels cost on the wire with the default (quantized) stream encoding.
+  ScriptOptions script_options;
+  script_options.sh_degree = plan->sh_degree;
+  auto script = BuildStreamScript(*plan, script_options);
+  if (!script.ok()) return Fail("plan", script.status());
   nlohmann::json j;
   j["model"] = args.model;
   j["digest"] = model->digest;
@@ -112,6 +118,7 @@ int RunPlan(const PlanArgs& args) {
                            {"added", l.added.size()},
                            {"patched", l.patches.size() / kPatchStride},
                            {"raw_bytes", plan->RawLevelBytes(k)},
+                           {"encoded_bytes", script->levels[k].payload_bytes},
                            {"cumulative_raw_bytes", total},
                            {"overlap_with_independent", l.overlap_with_independent}});
   }
@@ -121,12 +128,12 @@ int RunPlan(const PlanArgs& args) {
   }
   std::cout << absl::StrFormat("%s (%s, %d Gaussians, SH %d): plan in %.3f s\n", args.model,
                                j["mode"].get<std::string>(), plan->model_gaussians, plan->sh_degree, secs);
-  std::cout << "  level  ratio     count     added   patched   raw bytes  overlap\n";
+  std::cout << "  level  ratio     count     added   patched   raw bytes  wire bytes  overlap\n";
   for (size_t k = 0; k < plan->levels.size(); ++k) {
     const PlanLevel& l = plan->levels[k];
-    std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %7.4f\n", k + 1, l.ratio, l.count,
+    std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %10d  %7.4f\n", k + 1, l.ratio, l.count,
                                  l.added.size(), l.patches.size() / kPatchStride, plan->RawLevelBytes(k),
-                                 l.overlap_with_independent);
+                                 script->levels[k].payload_bytes, l.overlap_with_independent);
   }
   return 0;
 }
