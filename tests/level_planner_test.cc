@@ -8,53 +8,26 @@
 #include "core/synthetic_scene.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 
 namespace flexgs {
 namespace {
 
-ElasticModel HeuristicModel(size_t n, uint64_t seed) {
-  ElasticModel m;
-  m.gaussians = MakeSyntheticScene({.count = n, .sh_degree = 1, .seed = seed});
-  SplitMix64 rng(seed);
-  m.global_importance.resize(n);
-  for (float& g : m.global_importance) g = static_cast<float>(rng.Uniform());
-  m.normalization.aabb_min = {-3, -3, -3};
-  m.normalization.aabb_max = {3, 3, 3};
-  return m;
-}
-
-// A model with random (untrained) networks: rankings change with e and the field
-// moves Gaussians, which is what nesting and patches must cope with.
-ElasticModel TrainedLikeModel(size_t n, uint64_t seed) {
-  ElasticModel m = HeuristicModel(n, seed);
-  m.gsnet = GsNetWeights::Init(seed);
-  TransformFieldConfig cfg;
-  cfg.channels = 4;
-  cfg.base_resolution = 8;
-  cfg.multires = {1, 2};
-  cfg.ratio_resolution = 12;
-  cfg.hidden = 16;
-  m.field = TransformFieldWeights::Init(cfg, seed);
-  SplitMix64 rng(seed + 1);
-  for (int h = 0; h < 3; ++h) {  // non-zero last layers: a real transform
-    for (float& w : m.field->fc2[h].weight) w = static_cast<float>(rng.Uniform(-0.05, 0.05));
-    for (float& b : m.field->fc2[h].bias) b = static_cast<float>(rng.Uniform(-0.02, 0.02));
-  }
-  return m;
-}
+using ::flexgs::testing::HeuristicTestModel;
+using ::flexgs::testing::TrainedLikeTestModel;
 
 TEST(ElasticSelectionTest, TopKIsExactWithIndexTieBreak) {
   const std::vector<float> scores = {0.5f, 2.0f, 0.5f, 3.0f, 0.5f, -1.0f};
-  EXPECT_THAT(TopK(scores, 3), testing::ElementsAre(3, 1, 0));
-  EXPECT_THAT(TopK(scores, 4), testing::ElementsAre(3, 1, 0, 2));
-  EXPECT_THAT(TopK(scores, 10), testing::ElementsAre(3, 1, 0, 2, 4, 5));
+  EXPECT_THAT(TopK(scores, 3), ::testing::ElementsAre(3, 1, 0));
+  EXPECT_THAT(TopK(scores, 4), ::testing::ElementsAre(3, 1, 0, 2));
+  EXPECT_THAT(TopK(scores, 10), ::testing::ElementsAre(3, 1, 0, 2, 4, 5));
   std::vector<uint8_t> exclude = {1, 0, 0, 1, 0, 0};
-  EXPECT_THAT(TopK(scores, 2, &exclude), testing::ElementsAre(1, 2));
+  EXPECT_THAT(TopK(scores, 2, &exclude), ::testing::ElementsAre(1, 2));
 }
 
 TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
   ThreadPool pool(2);
-  const ElasticModel m = HeuristicModel(1000, 3);
+  const ElasticModel m = HeuristicTestModel(1000, 3);
   auto zero = ElasticSubset(m, 0.0, &pool);
   ASSERT_TRUE(zero.ok());
   EXPECT_EQ(zero->size(), 1u);
@@ -69,21 +42,21 @@ TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
   for (double bad : std::vector<double>{-0.01, 1.0001, std::nan(""), INFINITY}) {
     auto st = ElasticSubset(m, bad, &pool).status();
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_THAT(std::string(st.message()), testing::HasSubstr("outside [0, 1]"));
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("outside [0, 1]"));
   }
 }
 
 TEST(LevelPlannerTest, RatiosFollowTheLadderUpToTheTop) {
-  const ElasticModel m = HeuristicModel(100, 1);
+  const ElasticModel m = HeuristicTestModel(100, 1);
   auto r = PlanRatios(m, {.top_ratio = 0.12, .ladder = {}});
   ASSERT_TRUE(r.ok());
-  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.12));
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.12));
   r = PlanRatios(m, {.top_ratio = 0.15, .ladder = {}});
-  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.15));
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.15));
   r = PlanRatios(m, {.top_ratio = 1.0, .ladder = {}});
-  EXPECT_THAT(*r, testing::ElementsAre(0.01, 0.05, 0.10, 0.15, 1.0));
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.15, 1.0));
   r = PlanRatios(m, {.top_ratio = 0.005, .ladder = {}});
-  EXPECT_THAT(*r, testing::ElementsAre(0.005));
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.005));
   EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.1, 0.05}}).ok());
   EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.0, 0.05}}).ok());
   EXPECT_FALSE(PlanRatios(m, {.top_ratio = std::nan(""), .ladder = {}}).ok());
@@ -97,7 +70,7 @@ void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) 
   state.sh_degree = m.gaussians.sh_degree;
   for (size_t k = 0; k < plan.levels.size(); ++k) {
     const PlanLevel& level = plan.levels[k];
-    SCOPED_TRACE(testing::Message() << "level " << k << " ratio " << level.ratio);
+    SCOPED_TRACE(::testing::Message() << "level " << k << " ratio " << level.ratio);
     // Patches first (they address Gaussians already held), then additions.
     if (!level.patches.empty()) {
       ASSERT_EQ(level.patches.size(), held.size() * kPatchStride);
@@ -132,7 +105,7 @@ void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) 
 
 TEST(LevelPlannerTest, HeuristicPlansAreNestedTopKWithoutPatches) {
   ThreadPool pool(2);
-  const ElasticModel m = HeuristicModel(5000, 5);
+  const ElasticModel m = HeuristicTestModel(5000, 5);
   auto plan = PlanLevels(m, {.top_ratio = 0.2, .ladder = {}}, &pool);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->levels.size(), 5u);
@@ -146,7 +119,7 @@ TEST(LevelPlannerTest, HeuristicPlansAreNestedTopKWithoutPatches) {
 TEST(LevelPlannerTest, TrainedPlansStayNestedAndPatchesReproduceEachLevel) {
   ThreadPool pool(2);
   for (uint64_t seed : {1, 2, 3}) {
-    const ElasticModel m = TrainedLikeModel(3000, seed);
+    const ElasticModel m = TrainedLikeTestModel(3000, seed);
     SplitMix64 rng(seed * 77);
     std::vector<double> ladder;
     double r = 0;
@@ -164,7 +137,7 @@ TEST(LevelPlannerTest, TrainedPlansStayNestedAndPatchesReproduceEachLevel) {
 }
 
 TEST(LevelPlannerTest, PlansAreByteIdenticalAcrossRunsAndThreadCounts) {
-  const ElasticModel m = TrainedLikeModel(4000, 9);
+  const ElasticModel m = TrainedLikeTestModel(4000, 9);
   ThreadPool one(1), three(3);
   const PlanRequest req{.top_ratio = 0.3, .ladder = {}};
   auto a = PlanLevels(m, req, &one);
@@ -179,7 +152,7 @@ TEST(LevelPlannerTest, PlansAreByteIdenticalAcrossRunsAndThreadCounts) {
 
 TEST(LevelPlannerTest, RawBytesCountAdditionsAndPatches) {
   ThreadPool pool(1);
-  const ElasticModel m = TrainedLikeModel(1000, 4);
+  const ElasticModel m = TrainedLikeTestModel(1000, 4);
   auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
   ASSERT_TRUE(plan.ok());
   EXPECT_EQ(RawBytesPerGaussian(0), 56u);

@@ -19,6 +19,7 @@
 #include "core/thread_pool.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 
 namespace flexgs {
 namespace {
@@ -355,36 +356,8 @@ TEST(ResumeTokenTest, ForeignAndFutureTokensAreRejected) {
 // ---------------------------------------------------------------------------
 // Stream scripts
 
-ElasticModel HeuristicModel(size_t n, uint64_t seed, int sh_degree) {
-  ElasticModel m;
-  m.gaussians = MakeSyntheticScene({.count = n, .sh_degree = sh_degree, .seed = seed});
-  SplitMix64 rng(seed);
-  m.global_importance.resize(n);
-  for (float& g : m.global_importance) g = static_cast<float>(rng.Uniform());
-  m.normalization.aabb_min = {-3, -3, -3};
-  m.normalization.aabb_max = {3, 3, 3};
-  return m;
-}
-
-// Random (untrained) networks, as in level_planner_test: rankings change with e and
-// the field moves Gaussians, so later levels carry patches.
-ElasticModel TrainedLikeModel(size_t n, uint64_t seed, int sh_degree) {
-  ElasticModel m = HeuristicModel(n, seed, sh_degree);
-  m.gsnet = GsNetWeights::Init(seed);
-  TransformFieldConfig cfg;
-  cfg.channels = 4;
-  cfg.base_resolution = 8;
-  cfg.multires = {1, 2};
-  cfg.ratio_resolution = 12;
-  cfg.hidden = 16;
-  m.field = TransformFieldWeights::Init(cfg, seed);
-  SplitMix64 rng(seed + 1);
-  for (int h = 0; h < 3; ++h) {
-    for (float& w : m.field->fc2[h].weight) w = static_cast<float>(rng.Uniform(-0.05, 0.05));
-    for (float& b : m.field->fc2[h].bias) b = static_cast<float>(rng.Uniform(-0.02, 0.02));
-  }
-  return m;
-}
+using ::flexgs::testing::HeuristicTestModel;
+using ::flexgs::testing::TrainedLikeTestModel;
 
 // What a client holds after each level, straight from the plan (no codec).
 std::vector<GaussianCloud> ExpectedLevels(const Plan& plan, int sh_degree) {
@@ -524,7 +497,7 @@ void CheckScriptReplay(const Plan& plan, const StreamScript& script, const Scrip
   size_t item = 1;
   uint64_t total_payload = 0;
   for (size_t k = 0; k < plan.levels.size(); ++k) {
-    SCOPED_TRACE(testing::Message() << "level " << k);
+    SCOPED_TRACE(::testing::Message() << "level " << k);
     const PlanLevel& level = plan.levels[k];
     const StreamLevelSummary& summary = script.levels[k];
     EXPECT_EQ(summary.first_item, item);
@@ -619,7 +592,7 @@ void ExpectIdentical(const StreamScript& a, const StreamScript& b) {
 
 TEST(StreamScriptTest, HeuristicLosslessScriptReplaysEveryLevelExactly) {
   ThreadPool pool(2);
-  const ElasticModel m = HeuristicModel(5000, 5, 1);
+  const ElasticModel m = HeuristicTestModel(5000, 5, 1);
   auto plan = PlanLevels(m, {.top_ratio = 0.2, .ladder = {}}, &pool);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->levels.size(), 5u);
@@ -636,7 +609,7 @@ TEST(StreamScriptTest, TrainedLosslessScriptsPatchAndReplayExactly) {
   ThreadPool pool(2);
   for (uint64_t seed : {1, 2}) {
     SCOPED_TRACE(seed);
-    const ElasticModel m = TrainedLikeModel(3000, seed, 2);
+    const ElasticModel m = TrainedLikeTestModel(3000, seed, 2);
     auto plan = PlanLevels(m, {.top_ratio = 0.3, .ladder = {0.02, 0.07, 0.15}}, &pool);
     ASSERT_TRUE(plan.ok()) << plan.status();
     ASSERT_EQ(plan->levels.size(), 4u);
@@ -655,12 +628,12 @@ TEST(StreamScriptTest, TrainedLosslessScriptsPatchAndReplayExactly) {
 
 TEST(StreamScriptTest, QuantizedScriptsDecodeWithinTolerance) {
   ThreadPool pool(2);
-  const ElasticModel m = TrainedLikeModel(4000, 7, 3);
+  const ElasticModel m = TrainedLikeTestModel(4000, 7, 3);
   auto plan = PlanLevels(m, {.top_ratio = 0.25, .ladder = {}}, &pool);
   ASSERT_TRUE(plan.ok()) << plan.status();
   for (int sh : {3, 1}) {
     for (uint32_t chunk : {4096u, 65536u}) {
-      SCOPED_TRACE(testing::Message() << "sh " << sh << " chunk " << chunk);
+      SCOPED_TRACE(::testing::Message() << "sh " << sh << " chunk " << chunk);
       const ScriptOptions options{.encoding = ChunkEncoding::kQuantized, .sh_degree = sh, .max_chunk_bytes = chunk};
       auto script = BuildStreamScript(*plan, options);
       ASSERT_TRUE(script.ok()) << script.status();
@@ -671,7 +644,7 @@ TEST(StreamScriptTest, QuantizedScriptsDecodeWithinTolerance) {
 
 TEST(StreamScriptTest, ScriptsAreByteIdenticalAcrossBuilds) {
   ThreadPool one(1), two(2);
-  const ElasticModel m = TrainedLikeModel(3000, 9, 1);
+  const ElasticModel m = TrainedLikeTestModel(3000, 9, 1);
   const PlanRequest req{.top_ratio = 0.2, .ladder = {}};
   auto p1 = PlanLevels(m, req, &one);
   auto p2 = PlanLevels(m, req, &two);
@@ -691,7 +664,7 @@ TEST(StreamScriptTest, ScriptsAreByteIdenticalAcrossBuilds) {
 // big chunk per level carries everything.
 TEST(StreamScriptTest, EmptyLevelsAndLargeChunks) {
   ThreadPool pool(1);
-  const ElasticModel m = HeuristicModel(100, 3, 2);
+  const ElasticModel m = HeuristicTestModel(100, 3, 2);
   auto plan = PlanLevels(m, {.top_ratio = 0.5, .ladder = {0.01, 0.015, 0.2}}, &pool);
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->levels.size(), 4u);
@@ -710,7 +683,7 @@ TEST(StreamScriptTest, EmptyLevelsAndLargeChunks) {
 
 TEST(StreamScriptTest, BadOptionsAreRejected) {
   ThreadPool pool(1);
-  const ElasticModel m = HeuristicModel(500, 4, 1);
+  const ElasticModel m = HeuristicTestModel(500, 4, 1);
   auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {}}, &pool);
   ASSERT_TRUE(plan.ok());
   const auto code = [&](ChunkEncoding enc, int sh, uint32_t chunk) {

@@ -1,0 +1,42 @@
+// Small elastic models for tests of selection, planning and streaming.
+#pragma once
+
+#include "core/elastic_model.h"
+#include "core/synthetic_scene.h"
+
+namespace flexgs::testing {
+
+// The synthetic scene with random (seeded) Global Importance and no networks.
+inline ElasticModel HeuristicTestModel(size_t n, uint64_t seed, int sh_degree = 1) {
+  ElasticModel m;
+  m.gaussians = MakeSyntheticScene({.count = n, .sh_degree = sh_degree, .seed = seed});
+  SplitMix64 rng(seed);
+  m.global_importance.resize(n);
+  for (float& g : m.global_importance) g = static_cast<float>(rng.Uniform());
+  m.normalization.aabb_min = {-3, -3, -3};
+  m.normalization.aabb_max = {3, 3, 3};
+  return m;
+}
+
+// A model with random (untrained) networks: rankings change with e and the field
+// moves Gaussians, which is what nesting and patches must cope with. The field is
+// small (4 channels, 8/16 spatial, 12 ratio texels, width 16) to keep tests fast.
+inline ElasticModel TrainedLikeTestModel(size_t n, uint64_t seed, int sh_degree = 1) {
+  ElasticModel m = HeuristicTestModel(n, seed, sh_degree);
+  m.gsnet = GsNetWeights::Init(seed);
+  TransformFieldConfig cfg;
+  cfg.channels = 4;
+  cfg.base_resolution = 8;
+  cfg.multires = {1, 2};
+  cfg.ratio_resolution = 12;
+  cfg.hidden = 16;
+  m.field = TransformFieldWeights::Init(cfg, seed);
+  SplitMix64 rng(seed + 1);
+  for (int h = 0; h < 3; ++h) {  // non-zero last layers: a real transform
+    for (float& w : m.field->fc2[h].weight) w = static_cast<float>(rng.Uniform(-0.05, 0.05));
+    for (float& b : m.field->fc2[h].bias) b = static_cast<float>(rng.Uniform(-0.02, 0.02));
+  }
+  return m;
+}
+
+}  // namespace flexgs::testing
