@@ -17,6 +17,7 @@
 #include "core/sha256.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
@@ -27,28 +28,14 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using nlohmann::json;
 
-void FillRandom(std::vector<float>& v, std::mt19937& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  for (float& x : v) x = dist(rng);
-}
+using ::flexgs::testing::FillRandom;
 
 void FillRandom(DenseLayer& layer, std::mt19937& rng) {
   FillRandom(layer.weight, rng, -1.0f, 1.0f);
   FillRandom(layer.bias, rng, -1.0f, 1.0f);
 }
 
-GaussianCloud RandomCloud(size_t n, int sh_degree, std::mt19937& rng) {
-  GaussianCloud cloud;
-  cloud.sh_degree = sh_degree;
-  cloud.Resize(n);
-  FillRandom(cloud.positions, rng, -3.0f, 3.0f);
-  FillRandom(cloud.log_scales, rng, -6.0f, 0.0f);
-  FillRandom(cloud.rotations, rng, -1.0f, 1.0f);
-  FillRandom(cloud.opacity_logits, rng, -5.0f, 5.0f);
-  FillRandom(cloud.sh_dc, rng, -2.0f, 2.0f);
-  FillRandom(cloud.sh_rest, rng, -0.5f, 0.5f);
-  return cloud;
-}
+using ::flexgs::testing::RandomCloud;
 
 ElasticModel HeuristicModel(size_t n = 57, uint32_t seed = 7) {
   std::mt19937 rng(seed);

@@ -34,6 +34,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/test_models.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/scene_service.h"
@@ -50,23 +51,9 @@ using Clock = std::chrono::steady_clock;
 // ---------------------------------------------------------------------------
 // Scenes
 
-void FillRandom(std::vector<float>& v, std::mt19937& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  for (float& x : v) x = dist(rng);
-}
+using ::flexgs::testing::FillRandom;
 
-GaussianCloud RandomCloud(size_t n, int sh_degree, std::mt19937& rng) {
-  GaussianCloud cloud;
-  cloud.sh_degree = sh_degree;
-  cloud.Resize(n);
-  FillRandom(cloud.positions, rng, -3.0f, 3.0f);
-  FillRandom(cloud.log_scales, rng, -6.0f, 0.0f);
-  FillRandom(cloud.rotations, rng, -1.0f, 1.0f);
-  FillRandom(cloud.opacity_logits, rng, -5.0f, 5.0f);
-  FillRandom(cloud.sh_dc, rng, -2.0f, 2.0f);
-  FillRandom(cloud.sh_rest, rng, -0.5f, 0.5f);
-  return cloud;
-}
+using ::flexgs::testing::RandomCloud;
 
 FieldNormalization BoundsOf(const GaussianCloud& c) {
   FieldNormalization n;

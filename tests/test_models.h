@@ -1,10 +1,34 @@
 // Small elastic models for tests of selection, planning and streaming.
 #pragma once
 
+#include <random>
+#include <vector>
+
 #include "core/elastic_model.h"
 #include "core/synthetic_scene.h"
 
 namespace flexgs::testing {
+
+// Fills `v` with U(lo, hi) draws from `rng`.
+inline void FillRandom(std::vector<float>& v, std::mt19937& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (float& x : v) x = dist(rng);
+}
+
+// A cloud of random raw attributes (non-unit quaternions, wide opacity and scale
+// ranges): valid input for I/O and streaming, not a meaningful scene.
+inline GaussianCloud RandomCloud(size_t n, int sh_degree, std::mt19937& rng) {
+  GaussianCloud cloud;
+  cloud.sh_degree = sh_degree;
+  cloud.Resize(n);
+  FillRandom(cloud.positions, rng, -3.0f, 3.0f);
+  FillRandom(cloud.log_scales, rng, -6.0f, 0.0f);
+  FillRandom(cloud.rotations, rng, -1.0f, 1.0f);
+  FillRandom(cloud.opacity_logits, rng, -5.0f, 5.0f);
+  FillRandom(cloud.sh_dc, rng, -2.0f, 2.0f);
+  FillRandom(cloud.sh_rest, rng, -0.5f, 0.5f);
+  return cloud;
+}
 
 // The synthetic scene with random (seeded) Global Importance and no networks.
 inline ElasticModel HeuristicTestModel(size_t n, uint64_t seed, int sh_degree = 1) {
