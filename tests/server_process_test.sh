@@ -98,19 +98,24 @@ kill -0 "$CLIENT_PID" 2>/dev/null || fail "slow client finished before SIGTERM: 
 START=$(date +%s.%N)
 kill -TERM "$SERVER_PID"
 set +e
-for _ in $(seq 1 100); do
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if kill -0 "$SERVER_PID" 2>/dev/null; then fail "server still running 10 s after SIGTERM"; fi
-ELAPSED=$(python3 -c "import time; print(f'{time.time() - $START:.2f}')")
+# Measure with `wait`, not by polling `kill -0`: an exited child stays visible to
+# kill -0 until the shell reaps it. A timer kills a server that does not exit in 10 s.
+( exec > /dev/null 2>&1; sleep 10; kill -KILL "$SERVER_PID" ) &
+KILL_TIMER=$!
 wait "$SERVER_PID"; server_rc=$?
+ELAPSED=$(python3 -c "import time; print(f'{time.time() - $START:.2f}')")
+pkill -P "$KILL_TIMER" 2>/dev/null; kill "$KILL_TIMER" 2>/dev/null; wait "$KILL_TIMER" 2>/dev/null
+[[ $server_rc != 137 ]] || fail "server still running 10 s after SIGTERM"
 kill "$CLIENT_PID" 2>/dev/null  # it may still be reading what was buffered; not needed
 wait "$CLIENT_PID"; client_rc=$?
 set -e
 SERVER_PID=""
 [[ $server_rc == 0 ]] || fail "server exit code $server_rc after SIGTERM"
-python3 -c "import sys; sys.exit(0 if $ELAPSED <= 2 + 3 else 1)" || fail "shutdown took $ELAPSED s (drain 2 s)"
+# Drain deadline 2 s, then gRPC teardown, the metrics exposer stop (~1 s) and process
+# teardown: measured 3.2-5.2 s on a loaded 2-core machine. 6 s of slack over the drain
+# deadline still catches a shutdown that ignores the deadline (the slow stream here
+# would run for ~8 s more).
+python3 -c "import sys; sys.exit(0 if $ELAPSED <= 2 + 6 else 1)" || fail "shutdown took $ELAPSED s (drain 2 s)"
 grep -q "SIGTERM: draining for up to 2 s" "$WORK/server.log" || fail "no drain log line (FLEXGS_DRAIN_SECONDS=2)"
 echo "SIGTERM: server exit 0 after $ELAPSED s (slow client exit $client_rc)"
 echo "PASS"
