@@ -28,9 +28,14 @@ uint32_t FloatBits(float f) {
 CpuRasterizer::CpuRasterizer(int threads) : pool_(threads) {}
 
 absl::Status CpuRasterizer::Prepare(const GaussianCloud& cloud, const Camera& camera,
-                                    const RenderOptions& options, RasterFrame& frame) {
+                                    const RenderOptions& options, RasterFrame& frame,
+                                    absl::Span<const float> opacity_scale) {
   FLEXGS_RETURN_IF_ERROR(cloud.Validate());
   FLEXGS_RETURN_IF_ERROR(camera.Validate());
+  if (!opacity_scale.empty() && opacity_scale.size() != cloud.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("opacity_scale has ", opacity_scale.size(), " values for ",
+                                                   cloud.size(), " Gaussians"));
+  }
   const raster::CameraParams cam = ToCameraParams(camera, options.near_plane);
   const size_t n = cloud.size();
   frame.width = camera.width;
@@ -49,7 +54,8 @@ absl::Status CpuRasterizer::Prepare(const GaussianCloud& cloud, const Camera& ca
     for (size_t i = begin; i < end; ++i) {
       raster::Projected& p = frame.projected[i];
       if (!raster::ProjectGaussian(&cloud.positions[i * 3], &cloud.log_scales[i * 3], &cloud.rotations[i * 4],
-                                   cloud.opacity_logits[i], cam, options.radius_mode, &p)) {
+                                   cloud.opacity_logits[i], cam, options.radius_mode, &p,
+                                   opacity_scale.empty() ? 1.0f : opacity_scale[i])) {
         continue;
       }
       int x0, y0, x1, y1;
@@ -123,13 +129,27 @@ absl::Status CpuRasterizer::Prepare(const GaussianCloud& cloud, const Camera& ca
       for (uint32_t j = b; j < e; ++j) frame.tile_ids[j] = static_cast<uint32_t>(key[j - b]);
     }
   });
+  uint64_t key_bytes = 0;
+  for (const auto& k : keys) key_bytes += k.capacity() * sizeof(uint64_t);
+  // The histograms are still alive while the keys exist: the peak is their sum.
+  transient_bytes_ = counts.capacity() * sizeof(uint32_t) + key_bytes;
   return absl::OkStatus();
+}
+
+uint64_t CpuRasterizer::ScratchBytes() const {
+  const RasterFrame& f = frame_;
+  return f.projected.capacity() * sizeof(raster::Projected) + f.visible.capacity() + f.colors.capacity() * sizeof(float) +
+         f.tile_offsets.capacity() * sizeof(uint32_t) + f.tile_ids.capacity() * sizeof(uint32_t) +
+         f.sort_depths.capacity() * sizeof(float) + transient_bytes_;
 }
 
 absl::StatusOr<RenderResult> CpuRasterizer::Render(const GaussianCloud& cloud, const Camera& camera,
                                                    const RenderOptions& options) {
   FLEXGS_RETURN_IF_ERROR(Prepare(cloud, camera, options, frame_));
-  const RasterFrame& f = frame_;
+  return Composite(frame_, options);
+}
+
+RenderResult CpuRasterizer::Composite(const RasterFrame& f, const RenderOptions& options) {
   const int width = f.width, height = f.height;
   RenderResult result;
   result.color = Image(width, height, 3);

@@ -34,15 +34,23 @@ class CpuRasterizer final : public RasterBackend {
   absl::StatusOr<RenderResult> Render(const GaussianCloud& cloud, const Camera& camera,
                                       const RenderOptions& options) override;
 
-  // Stages 1-3 (project, bin, sort) into `frame`; used by Render and by GI.
+  // Stages 1-3 (project, bin, sort) into `frame`; used by Render, GI and training.
+  // `opacity_scale` (empty, or one value per Gaussian) multiplies each activated opacity.
   absl::Status Prepare(const GaussianCloud& cloud, const Camera& camera, const RenderOptions& options,
-                       RasterFrame& frame);
+                       RasterFrame& frame, absl::Span<const float> opacity_scale = {});
+
+  // Stage 4 (blend) of a prepared frame: Render == Prepare + Composite, so callers that
+  // prepare with extra inputs still get the very same image.
+  RenderResult Composite(const RasterFrame& frame, const RenderOptions& options);
+
+  uint64_t ScratchBytes() const override;
 
   ThreadPool& pool() { return pool_; }
 
  private:
   ThreadPool pool_;
   RasterFrame frame_;
+  uint64_t transient_bytes_ = 0;  // peak of Prepare's temporaries (histograms, sort keys)
 };
 
 }  // namespace flexgs

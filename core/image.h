@@ -3,7 +3,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <array>
+#include <string>
 #include <vector>
+
+#include "absl/status/statusor.h"
 
 namespace flexgs {
 
@@ -24,5 +28,9 @@ struct Image {
   std::vector<uint8_t> ToRgb8() const;
   static Image FromRgb8(const uint8_t* data, int width, int height, int channels);
 };
+
+// Parses a colour "r,g,b" with components in [0,1], or 0..255 integers when any
+// component exceeds 1 (so "255,255,255" and "1,1,1" are both white).
+absl::StatusOr<std::array<float, 3>> ParseRgbColor(const std::string& text);
 
 }  // namespace flexgs

@@ -30,6 +30,11 @@ void AppendVector(std::string& out, const std::vector<T>& v) {
   out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
+template <class T>
+void AppendAll(std::vector<T>& dst, const std::vector<T>& src) {
+  dst.insert(dst.end(), src.begin(), src.end());
+}
+
 }  // namespace
 
 uint64_t MortonCode(const float* p, const std::array<float, 3>& lo, const std::array<float, 3>& hi) {
@@ -122,6 +127,59 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     plan.levels.push_back(std::move(level));
   }
   return plan;
+}
+
+absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {
+  if (level >= plan.levels.size()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("level ", level, " is outside the plan's ", plan.levels.size(), " levels"));
+  }
+  if (plan.sh_degree < 0 || plan.sh_degree > kMaxShDegree) {
+    return absl::InvalidArgumentError(absl::StrCat("plan SH degree ", plan.sh_degree, " is outside 0..3"));
+  }
+  GaussianCloud cloud;
+  cloud.sh_degree = plan.sh_degree;
+  const size_t n = plan.levels[level].count;
+  // Reserved once up front: the arrays then grow by appends without reallocating.
+  cloud.positions.reserve(n * 3);
+  cloud.log_scales.reserve(n * 3);
+  cloud.rotations.reserve(n * 4);
+  cloud.opacity_logits.reserve(n);
+  cloud.sh_dc.reserve(n * 3);
+  cloud.sh_rest.reserve(n * 3 * static_cast<size_t>(cloud.rest_coeffs()));
+  for (size_t k = 0; k <= level; ++k) {
+    const PlanLevel& l = plan.levels[k];
+    // Patches address the Gaussians held before this level (client order); a plan that
+    // disagrees would make the replay index out of bounds, so it is refused, not trusted.
+    if (!l.patches.empty()) {
+      if (l.patches.size() != cloud.size() * kPatchStride) {
+        return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has ", l.patches.size(),
+                                                       " patch floats for ", cloud.size(), " held Gaussians"));
+      }
+      for (size_t i = 0; i < cloud.size(); ++i) {
+        const float* p = &l.patches[i * kPatchStride];
+        std::memcpy(&cloud.positions[i * 3], p, 3 * sizeof(float));
+        std::memcpy(&cloud.log_scales[i * 3], p + 3, 3 * sizeof(float));
+        std::memcpy(&cloud.rotations[i * 4], p + 6, 4 * sizeof(float));
+      }
+    }
+    const GaussianCloud& a = l.added_gaussians;
+    // (An empty addition may be a default cloud whose SH degree is moot.)
+    if (a.size() != l.added.size() || (!a.empty() && a.sh_degree != plan.sh_degree) || !a.Validate().ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has inconsistent additions"));
+    }
+    AppendAll(cloud.positions, a.positions);
+    AppendAll(cloud.log_scales, a.log_scales);
+    AppendAll(cloud.rotations, a.rotations);
+    AppendAll(cloud.opacity_logits, a.opacity_logits);
+    AppendAll(cloud.sh_dc, a.sh_dc);
+    AppendAll(cloud.sh_rest, a.sh_rest);
+    if (cloud.size() != l.count) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("plan level ", k, " count ", l.count, " != held ", cloud.size()));
+    }
+  }
+  return cloud;
 }
 
 std::string SerializePlan(const Plan& plan) {

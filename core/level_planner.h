@@ -57,6 +57,13 @@ absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const 
 
 absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& request, ThreadPool* pool);
 
+// The cloud a client holds after `level` (client order: each level's additions appended
+// in send order, earlier Gaussians re-posed by that level's patches), at the plan's SH
+// degree and unquantized -- what a lossless stream reproduces bit for bit.
+// OUT_OF_RANGE when `level` >= plan.levels.size(); INVALID_ARGUMENT for a plan whose
+// patches, additions or counts disagree (one PlanLevels did not make).
+absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level);
+
 // Canonical bytes of a plan (for caching, digests and determinism tests).
 std::string SerializePlan(const Plan& plan);
 

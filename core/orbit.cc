@@ -86,6 +86,7 @@ std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& 
   int digits = 3;
   for (int n = count - 1; n >= 1000; n /= 10) ++digits;
   const double golden_angle = kPi * (3.0 - std::sqrt(5.0));
+  const double azimuth_offset = Deg2Rad(options.azimuth_offset_deg);
 
   for (int i = 0; i < count; ++i) {
     double azimuth, sin_el;
@@ -98,6 +99,8 @@ std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& 
       sin_el = std::sin(Deg2Rad(options.elevation_deg));
       azimuth = 2.0 * kPi * i / count;
     }
+    // Skipped at 0 so that default orbits stay bit-identical to those made before the offset existed.
+    if (azimuth_offset != 0.0) azimuth += azimuth_offset;
     const double cos_el = std::sqrt(std::max(0.0, 1.0 - sin_el * sin_el));
     const Eigen::Vector3d dir =
         cos_el * (std::cos(azimuth) * e1 + std::sin(azimuth) * e2) + sin_el * up;
@@ -128,6 +131,9 @@ absl::Status ValidateOrbitOptions(const OrbitOptions& o) {
   if (!(o.distance_scale > 0.0) || !std::isfinite(o.distance_scale)) {
     return absl::InvalidArgumentError(
         absl::StrCat("orbit distance scale must be positive and finite, got ", o.distance_scale));
+  }
+  if (!std::isfinite(o.azimuth_offset_deg)) {
+    return absl::InvalidArgumentError(absl::StrCat("orbit azimuth offset must be finite, got ", o.azimuth_offset_deg));
   }
   if (!o.up.allFinite() || o.up.norm() < 1e-12) {
     return absl::InvalidArgumentError("orbit up vector must be finite and non-zero");

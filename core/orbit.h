@@ -37,12 +37,15 @@ struct OrbitOptions {
   double elevation_deg = 20.0;   // ring height above the centre, towards `up` (ring only)
   double distance_scale = 1.0;   // multiplies the fitted distance (< 1 zooms in)
   bool sphere = false;           // false: ring at elevation; true: Fibonacci sphere (poles excluded)
+  // Added to every camera's azimuth, so a second orbit can sit between the views of a
+  // first one (held-out evaluation views); 0 leaves the cameras exactly as without it.
+  double azimuth_offset_deg = 0.0;
   Eigen::Vector3d up{0, -1, 0};  // world direction shown up on screen (3DGS scenes are y-down)
 };
 
 // Cameras around bounds.centre(), all looking at it, at a common distance such
 // that the bounding sphere (radius()) fits the narrower field of view with a
-// small margin. Ring: camera i at azimuth 360*i/count degrees. Names are
+// small margin. Ring: camera i at azimuth 360*i/count + azimuth_offset_deg degrees. Names are
 // "orbit_000", "orbit_001", ... (zero-padded so they sort). Deterministic.
 // A degenerate (zero-size) box is treated as a unit sphere. Options are assumed
 // valid (see MakeOrbitCameras).
@@ -53,7 +56,7 @@ absl::StatusOr<std::vector<Camera>> MakeOrbitCameras(const GaussianCloud& cloud,
 
 // Checks the ranges documented on OrbitOptions (count in [1, 100000], sizes in
 // [1, 32768], fov in (1, 179) degrees, |elevation| < 90, distance_scale > 0,
-// non-zero finite up).
+// finite azimuth offset, non-zero finite up).
 absl::Status ValidateOrbitOptions(const OrbitOptions& options);
 
 }  // namespace flexgs

@@ -76,17 +76,19 @@ FLEXGS_HD void TileRect(const Projected& p, int tiles_x, int tiles_y, int* x0, i
 }
 
 // EWA projection of one Gaussian. Returns false when it is culled (behind the near
-// plane, degenerate, invisible, non-finite or entirely off-screen).
+// plane, degenerate, invisible, non-finite or entirely off-screen). `opacity_scale`
+// multiplies the activated opacity before culling and radius (the training-time
+// elastic mask); the default 1 leaves every result bit-identical.
 FLEXGS_HD bool ProjectGaussian(const float* pos, const float* log_scale, const float* quat,
                                float opacity_logit, const CameraParams& cam, RadiusMode mode,
-                               Projected* out) {
+                               Projected* out, float opacity_scale = 1.0f) {
   const float* R = cam.R;
   const float tx = R[0] * pos[0] + R[1] * pos[1] + R[2] * pos[2] + cam.t[0];
   const float ty = R[3] * pos[0] + R[4] * pos[1] + R[5] * pos[2] + cam.t[1];
   const float tz = R[6] * pos[0] + R[7] * pos[1] + R[8] * pos[2] + cam.t[2];
   if (!(tz > cam.near_plane) || !isfinite(tz)) return false;
 
-  const float opacity = Sigmoid(opacity_logit);
+  const float opacity = Sigmoid(opacity_logit) * opacity_scale;
   if (!(opacity >= kAlphaMin)) return false;
 
   // Rotation from the (normalised) quaternion w,x,y,z.

@@ -43,6 +43,11 @@ class RasterBackend {
   virtual std::string_view name() const = 0;
   virtual absl::StatusOr<RenderResult> Render(const GaussianCloud& cloud, const Camera& camera,
                                               const RenderOptions& options) = 0;
+
+  // Working memory (host or device) the backend holds between renders plus the transient
+  // peak of the last Render -- projections, tile lists, sort keys, uploaded attributes --
+  // excluding the returned RenderResult. Clients count it against their memory budget.
+  virtual uint64_t ScratchBytes() const { return 0; }
 };
 
 // Flat float camera for the kernels.

@@ -1,4 +1,5 @@
 #include "kernels/backend.h"
+#include "kernels/device_gaussian_store.h"
 
 #include <mutex>
 #include <utility>
@@ -9,10 +10,25 @@
 #include "spdlog/spdlog.h"
 
 #if defined(FLEXGS_HAS_CUDA)
+#include "kernels/cuda_memory.h"
 #include "kernels/cuda_rasterizer.h"
 #endif
 
 namespace flexgs {
+
+#if defined(FLEXGS_HAS_CUDA)
+std::unique_ptr<DeviceGaussianStore> NewCudaGaussianStore();  // kernels/device_gaussian_store.cu
+#endif
+
+absl::StatusOr<std::unique_ptr<DeviceGaussianStore>> NewDeviceGaussianStore() {
+  std::string why;
+  if (!CudaAvailable(&why)) return absl::UnavailableError(absl::StrCat("no device-resident store: ", why));
+#if defined(FLEXGS_HAS_CUDA)
+  return NewCudaGaussianStore();
+#else
+  return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
+#endif
+}
 
 absl::StatusOr<Device> ParseDevice(const std::string& text) {
   if (text == "auto") return Device::kAuto;
@@ -35,6 +51,16 @@ bool CudaAvailable(std::string* why) {
 #else
   if (why != nullptr) *why = "this binary was built without CUDA";
   return false;
+#endif
+}
+
+absl::StatusOr<CudaMemoryInfo> QueryCudaMemory() {
+  std::string why;
+  if (!CudaAvailable(&why)) return absl::UnavailableError(absl::StrCat("CUDA is unavailable: ", why));
+#if defined(FLEXGS_HAS_CUDA)
+  return QueryCudaDeviceMemory();
+#else
+  return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
 #endif
 }
 

@@ -5,6 +5,7 @@
 // clear line is logged (once per process).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,19 @@ bool CudaAvailable(std::string* why = nullptr);
 
 // True when this binary contains the CUDA kernels.
 bool BuiltWithCuda();
+
+// Memory of the current CUDA device (the one the CUDA rasterizer would use).
+struct CudaMemoryInfo {
+  uint64_t free_bytes = 0, total_bytes = 0;
+  std::string device_name;
+};
+
+// Free and total memory of the current CUDA device (cudaMemGetInfo), e.g. to size an
+// "auto" client budget. UNAVAILABLE with the reason when CUDA cannot be used (CPU-only
+// build, no driver or device); INTERNAL when the CUDA runtime fails the query. The
+// query creates the device's CUDA context if there is none yet, so `free_bytes` already
+// excludes what the context itself holds.
+absl::StatusOr<CudaMemoryInfo> QueryCudaMemory();
 
 // kAuto: CUDA if available else CPU (logging the fallback once). kCuda: CUDA, or
 // FAILED_PRECONDITION naming the reason. kCpu: the CPU rasterizer.

@@ -90,6 +90,7 @@ class DeviceBuffer {
   }
 
   char* data() const { return static_cast<char*>(ptr_); }
+  size_t capacity() const { return capacity_; }
 
  private:
   void* ptr_ = nullptr;
@@ -297,7 +298,7 @@ struct HostCounters {
   unsigned int visible;
 };
 
-class CudaRasterizer final : public RasterBackend {
+class CudaRasterizer final : public CudaRasterBackend {
  public:
   CudaRasterizer() = default;
   CudaRasterizer(const CudaRasterizer&) = delete;
@@ -315,9 +316,19 @@ class CudaRasterizer final : public RasterBackend {
 
   absl::StatusOr<RenderResult> Render(const GaussianCloud& cloud, const Camera& camera,
                                       const RenderOptions& options) override;
+  absl::StatusOr<RenderResult> RenderDevice(const DeviceCloudView& cloud, const Camera& camera,
+                                            const RenderOptions& options) override;
+
+  uint64_t ScratchBytes() const override {
+    return attributes_.capacity() + per_gaussian_.capacity() + pairs_.capacity() + temp_.capacity() +
+           image_.capacity();
+  }
 
  private:
   absl::Status Init();
+  // Stages (a)-(f) on attributes already in device memory.
+  absl::StatusOr<RenderResult> RenderView(const DeviceCloudView& cloud, const Camera& camera,
+                                          const RenderOptions& options);
 
   cudaStream_t stream_ = nullptr;
   HostCounters* host_counters_ = nullptr;  // pinned, so the readback is a true async copy
@@ -353,8 +364,59 @@ absl::StatusOr<RenderResult> CudaRasterizer::Render(const GaussianCloud& cloud, 
         absl::StrCat("the CUDA rasterizer handles at most ", INT_MAX, " Gaussians, got ", cloud.size()));
   }
   FLEXGS_RETURN_IF_ERROR(Init());
+  DeviceCloudView view;
+  view.count = cloud.size();
+  view.sh_degree = cloud.sh_degree;
+  if (!cloud.empty()) {
+    // Upload the cloud: one copy per attribute into one reused allocation.
+    Carver attr;
+    const size_t at_pos = attr.Add<float>(cloud.positions.size());
+    const size_t at_scale = attr.Add<float>(cloud.log_scales.size());
+    const size_t at_rot = attr.Add<float>(cloud.rotations.size());
+    const size_t at_logit = attr.Add<float>(cloud.opacity_logits.size());
+    const size_t at_dc = attr.Add<float>(cloud.sh_dc.size());
+    const size_t at_rest = attr.Add<float>(cloud.sh_rest.size());
+    FLEXGS_RETURN_IF_ERROR(attributes_.Reserve(attr.bytes()));
+    const std::pair<size_t, const std::vector<float>*> uploads[] = {
+        {at_pos, &cloud.positions},        {at_scale, &cloud.log_scales}, {at_rot, &cloud.rotations},
+        {at_logit, &cloud.opacity_logits}, {at_dc, &cloud.sh_dc},         {at_rest, &cloud.sh_rest}};
+    for (const auto& [at, host] : uploads) {
+      if (host->empty()) continue;
+      FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Carver::Get<float>(attributes_, at), host->data(),
+                                                  host->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    }
+    view.positions = Carver::Get<float>(attributes_, at_pos);
+    view.log_scales = Carver::Get<float>(attributes_, at_scale);
+    view.rotations = Carver::Get<float>(attributes_, at_rot);
+    view.opacity_logits = Carver::Get<float>(attributes_, at_logit);
+    view.sh_dc = Carver::Get<float>(attributes_, at_dc);
+    view.sh_rest = Carver::Get<float>(attributes_, at_rest);
+  }
+  return RenderView(view, camera, options);
+}
 
-  const int n = static_cast<int>(cloud.size());
+absl::StatusOr<RenderResult> CudaRasterizer::RenderDevice(const DeviceCloudView& cloud, const Camera& camera,
+                                                          const RenderOptions& options) {
+  FLEXGS_RETURN_IF_ERROR(camera.Validate());
+  if (cloud.sh_degree < 0 || cloud.sh_degree > kMaxShDegree) {
+    return absl::InvalidArgumentError(absl::StrCat("device cloud SH degree ", cloud.sh_degree, " is not in 0..3"));
+  }
+  if (cloud.count > static_cast<size_t>(INT_MAX)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the CUDA rasterizer handles at most ", INT_MAX, " Gaussians, got ", cloud.count));
+  }
+  if (cloud.count > 0 && (cloud.positions == nullptr || cloud.log_scales == nullptr || cloud.rotations == nullptr ||
+                          cloud.opacity_logits == nullptr || cloud.sh_dc == nullptr ||
+                          (cloud.sh_degree > 0 && cloud.sh_rest == nullptr))) {
+    return absl::InvalidArgumentError("device cloud has a null attribute pointer");
+  }
+  FLEXGS_RETURN_IF_ERROR(Init());
+  return RenderView(cloud, camera, options);
+}
+
+absl::StatusOr<RenderResult> CudaRasterizer::RenderView(const DeviceCloudView& cloud, const Camera& camera,
+                                                        const RenderOptions& options) {
+  const int n = static_cast<int>(cloud.count);
   const int width = camera.width, height = camera.height;
   const int tiles_x = (width + kTile - 1) / kTile;
   const int tiles_y = (height + kTile - 1) / kTile;
@@ -362,7 +424,7 @@ absl::StatusOr<RenderResult> CudaRasterizer::Render(const GaussianCloud& cloud, 
   const size_t pixels = static_cast<size_t>(width) * height;
   const raster::CameraParams cam = ToCameraParams(camera, options.near_plane);
   const int sh_degree = std::max(0, std::min(options.max_sh_degree, cloud.sh_degree));
-  const int rest_coeffs = cloud.rest_coeffs();
+  const int rest_coeffs = ShRestCoeffs(cloud.sh_degree);
 
   RenderResult result;
   result.color = Image(width, height, 3);
@@ -377,24 +439,6 @@ absl::StatusOr<RenderResult> CudaRasterizer::Render(const GaussianCloud& cloud, 
   if (n == 0) {
     fill_background();
     return result;
-  }
-
-  // Upload the cloud: one copy per attribute into one reused allocation.
-  Carver attr;
-  const size_t at_pos = attr.Add<float>(cloud.positions.size());
-  const size_t at_scale = attr.Add<float>(cloud.log_scales.size());
-  const size_t at_rot = attr.Add<float>(cloud.rotations.size());
-  const size_t at_logit = attr.Add<float>(cloud.opacity_logits.size());
-  const size_t at_dc = attr.Add<float>(cloud.sh_dc.size());
-  const size_t at_rest = attr.Add<float>(cloud.sh_rest.size());
-  FLEXGS_RETURN_IF_ERROR(attributes_.Reserve(attr.bytes()));
-  const std::pair<size_t, const std::vector<float>*> uploads[] = {
-      {at_pos, &cloud.positions},        {at_scale, &cloud.log_scales}, {at_rot, &cloud.rotations},
-      {at_logit, &cloud.opacity_logits}, {at_dc, &cloud.sh_dc},         {at_rest, &cloud.sh_rest}};
-  for (const auto& [at, host] : uploads) {
-    if (host->empty()) continue;
-    FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(Carver::Get<float>(attributes_, at), host->data(),
-                                                host->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
   }
 
   Carver gauss;
@@ -419,9 +463,8 @@ absl::StatusOr<RenderResult> CudaRasterizer::Render(const GaussianCloud& cloud, 
   // (a)
   FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(d_visible, 0, sizeof(unsigned int), stream_));
   ProjectKernel<<<Blocks1D(n), kThreads1D, 0, stream_>>>(
-      n, Carver::Get<float>(attributes_, at_pos), Carver::Get<float>(attributes_, at_scale),
-      Carver::Get<float>(attributes_, at_rot), Carver::Get<float>(attributes_, at_logit),
-      Carver::Get<float>(attributes_, at_dc), Carver::Get<float>(attributes_, at_rest), sh_degree, rest_coeffs, cam,
+      n, cloud.positions, cloud.log_scales, cloud.rotations, cloud.opacity_logits, cloud.sh_dc, cloud.sh_rest,
+      sh_degree, rest_coeffs, cam,
       options.radius_mode, tiles_x, tiles_y, d_xy, d_conic, d_rgb, d_depth, d_rect, d_counts, d_visible);
   FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("ProjectKernel");
 
@@ -556,7 +599,7 @@ std::string ProbeCuda() {
 
 }  // namespace
 
-std::unique_ptr<RasterBackend> NewCudaRasterBackend() { return std::make_unique<CudaRasterizer>(); }
+std::unique_ptr<CudaRasterBackend> NewCudaRasterBackend() { return std::make_unique<CudaRasterizer>(); }
 
 bool CudaRuntimeAvailable(std::string* why) {
   static const std::string* const reason = new std::string(ProbeCuda());  // thread-safe, never freed

@@ -143,6 +143,11 @@ absl::Status SceneRegistry::Add(const std::string& id, const std::string& source
       scene->bounds_max[d] = std::max(scene->bounds_max[d], g.positions[i * 3 + d]);
     }
   }
+  const SceneBounds view = RobustBounds(g);
+  for (int d = 0; d < 3; ++d) {
+    scene->view_min[d] = static_cast<float>(view.lo[d]);
+    scene->view_max[d] = static_cast<float>(view.hi[d]);
+  }
   scene->model = std::make_shared<const ElasticModel>(std::move(model));
   std::lock_guard<std::mutex> lock(mu_);
   if (scenes_.count(id) != 0) {

@@ -36,6 +36,8 @@ struct Scene {
   std::shared_ptr<const ElasticModel> model;
   std::array<float, 3> bounds_min{};  // axis-aligned bounds of the Gaussian centres
   std::array<float, 3> bounds_max{};
+  std::array<float, 3> view_min{};    // RobustBounds (1%-99%) of the centres, for framing
+  std::array<float, 3> view_max{};
 };
 
 class SceneRegistry {

@@ -39,6 +39,8 @@ v1::SceneInfo MakeSceneInfo(const Scene& scene) {
   for (int d = 0; d < 3; ++d) {
     info.mutable_bounds()->add_min(scene.bounds_min[d]);
     info.mutable_bounds()->add_max(scene.bounds_max[d]);
+    info.mutable_view_bounds()->add_min(scene.view_min[d]);
+    info.mutable_view_bounds()->add_max(scene.view_max[d]);
   }
   for (double r : model.ladder) info.add_ladder(r);
   for (int d = 0; d <= model.gaussians.sh_degree; ++d) info.add_resident_bytes_per_gaussian(ResidentBytesPerGaussian(d));

@@ -161,5 +161,112 @@ TEST(LevelPlannerTest, RawBytesCountAdditionsAndPatches) {
   EXPECT_EQ(plan->RawLevelBytes(1), 50u * RawBytesPerGaussian(1) + 50u * kPatchStride * 4);
 }
 
+// Every attribute of Gaussian i as one row, to compare clouds up to ordering.
+std::vector<std::vector<float>> Rows(const GaussianCloud& c) {
+  const size_t k = static_cast<size_t>(c.rest_coeffs()) * 3;
+  std::vector<std::vector<float>> rows(c.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    std::vector<float>& r = rows[i];
+    r.insert(r.end(), c.positions.begin() + i * 3, c.positions.begin() + i * 3 + 3);
+    r.insert(r.end(), c.log_scales.begin() + i * 3, c.log_scales.begin() + i * 3 + 3);
+    r.insert(r.end(), c.rotations.begin() + i * 4, c.rotations.begin() + i * 4 + 4);
+    r.push_back(c.opacity_logits[i]);
+    r.insert(r.end(), c.sh_dc.begin() + i * 3, c.sh_dc.begin() + i * 3 + 3);
+    r.insert(r.end(), c.sh_rest.begin() + i * k, c.sh_rest.begin() + (i + 1) * k);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+void ExpectSameCloud(const GaussianCloud& a, const GaussianCloud& b) {
+  EXPECT_EQ(a.sh_degree, b.sh_degree);
+  EXPECT_EQ(a.positions, b.positions);
+  EXPECT_EQ(a.log_scales, b.log_scales);
+  EXPECT_EQ(a.rotations, b.rotations);
+  EXPECT_EQ(a.opacity_logits, b.opacity_logits);
+  EXPECT_EQ(a.sh_dc, b.sh_dc);
+  EXPECT_EQ(a.sh_rest, b.sh_rest);
+}
+
+TEST(LevelCloudTest, EachLevelIsTheModelTransformedAtItsRatioInClientOrder) {
+  ThreadPool pool(2);
+  const ElasticModel m = ::flexgs::testing::RatioDependentTestModel(3000, 11, /*sh_degree=*/2);
+  auto plan = PlanLevels(m, {.top_ratio = 0.15, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 4u);
+  ASSERT_FALSE(plan->levels[2].patches.empty());  // the field really moves earlier Gaussians
+  std::vector<uint32_t> sent;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    const PlanLevel& l = plan->levels[k];
+    sent.insert(sent.end(), l.added.begin(), l.added.end());
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    ASSERT_TRUE(cloud->Validate().ok());
+    EXPECT_EQ(cloud->size(), l.count);
+    EXPECT_EQ(cloud->size(), ElasticCount(m.gaussians.size(), l.ratio));
+    ExpectSameCloud(*cloud, TransformedSubset(m, sent, l.ratio, &pool));
+  }
+  // The last level differs from the one before in its patched geometry, not only by its
+  // additions; colours are never patched.
+  auto before = LevelCloud(*plan, 2);
+  auto last = LevelCloud(*plan, 3);
+  ASSERT_TRUE(before.ok() && last.ok());
+  const size_t n2 = before->size();
+  EXPECT_NE(std::vector<float>(last->positions.begin(), last->positions.begin() + n2 * 3), before->positions);
+  EXPECT_EQ(std::vector<float>(last->sh_dc.begin(), last->sh_dc.begin() + n2 * 3), before->sh_dc);
+}
+
+TEST(LevelCloudTest, HeuristicTopLevelIsTheIndependentSubsetUpToOrdering) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicTestModel(4000, 12, /*sh_degree=*/1);
+  auto plan = PlanLevels(m, {.top_ratio = 0.15, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const std::vector<uint32_t> counts = {40, 200, 400, 600};
+  ASSERT_EQ(plan->levels.size(), counts.size());
+  for (size_t k = 0; k < counts.size(); ++k) {
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok());
+    EXPECT_EQ(cloud->size(), counts[k]) << k;
+  }
+  auto top = LevelCloud(*plan, plan->levels.size() - 1);
+  auto independent = ElasticSubset(m, 0.15, &pool);
+  ASSERT_TRUE(top.ok() && independent.ok());
+  EXPECT_EQ(top->size(), independent->size());
+  EXPECT_TRUE(Rows(*top) == Rows(*independent));
+  // Client order is not the ranking order (each level is sent in Morton order).
+  EXPECT_NE(top->positions, independent->positions);
+}
+
+TEST(LevelCloudTest, LevelOutsideThePlanIsOutOfRange) {
+  ThreadPool pool(1);
+  const ElasticModel m = HeuristicTestModel(500, 13);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->levels.size(), 2u);
+  EXPECT_TRUE(LevelCloud(*plan, 1).ok());
+  EXPECT_EQ(LevelCloud(*plan, 2).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(LevelCloud(*plan, SIZE_MAX).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(LevelCloud(Plan{}, 0).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST(LevelCloudTest, InconsistentPlansAreRefusedNotReplayed) {
+  ThreadPool pool(1);
+  const ElasticModel m = TrainedLikeTestModel(1000, 14);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_FALSE(plan->levels[1].patches.empty());
+  Plan short_patches = *plan;
+  short_patches.levels[1].patches.resize(short_patches.levels[1].patches.size() - kPatchStride);
+  EXPECT_TRUE(LevelCloud(short_patches, 0).ok());  // level 0 does not read level 1
+  EXPECT_EQ(LevelCloud(short_patches, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  Plan wrong_count = *plan;
+  wrong_count.levels[0].count += 1;
+  EXPECT_EQ(LevelCloud(wrong_count, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  Plan missing_addition = *plan;
+  missing_addition.levels[0].added.pop_back();
+  EXPECT_EQ(LevelCloud(missing_addition, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace flexgs

@@ -183,6 +183,41 @@ TEST(OrbitCamerasTest, DistanceScaleAndDegenerateBox) {
   }
 }
 
+TEST(OrbitCamerasTest, AzimuthOffsetRotatesTheRing) {
+  const SceneBounds b = GuitarLikeBounds();
+  OrbitOptions opt;
+  // An explicit zero offset is the default orbit, bit for bit.
+  const auto base = OrbitCameras(b, opt);
+  opt.azimuth_offset_deg = 0.0;
+  const auto zero = OrbitCameras(b, opt);
+  for (size_t i = 0; i < base.size(); ++i) {
+    EXPECT_EQ(base[i].R, zero[i].R);
+    EXPECT_EQ(base[i].t, zero[i].t);
+  }
+  // A full spacing (45 degrees for 8 views) moves camera i to where camera i+1 was.
+  opt.azimuth_offset_deg = 45.0;
+  const auto shifted = OrbitCameras(b, opt);
+  for (size_t i = 0; i + 1 < base.size(); ++i) {
+    EXPECT_LT((shifted[i].Centre() - base[i + 1].Centre()).norm(), 1e-9) << i;
+    EXPECT_EQ(shifted[i].name, base[i].name);
+  }
+  // Half a spacing puts every camera halfway between two of the default ring: 22.5 degrees
+  // from both neighbours, at the same distance and elevation.
+  opt.azimuth_offset_deg = 22.5;
+  CheckOrbit(b, opt);
+  const auto half = OrbitCameras(b, opt);
+  const Eigen::Vector3d centre = b.centre();
+  const auto azimuth_dir = [&](const Camera& c) {
+    return (c.Centre() - centre).cwiseProduct(Eigen::Vector3d(1, 0, 1)).normalized().eval();
+  };
+  for (size_t i = 0; i < half.size(); ++i) {
+    const Eigen::Vector3d h = azimuth_dir(half[i]);
+    EXPECT_NEAR(std::acos(h.dot(azimuth_dir(base[i]))) * 180.0 / M_PI, 22.5, 1e-9) << i;
+    EXPECT_NEAR(std::acos(h.dot(azimuth_dir(base[(i + 1) % base.size()]))) * 180.0 / M_PI, 22.5, 1e-9) << i;
+    EXPECT_NEAR((half[i].Centre() - centre).norm(), (base[i].Centre() - centre).norm(), 1e-9);
+  }
+}
+
 TEST(MakeOrbitCamerasTest, FitsCloudAndRejectsBadOptions) {
   const GaussianCloud cloud = BoxCloud(5000, {-1, -2, -1}, {1, 0, 1}, 3);
   auto cams = MakeOrbitCameras(cloud, OrbitOptions{});
@@ -221,6 +256,9 @@ TEST(MakeOrbitCamerasTest, FitsCloudAndRejectsBadOptions) {
   o = {};
   o.up = Eigen::Vector3d::Zero();
   expect_bad(o, "up");
+  o = {};
+  o.azimuth_offset_deg = std::nan("");
+  expect_bad(o, "azimuth offset");
 }
 
 }  // namespace

@@ -63,4 +63,19 @@ inline ElasticModel TrainedLikeTestModel(size_t n, uint64_t seed, int sh_degree 
   return m;
 }
 
+// TrainedLikeTestModel's ratio planes start at 1, so its transform does not depend on
+// e and a level's patches repeat the geometry already held. Random planes make every
+// level's transform differ: patches then really re-pose earlier Gaussians, and a client
+// that skipped or misplaced them would hold the wrong level.
+inline ElasticModel RatioDependentTestModel(size_t n, uint64_t seed, int sh_degree = 1) {
+  ElasticModel m = TrainedLikeTestModel(n, seed, sh_degree);
+  SplitMix64 rng(seed + 2);
+  for (HexPlaneLevel& level : m.field->levels) {
+    for (auto& plane : level.planes) {
+      for (float& v : plane) v = static_cast<float>(rng.Uniform(0.1, 1.0));
+    }
+  }
+  return m;
+}
+
 }  // namespace flexgs::testing

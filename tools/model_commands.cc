@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "core/global_importance.h"
 #include "core/level_planner.h"
+#include "core/ply_io.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
 #include "core/stream_script.h"
@@ -66,7 +67,14 @@ int RunElasticize(ElasticizeArgs args) {
   model.gi = {args.variant == "flexgs" ? "flexgs" : "lightgaussian_volume", static_cast<int>(cams->size()),
               (*cams)[0].width, (*cams)[0].height};
   model.normalization = NormalizationFromBounds(model.gaussians);
-  model.training_summary_json = nlohmann::json{{"mode", "heuristic"}, {"source", args.scene}}.dump();
+  // Which views GI saw, so `flexgs eval` can pick test views that are none of them.
+  nlohmann::json gi_cameras =
+      args.views.cameras_path.empty()
+          ? nlohmann::json{{"kind", "orbit"}, {"count", cams->size()}, {"elevation_deg", args.views.elevation_deg},
+                           {"fov_x_deg", args.views.fov_x_deg}}
+          : nlohmann::json{{"kind", "cameras"}, {"path", args.views.cameras_path}, {"count", cams->size()}};
+  model.training_summary_json =
+      nlohmann::json{{"mode", "heuristic"}, {"source", args.scene}, {"gi_cameras", gi_cameras}}.dump();
   if (absl::Status st = WriteModelBundle(args.out, model); !st.ok()) return Fail("elasticize", st);
   std::cout << absl::StrFormat("GI over %d views of %dx%d in %.2f s; wrote heuristic model %s (digest %s)\n",
                                cams->size(), (*cams)[0].width, (*cams)[0].height, gi_s, args.out,
@@ -80,6 +88,7 @@ struct PlanArgs {
   std::string ladder;
   bool json = false;
   int threads = 0;
+  std::string export_levels;  // directory for level-<k>.ply
 };
 
 int RunPlan(const PlanArgs& args) {
@@ -121,6 +130,19 @@ int RunPlan(const PlanArgs& args) {
                            {"encoded_bytes", script->levels[k].payload_bytes},
                            {"cumulative_raw_bytes", total},
                            {"overlap_with_independent", l.overlap_with_independent}});
+  }
+  if (!args.export_levels.empty()) {
+    // What a client holds after each level (unquantized), for comparing its renders.
+    std::error_code ec;
+    std::filesystem::create_directories(args.export_levels, ec);
+    if (ec) return Fail("plan", absl::UnavailableError(absl::StrCat("cannot create '", args.export_levels, "': ", ec.message())));
+    for (size_t k = 0; k < plan->levels.size(); ++k) {
+      auto cloud = LevelCloud(*plan, k);
+      if (!cloud.ok()) return Fail("plan", cloud.status());
+      auto st = WriteGaussianPly(
+          (std::filesystem::path(args.export_levels) / absl::StrFormat("level-%d.ply", k)).string(), *cloud);
+      if (!st.ok()) return Fail("plan", st);
+    }
   }
   if (args.json) {
     std::cout << j.dump(2) << "\n";
@@ -190,6 +212,8 @@ void RegisterPlanCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--ladder", args->ladder, "Ladder override, e.g. 0.01,0.05,0.10,0.15");
   cmd->add_flag("--json", args->json, "Print machine-readable JSON");
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
+  cmd->add_option("--export-levels", args->export_levels,
+                  "Write level-<k>.ply (what a client holds after level k, unquantized) to this directory");
   cmd->callback([args, exit_code] { *exit_code = RunPlan(*args); });
 }
 

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "core/image.h"
 #include "core/camera_io.h"
 #include "core/elastic_selection.h"
 #include "core/model_bundle.h"
@@ -69,21 +70,6 @@ absl::StatusOr<std::vector<Camera>> ResolveCameras(const SceneBounds& bounds, co
   return OrbitCameras(bounds, opt);
 }
 
-absl::StatusOr<std::array<float, 3>> ParseBackground(const std::string& text) {
-  std::vector<std::string> parts = absl::StrSplit(text, ',');
-  if (parts.size() != 3) return absl::InvalidArgumentError(absl::StrCat("background '", text, "' is not r,g,b"));
-  std::array<float, 3> rgb;
-  bool bytes = false;
-  for (int i = 0; i < 3; ++i) {
-    double v;
-    if (!absl::SimpleAtod(parts[i], &v) || !(v >= 0) || v > 255) {
-      return absl::InvalidArgumentError(absl::StrCat("background component '", parts[i], "' is not in [0,1] or 0..255"));
-    }
-    rgb[i] = static_cast<float>(v);
-    bytes |= v > 1.0;
-  }
-  if (bytes) for (float& v : rgb) v /= 255.0f;
-  return rgb;
-}
+absl::StatusOr<std::array<float, 3>> ParseBackground(const std::string& text) { return ParseRgbColor(text); }
 
 }  // namespace flexgs::tools

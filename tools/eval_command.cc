@@ -1,0 +1,697 @@
+// `flexgs eval <model.flexgs> --ratios ... --out report/`: the elastic model against
+// baseline subsets at several ratios, on held-out views (FlexGS paper-style table).
+//
+// The selection, rendering and scoring live in core/subset_baselines.h; this file parses
+// the command line, resolves the test views (never GI views), runs PlayCanvas
+// splat-transform as an external process, and writes report.json, report.md and
+// contact.png.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "core/camera_io.h"
+#include "core/contact_sheet.h"
+#include "core/elastic_selection.h"
+#include "core/file_io.h"
+#include "core/level_planner.h"
+#include "core/model_bundle.h"
+#include "core/orbit.h"
+#include "core/ply_io.h"
+#include "core/png_io.h"
+#include "core/subset_baselines.h"
+#include "kernels/backend.h"
+#include "tools/commands.h"
+#include "tools/scene_source.h"
+
+extern char** environ;
+
+namespace flexgs::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kSplatTransform[] = "splat-transform";
+constexpr int kLlffHold = 8;          // every 8th image (by name) is a test view, as in the reference
+constexpr double kElasticizeElevationDeg = 20.0;  // `flexgs elasticize` GI orbit (ViewSpec default)
+constexpr int kDefaultSize = 400;
+
+struct EvalArgs {
+  std::string model;
+  std::string ratios = "0.01,0.05,0.10,0.15";
+  std::string images;
+  std::string cameras;
+  int orbit = 0;
+  int width = 0;  // 0: kDefaultSize for orbits, the images' own size with --images
+  int height = 0;
+  double fov_x_deg = 50.0;
+  double elevation_deg = 0;
+  bool elevation_given = false;
+  std::string background = "1,1,1";
+  std::string methods = "all";
+  uint64_t seed = 0;
+  int threads = 0;
+  std::string device = "auto";
+  int contact_view = 0;
+  std::string out;
+};
+
+int Fail(const absl::Status& st) {
+  std::cerr << "flexgs eval: error: " << st.message() << "\n";
+  return 1;
+}
+
+// ---------------------------------------------------------------------------------------
+// splat-transform as an external process (argv, no shell: paths are never interpreted).
+
+// The executable called `name` on PATH, or "".
+std::string FindOnPath(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  if (!path) return "";
+  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+    const fs::path candidate = fs::path(std::string(dir)) / name;
+    std::error_code ec;
+    if (fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return "";
+}
+
+// A command line as a POSIX shell would need it, for messages only (it is never run so).
+std::string ShellQuoted(const std::vector<std::string>& argv) {
+  std::vector<std::string> parts;
+  for (const std::string& a : argv) {
+    if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,%:+") ==
+                          std::string::npos) {
+      parts.push_back(a);
+    } else {
+      std::string q = "'";
+      for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      parts.push_back(q + "'");
+    }
+  }
+  return absl::StrJoin(parts, " ");
+}
+
+std::string FileTail(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
+  return std::string(absl::StripTrailingAsciiWhitespace(text));
+}
+
+// Runs argv[0] (an absolute path) with stdout and stderr to `log_path`, stdin from
+// /dev/null; fails naming the command and the log's tail unless it exits 0.
+absl::Status RunProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+  std::vector<char*> cargv;
+  for (const std::string& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot start `", ShellQuoted(argv), "`: ", std::strerror(rc)));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) {
+      return absl::InternalError(absl::StrCat("waiting for `", ShellQuoted(argv), "`: ", std::strerror(errno)));
+    }
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
+  const std::string how = WIFEXITED(status) ? absl::StrCat("exited with status ", WEXITSTATUS(status))
+                                            : absl::StrCat("was killed by signal ", WTERMSIG(status));
+  return absl::InternalError(
+      absl::StrCat("`", ShellQuoted(argv), "` ", how, "; its output ends with:\n", FileTail(log_path, 2000)));
+}
+
+// A private temporary directory, removed with everything in it when this goes out of scope.
+class TempDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<TempDir>> Create() {
+    std::error_code ec;
+    fs::path base = fs::temp_directory_path(ec);
+    if (ec) base = "/tmp";
+    std::string templ = (base / "flexgs-eval-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) {
+      return absl::UnavailableError(absl::StrCat("cannot create a temporary directory: ", std::strerror(errno)));
+    }
+    return std::unique_ptr<TempDir>(new TempDir(templ));
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  explicit TempDir(std::string p) : path_(std::move(p)) {}
+  fs::path path_;
+};
+
+// PlayCanvas splat-transform's pairwise-merge decimation (-F, --decimate) of the full
+// model to ElasticCount(N, e) Gaussians, one process per ratio.
+absl::StatusOr<std::vector<GaussianCloud>> SplatTransformClouds(const std::string& exe, const GaussianCloud& full,
+                                                                absl::Span<const double> ratios) {
+  auto tmp = TempDir::Create();
+  if (!tmp.ok()) return tmp.status();
+  const std::string in = ((*tmp)->path() / "full.ply").string();
+  if (absl::Status st = WriteGaussianPly(in, full); !st.ok()) return st;
+  std::vector<GaussianCloud> out;
+  for (double e : ratios) {
+    const uint32_t count = ElasticCount(full.size(), e);
+    if (count >= full.size()) {
+      out.push_back(full);
+      continue;
+    }
+    const std::string result = ((*tmp)->path() / absl::StrFormat("decimated-%d.ply", count)).string();
+    const std::vector<std::string> argv = {exe, "-q", "-w", "-g", "cpu", in, "-F", std::to_string(count), result};
+    if (absl::Status st = RunProcess(argv, ((*tmp)->path() / "splat-transform.log").string()); !st.ok()) return st;
+    auto cloud = ReadGaussianPly(result);
+    if (!cloud.ok()) {
+      return absl::Status(cloud.status().code(),
+                          absl::StrCat("reading the output of `", ShellQuoted(argv), "`: ", cloud.status().message()));
+    }
+    if (cloud->size() != count) {
+      spdlog::warn("splat-transform made {} Gaussians for a target of {} (ratio {})", cloud->size(), count, e);
+    }
+    out.push_back(*std::move(cloud));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Test views.
+
+struct GiOrbit {
+  bool recorded = false;  // from the bundle's training summary; else elasticize's defaults
+  bool orbit = true;      // false: GI used dataset cameras
+  int views = 0;
+  double elevation_deg = kElasticizeElevationDeg;
+};
+
+// GI view provenance: the manifest's gi.views plus, when `flexgs elasticize` recorded it,
+// the orbit it used (training summary "gi_cameras").
+GiOrbit ReadGiOrbit(const ElasticModel& model) {
+  GiOrbit g;
+  g.views = model.gi.views;
+  const nlohmann::json t = nlohmann::json::parse(model.training_summary_json, nullptr, /*allow_exceptions=*/false);
+  if (!t.is_object() || !t.contains("gi_cameras") || !t["gi_cameras"].is_object()) return g;
+  const nlohmann::json& c = t["gi_cameras"];
+  g.recorded = true;
+  g.orbit = c.contains("kind") && c["kind"].is_string() && c["kind"].get<std::string>() == "orbit";
+  if (c.contains("elevation_deg") && c["elevation_deg"].is_number()) g.elevation_deg = c["elevation_deg"].get<double>();
+  if (c.contains("count") && c["count"].is_number_integer()) g.views = c["count"].get<int>();
+  return g;
+}
+
+struct TestViews {
+  std::vector<Camera> cameras;
+  std::vector<Image> targets;  // empty: compare with the full model's renders
+  std::string protocol;        // "images" or "distillation"
+  std::string description;     // one sentence for report.md
+  nlohmann::json json;         // the view settings for report.json (the cameras are added as "cameras")
+};
+
+// Dataset cameras sorted by name; the test split is every kLlffHold-th.
+absl::StatusOr<std::vector<Camera>> TestSplit(const std::string& path, size_t* total) {
+  auto cams = LoadCameras(path);
+  if (!cams.ok()) return cams.status();
+  if (cams->empty()) return absl::InvalidArgumentError(absl::StrCat("no cameras in ", path));
+  std::stable_sort(cams->begin(), cams->end(), [](const Camera& a, const Camera& b) { return a.name < b.name; });
+  *total = cams->size();
+  std::vector<Camera> test;
+  for (size_t i = 0; i < cams->size(); i += kLlffHold) test.push_back((*cams)[i]);
+  return test;
+}
+
+// The image file of a camera: its name as given, else the same stem with .png.
+absl::StatusOr<fs::path> FindImage(const fs::path& dir, const std::string& name) {
+  std::vector<fs::path> tried = {dir / name};
+  fs::path stem = dir / name;
+  stem.replace_extension();
+  for (const char* ext : {".png", ".PNG"}) tried.push_back(fs::path(stem.string() + ext));
+  for (const fs::path& p : tried) {
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) continue;
+    std::string ext = p.extension().string();
+    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (ext != ".png") continue;  // a JPEG next to it: keep looking for a PNG
+    return p;
+  }
+  std::vector<std::string> names;
+  for (const fs::path& p : tried) names.push_back(p.string());
+  return absl::NotFoundError(absl::StrCat("no PNG image for camera '", name, "' (tried ", absl::StrJoin(names, ", "),
+                                          "; only PNG test images are supported)"));
+}
+
+absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, const ElasticModel& model,
+                                           const std::array<float, 3>& background) {
+  TestViews v;
+  const bool sized = args.width > 0;
+  if (!args.images.empty()) {
+    size_t total = 0;
+    auto cams = TestSplit(args.cameras, &total);
+    if (!cams.ok()) return cams.status();
+    for (Camera& cam : *cams) {
+      auto file = FindImage(args.images, cam.name);
+      if (!file.ok()) return file.status();
+      auto image = ReadPng(file->string());
+      if (!image.ok()) return image.status();
+      Image rgb = ToRgbOver(*image, background);
+      const double cam_aspect = static_cast<double>(cam.width) / cam.height;
+      const double img_aspect = static_cast<double>(rgb.width) / rgb.height;
+      if (std::abs(img_aspect / cam_aspect - 1.0) > 0.01) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "image %s is %dx%d but camera '%s' is %dx%d: the aspect ratios differ (wrong image or camera file?)",
+            file->string(), rgb.width, rgb.height, cam.name, cam.width, cam.height));
+      }
+      if (sized) rgb = ResizeArea(rgb, args.width, args.height);
+      cam = cam.Resized(rgb.width, rgb.height);
+      v.targets.push_back(std::move(rgb));
+    }
+    v.cameras = *std::move(cams);
+    v.protocol = "images";
+    v.description = absl::StrFormat(
+        "%d test images from %s (every %dth of %d cameras sorted by name, as the reference's llffhold), at %dx%d%s",
+        v.cameras.size(), args.images, kLlffHold, total, v.cameras[0].width, v.cameras[0].height,
+        sized ? " (area-resampled)" : "");
+    v.json = {{"images_dir", args.images}, {"cameras_path", args.cameras}, {"hold", kLlffHold},
+              {"cameras_total", total}};
+    return v;
+  }
+  if (!args.cameras.empty()) {
+    size_t total = 0;
+    auto cams = TestSplit(args.cameras, &total);
+    if (!cams.ok()) return cams.status();
+    if (sized) {
+      for (Camera& cam : *cams) cam = cam.Resized(args.width, args.height);
+    }
+    v.cameras = *std::move(cams);
+    v.protocol = "distillation";
+    v.description = absl::StrFormat(
+        "%d dataset cameras from %s (every %dth of %d sorted by name), compared with the full model's renders",
+        v.cameras.size(), args.cameras, kLlffHold, total);
+    v.json = {{"cameras_path", args.cameras}, {"hold", kLlffHold}, {"cameras_total", total}};
+    return v;
+  }
+  const GiOrbit gi = ReadGiOrbit(model);
+  OrbitOptions opt = HeldOutOrbitOptions(gi.views, gi.elevation_deg, args.orbit, sized ? args.width : kDefaultSize,
+                                         sized ? args.height : kDefaultSize);
+  opt.fov_x_deg = args.fov_x_deg;
+  if (args.elevation_given) opt.elevation_deg = args.elevation_deg;
+  if (absl::Status st = ValidateOrbitOptions(opt); !st.ok()) return st;
+  // Framed on the FULL model, as `flexgs render` frames every ratio of a bundle.
+  v.cameras = OrbitCameras(RobustBounds(model.gaussians), opt);
+  v.protocol = "distillation";
+  const std::string gi_text =
+      gi.orbit ? absl::StrFormat("GI used a %d-view orbit at %g deg%s", gi.views, gi.elevation_deg,
+                                 gi.recorded ? "" : ", assumed: elasticize's defaults, not recorded in this bundle")
+               : absl::StrFormat("GI used %d dataset cameras", gi.views);
+  v.description = absl::StrFormat(
+      "%d held-out orbit views %dx%d at elevation %g deg, azimuth offset %g deg (%s), compared with the full "
+      "model's renders",
+      opt.count, opt.width, opt.height, opt.elevation_deg, opt.azimuth_offset_deg, gi_text);
+  v.json = {{"orbit", opt.count},
+            {"elevation_deg", opt.elevation_deg},
+            {"azimuth_offset_deg", opt.azimuth_offset_deg},
+            {"fov_x_deg", opt.fov_x_deg},
+            {"gi_views", {{"orbit", gi.orbit}, {"count", gi.views}, {"elevation_deg", gi.elevation_deg},
+                          {"recorded", gi.recorded}}}};
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reports.
+
+std::string RatioLabel(double e) { return absl::StrFormat("%g%%", e * 100.0); }
+
+nlohmann::json JsonNumber(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); }
+
+nlohmann::json CellJson(const std::string& method, const CloudScore& s) {
+  nlohmann::json per_psnr = nlohmann::json::array(), per_ssim = nlohmann::json::array();
+  for (double p : s.psnr) per_psnr.push_back(JsonNumber(p));
+  for (double p : s.ssim) per_ssim.push_back(JsonNumber(p));
+  // JSON has no infinity: an identical render (PSNR +inf) is null with "identical": true.
+  return {{"method", method},
+          {"ratio", s.ratio},
+          {"count", s.count},
+          {"bytes", s.raw_bytes},
+          {"psnr", JsonNumber(s.mean_psnr)},
+          {"ssim", s.mean_ssim},
+          {"identical", std::isinf(s.mean_psnr) && s.mean_psnr > 0},
+          {"per_view_psnr", per_psnr},
+          {"per_view_ssim", per_ssim}};
+}
+
+// Pretty JSON; invalid UTF-8 (in a path or image name) is replaced rather than thrown on.
+std::string DumpJson(const nlohmann::json& j) {
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+std::string FormatPsnr(double p) { return std::isinf(p) ? std::string("inf") : absl::StrFormat("%.2f", p); }
+
+std::string MarkdownTable(const EvalResult& r, bool psnr) {
+  std::string md = "| method | full |";
+  std::string rule = "| --- | ---: |";
+  for (double e : r.ratios) {
+    absl::StrAppend(&md, " ", RatioLabel(e), " |");
+    absl::StrAppend(&rule, " ---: |");
+  }
+  absl::StrAppend(&md, "\n", rule, "\n");
+  for (const EvalRow& row : r.rows) {
+    const auto cell = [&](const CloudScore& s) {
+      return psnr ? FormatPsnr(s.mean_psnr) : absl::StrFormat("%.4f", s.mean_ssim);
+    };
+    absl::StrAppend(&md, "| ", row.method, " |");
+    if (row.method == "full") {
+      absl::StrAppend(&md, " ", cell(row.cells[0]), " |");
+      for (size_t k = 0; k < r.ratios.size(); ++k) absl::StrAppend(&md, " |");
+    } else {
+      absl::StrAppend(&md, " |");
+      for (const CloudScore& s : row.cells) absl::StrAppend(&md, " ", cell(s), " |");
+    }
+    absl::StrAppend(&md, "\n");
+  }
+  return md;
+}
+
+// The contact sheet's rows and columns (described in report.md and report.json).
+struct ContactPlan {
+  ContactSheetLayout layout;
+  std::vector<std::vector<const Image*>> cells;
+};
+
+// Every row repeats the reference (and, against images, the full model's render) on the
+// left so that each method can be compared along its row; "full" gets no row of its own.
+ContactPlan PlanContact(const EvalResult& r, bool images_protocol, size_t view) {
+  ContactPlan p;
+  std::vector<const Image*> lead = {&r.targets[view]};
+  p.layout.column_labels.push_back(images_protocol ? "ground truth" : "full (ref)");
+  for (const EvalRow& row : r.rows) {
+    if (row.method == "full" && images_protocol) {
+      lead.push_back(&row.cells[0].contact);
+      p.layout.column_labels.push_back("full");
+    }
+  }
+  for (double e : r.ratios) p.layout.column_labels.push_back(RatioLabel(e));
+  for (const EvalRow& row : r.rows) {
+    if (row.method == "full") continue;
+    std::vector<const Image*> cells = lead;
+    for (const CloudScore& s : row.cells) cells.push_back(&s.contact);
+    p.layout.row_labels.push_back(row.method);
+    p.cells.push_back(std::move(cells));
+  }
+  if (p.cells.empty()) {  // only "full" was asked for
+    std::vector<const Image*> cells = lead;
+    cells.resize(p.layout.column_labels.size(), nullptr);
+    p.layout.row_labels.push_back("full");
+    p.cells.push_back(std::move(cells));
+  }
+  return p;
+}
+
+absl::Status WriteText(const fs::path& path, const std::string& text) {
+  return WriteFileAtomically(path.string(), text);
+}
+
+int RunEval(const EvalArgs& args) {
+  // Everything the command line alone can get wrong is checked before any loading.
+  if (args.out.empty()) return Fail(absl::InvalidArgumentError("--out DIR is required"));
+  auto ratio_list = ParseLadder(args.ratios);
+  if (!ratio_list.ok()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratio_list.status().message())));
+  }
+  auto ratios = NormalizeEvalRatios(*ratio_list);
+  if (!ratios.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratios.status().message())));
+  auto background = ParseBackground(args.background);
+  if (!background.ok()) return Fail(background.status());
+  auto device = ParseDevice(args.device);
+  if (!device.ok()) return Fail(device.status());
+  if (!args.images.empty() && args.cameras.empty()) {
+    return Fail(absl::InvalidArgumentError("--images needs --cameras FILE|DIR (the poses of the images)"));
+  }
+  std::error_code dir_ec;
+  if (!args.images.empty() && !fs::is_directory(args.images, dir_ec)) {
+    return Fail(absl::NotFoundError(absl::StrCat("--images directory '", args.images, "' does not exist")));
+  }
+  if (args.orbit != 0 && !args.cameras.empty()) {
+    return Fail(absl::InvalidArgumentError("give either --orbit N or --cameras (with --images), not both"));
+  }
+  if (args.orbit < 0) return Fail(absl::InvalidArgumentError("--orbit must be >= 1"));
+  if ((args.width > 0) != (args.height > 0) || args.width < 0 || args.height < 0 || args.width > 32768 ||
+      args.height > 32768) {
+    return Fail(absl::InvalidArgumentError("give both --width and --height, each in 1..32768"));
+  }
+  if (args.contact_view < 0) return Fail(absl::InvalidArgumentError("--contact-view must be >= 0"));
+
+  // Methods: "all" (every built-in, plus splat-transform when installed) or a list.
+  const std::string st_exe = FindOnPath(kSplatTransform);
+  std::vector<std::string> names;
+  bool want_full = false, want_st = false;
+  std::vector<SubsetMethod> builtin;
+  std::string st_note;
+  if (args.methods == "all") {
+    for (SubsetMethod m : AllSubsetMethods()) names.emplace_back(SubsetMethodName(m));
+    names.push_back(kSplatTransform);
+    if (st_exe.empty()) {
+      names.pop_back();
+      st_note = "splat-transform is not on PATH: the splat-transform baseline was skipped";
+    }
+  } else {
+    names = absl::StrSplit(args.methods, ',', absl::SkipWhitespace());
+    if (names.empty()) return Fail(absl::InvalidArgumentError("--methods is empty"));
+  }
+  for (const std::string& name : names) {
+    if (std::count(names.begin(), names.end(), name) > 1) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--methods lists '", name, "' twice")));
+    }
+    if (name == kSplatTransform) {
+      if (st_exe.empty()) {
+        return Fail(absl::NotFoundError("--methods asks for splat-transform but it is not on PATH "
+                                        "(install it with FLEXGS_EXTRAS=1 deploy/install-deps.sh)"));
+      }
+      want_st = true;
+      continue;
+    }
+    auto m = ParseSubsetMethod(name);
+    if (!m.ok()) {
+      std::vector<std::string> known;
+      for (SubsetMethod k : AllSubsetMethods()) known.emplace_back(SubsetMethodName(k));
+      known.push_back(kSplatTransform);
+      return Fail(absl::InvalidArgumentError(
+          absl::StrCat("--methods: unknown method '", name, "' (known: ", absl::StrJoin(known, ", "), ")")));
+    }
+    if (*m == SubsetMethod::kFull) {
+      want_full = true;
+    } else {
+      builtin.push_back(*m);
+    }
+  }
+  if (!st_note.empty()) std::cout << "note: " << st_note << "\n";
+
+  if (!IsModelBundle(args.model)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "'", args.model, "' is not an elastic model bundle (make one with `flexgs elasticize`)")));
+  }
+  auto model = ReadModelBundle(args.model);
+  if (!model.ok()) return Fail(model.status());
+  EvalArgs resolved = args;
+  if (resolved.cameras.empty() && resolved.orbit == 0) resolved.orbit = 4;
+  auto views = ResolveTestViews(resolved, *model, *background);
+  if (!views.ok()) return Fail(views.status());
+  if (static_cast<size_t>(args.contact_view) >= views->cameras.size()) {
+    return Fail(absl::OutOfRangeError(absl::StrFormat("--contact-view %d is outside the %d test views",
+                                                      args.contact_view, views->cameras.size())));
+  }
+  std::error_code ec;
+  fs::create_directories(args.out, ec);
+  if (ec) return Fail(absl::UnavailableError(absl::StrCat("cannot create '", args.out, "': ", ec.message())));
+
+  auto backend = CreateRasterBackend(*device, args.threads);
+  if (!backend.ok()) return Fail(backend.status());
+  ThreadPool pool(args.threads);
+  std::vector<EvalMethod> methods;
+  for (SubsetMethod m : builtin) methods.push_back(BuiltinEvalMethod(*model, m, args.seed, &pool));
+  if (want_st) {
+    const GaussianCloud& full = model->gaussians;
+    methods.push_back({kSplatTransform, [&full, &st_exe](absl::Span<const double> r) {
+                         return SplatTransformClouds(st_exe, full, r);
+                       }});
+  }
+  EvalOptions options;
+  options.render.background = *background;
+  options.contact_view = static_cast<size_t>(args.contact_view);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), *ratios, want_full, methods,
+                                options, **backend);
+  if (!result.ok()) return Fail(result.status());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  // contact.png
+  const bool images_protocol = views->protocol == "images";
+  ContactPlan contact = PlanContact(*result, images_protocol, options.contact_view);
+  const Camera& cv = views->cameras[options.contact_view];
+  auto sheet = ComposeContactSheet(contact.layout, contact.cells, cv.width, cv.height);
+  if (!sheet.ok()) return Fail(sheet.status());
+  if (absl::Status st = WritePng((fs::path(args.out) / "contact.png").string(), *sheet); !st.ok()) return Fail(st);
+
+  // report.json
+  const bool heuristic = model->heuristic();
+  nlohmann::json j;
+  j["model"] = args.model;
+  j["digest"] = model->digest;
+  j["mode"] = heuristic ? "heuristic" : "trained";
+  j["gaussians"] = model->gaussians.size();
+  j["sh_degree"] = model->gaussians.sh_degree;
+  j["protocol"] = views->protocol;
+  j["views"] = views->json;
+  for (const Camera& c : views->cameras) {
+    j["views"]["cameras"].push_back({{"name", c.name}, {"width", c.width}, {"height", c.height}});
+  }
+  j["background"] = *background;
+  j["ratios"] = *ratios;
+  j["seed"] = args.seed;
+  j["device"] = std::string((*backend)->name());
+  j["metrics"] = "PSNR and SSIM (3DGS Gaussian window) on 8-bit images, averaged over views";
+  j["seconds"] = secs;
+  j["methods"] = nlohmann::json::array();
+  j["results"] = nlohmann::json::array();
+  for (const EvalRow& row : result->rows) {
+    j["methods"].push_back({{"name", row.method}, {"select_seconds", row.select_seconds}});
+    if (row.method == "full") {
+      j["full"] = CellJson("full", row.cells[0]);
+      continue;
+    }
+    for (const CloudScore& s : row.cells) j["results"].push_back(CellJson(row.method, s));
+  }
+  j["skipped"] = nlohmann::json::array();
+  if (!st_note.empty()) j["skipped"].push_back({{"method", kSplatTransform}, {"reason", st_note}});
+  j["contact"] = {{"file", "contact.png"},
+                  {"width", sheet->width},
+                  {"height", sheet->height},
+                  {"view", cv.name},
+                  {"rows", contact.layout.row_labels},
+                  {"columns", contact.layout.column_labels}};
+  if (absl::Status st = WriteText(fs::path(args.out) / "report.json", DumpJson(j)); !st.ok()) return Fail(st);
+
+  // report.md
+  std::string md = absl::StrFormat("# flexgs eval: %s\n\n", args.model);
+  absl::StrAppend(&md, absl::StrFormat("- Model: %d Gaussians, SH degree %d, digest `%s`.\n", model->gaussians.size(),
+                                       model->gaussians.sh_degree, model->digest.substr(0, 16)));
+  if (heuristic) {
+    absl::StrAppend(&md,
+                    "- **heuristic model** (no GsNet / transform field): elastic-independent and elastic-nested "
+                    "rank by Global Importance with no transform, so they equal gi-topk.\n");
+  } else {
+    absl::StrAppend(&md, "- Trained model: elastic-* use GsNet's ranking and the transform field.\n");
+  }
+  absl::StrAppend(&md, "- Test views: ", views->description, ".\n");
+  absl::StrAppend(&md, absl::StrFormat("- Background %g,%g,%g; metrics on 8-bit images, averaged over views; "
+                                       "random seed %d; %s rasterizer; %.1f s.\n",
+                                       (*background)[0], (*background)[1], (*background)[2], args.seed,
+                                       (*backend)->name(), secs));
+  if (!images_protocol) {
+    absl::StrAppend(&md, "- Distillation protocol: the reference is the full model's render, so `full` is inf / 1 "
+                         "by definition.\n");
+  }
+  if (!st_note.empty()) absl::StrAppend(&md, "- Note: ", st_note, ".\n");
+  absl::StrAppend(&md, "\n## PSNR (dB)\n\n", MarkdownTable(*result, true));
+  absl::StrAppend(&md, "\n## SSIM\n\n", MarkdownTable(*result, false));
+  absl::StrAppend(&md, "\n## Size\n\n| | full |");
+  for (double e : *ratios) absl::StrAppend(&md, " ", RatioLabel(e), " |");
+  absl::StrAppend(&md, "\n| --- | ---: |");
+  for (size_t k = 0; k < ratios->size(); ++k) absl::StrAppend(&md, " ---: |");
+  const size_t n = model->gaussians.size();
+  const uint64_t per = RawBytesPerGaussian(model->gaussians.sh_degree);
+  absl::StrAppend(&md, "\n| Gaussians | ", n, " |");
+  for (double e : *ratios) absl::StrAppend(&md, " ", ElasticCount(n, e), " |");
+  absl::StrAppend(&md, "\n| float32 bytes | ", n * per, " |");
+  for (double e : *ratios) absl::StrAppend(&md, " ", ElasticCount(n, e) * per, " |");
+  absl::StrAppend(&md, "\n\nEvery method keeps floor(e N) Gaussians (bytes: float32 attributes at SH degree ",
+                  model->gaussians.sh_degree, ").");
+  for (const EvalRow& row : result->rows) {
+    for (const CloudScore& s : row.cells) {
+      if (row.method != "full" && s.count != ElasticCount(n, s.ratio)) {
+        absl::StrAppend(&md, absl::StrFormat(" %s kept %d at %s.", row.method, s.count, RatioLabel(s.ratio)));
+      }
+    }
+  }
+  absl::StrAppend(&md, "\n\nSelection time (s): ");
+  std::vector<std::string> times;
+  for (const EvalRow& row : result->rows) {
+    if (row.method != "full") times.push_back(absl::StrFormat("%s %.2f", row.method, row.select_seconds));
+  }
+  absl::StrAppend(&md, absl::StrJoin(times, ", "), ".\n");
+  absl::StrAppend(&md, absl::StrFormat(
+                           "\n## Contact sheet\n\n`contact.png` (%dx%d): view `%s`. Columns, left to right: %s. "
+                           "Rows, top to bottom: %s.%s\n",
+                           sheet->width, sheet->height, cv.name, absl::StrJoin(contact.layout.column_labels, ", "),
+                           absl::StrJoin(contact.layout.row_labels, ", "),
+                           images_protocol ? " Every row starts with the ground-truth image (and the full model's "
+                                             "render when `full` was evaluated)."
+                                           : " Every row starts with the reference, the full model's render."));
+  if (absl::Status st = WriteText(fs::path(args.out) / "report.md", md); !st.ok()) return Fail(st);
+
+  std::cout << "\nPSNR (dB), " << views->protocol << " protocol" << (heuristic ? ", heuristic model" : "") << "\n"
+            << MarkdownTable(*result, true) << "\nSSIM\n" << MarkdownTable(*result, false) << "\nwrote "
+            << (fs::path(args.out) / "report.md").string() << ", report.json, contact.png\n";
+  return 0;
+}
+
+}  // namespace
+
+void RegisterEvalCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Compare the elastic model with baseline subsets at several ratios on held-out views");
+  cmd->add_option("model", args->model, "Elastic model bundle (.flexgs dir)")->required();
+  cmd->add_option("--ratios", args->ratios, "Ratios to evaluate, in (0, 1]")->capture_default_str();
+  cmd->add_option("--images", args->images, "Ground-truth PNG images (needs --cameras; every 8th is a test view)");
+  cmd->add_option("--cameras", args->cameras, "INRIA cameras.json or COLMAP model dir (test split: every 8th)");
+  cmd->add_option("--orbit", args->orbit, "N held-out orbit views (default 4 when no cameras are given)");
+  cmd->add_option("--width", args->width, "View width (orbit default 400; with --images, resample them)");
+  cmd->add_option("--height", args->height, "View height");
+  cmd->add_option("--fov", args->fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
+  auto* elevation = cmd->add_option("--elevation", args->elevation_deg,
+                                    "Orbit elevation (default: the GI orbit's + 15 degrees)");
+  cmd->add_option("--background", args->background, "Background r,g,b in [0,1]")->capture_default_str();
+  cmd->add_option("--methods", args->methods,
+                  "Comma list of full, elastic-independent, elastic-nested, gi-topk, lightgaussian, opacity-topk, "
+                  "random, splat-transform (default all; splat-transform when on PATH)")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the random baseline")->capture_default_str();
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all)")->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--contact-view", args->contact_view, "Test view shown in contact.png")->capture_default_str();
+  cmd->add_option("--out", args->out, "Report directory")->required();
+  cmd->callback([args, exit_code, elevation] {
+    args->elevation_given = elevation->count() > 0;
+    *exit_code = RunEval(*args);
+  });
+}
+
+}  // namespace flexgs::tools
