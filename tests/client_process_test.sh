@@ -141,7 +141,26 @@ bytes_full=$(json "$WORK/full/stats.json" 'j["payload_bytes"]')
 [[ $bytes_killed == "$bytes_full" ]] || fail "server restart: kept $bytes_killed payload bytes, uninterrupted $bytes_full"
 echo "server killed and restarted: $retries retries, identical final state, no byte downloaded twice"
 
-# --- 6. Bad input. ----------------------------------------------------------------------
+# --- 6. The model replaced while a client is cut off: it must not mix versions. ---------
+"$CLIENT" "${COMMON[@]}" --budget-ratio 1.0 --no-render --quiet --max-bandwidth 2Mbit --out "$WORK/replaced" \
+  > "$WORK/replaced.out" 2> "$WORK/replaced.err" &
+CLIENT_PID=$!
+sleep 1.5
+kill -0 $CLIENT_PID 2>/dev/null || fail "client finished before the model was replaced"
+stop_server
+rm -rf "$WORK/scenes/guitar.flexgs"
+"$FLEXGS" elasticize "$GUITAR" --out "$WORK/scenes/guitar.flexgs" --orbit 6 --width 96 --height 96 > /dev/null
+start_server server3
+set +e
+wait $CLIENT_PID
+rc=$?
+set -e
+[[ $rc == 2 ]] || fail "model replaced: client exit $rc, want 2"
+grep -q "FAILED_PRECONDITION" "$WORK/replaced.err" || fail "model replaced: no FAILED_PRECONDITION: $(cat "$WORK/replaced.err")"
+[[ ! -f "$WORK/replaced/stats.json" ]] || fail "model replaced: the client still reported a finished stream"
+echo "model replaced mid-stream: the resume is refused (FAILED_PRECONDITION), nothing mixed"
+
+# --- 7. Bad input. ----------------------------------------------------------------------
 expect() {  # expect CODE PATTERN CMD...
   local code=$1 pattern=$2
   shift 2
