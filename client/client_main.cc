@@ -136,6 +136,7 @@ class LevelRenderer : public fc::StreamObserver {
       }
     }
     rec.render_s = std::chrono::duration<double>(Clock::now() - t).count();
+    // With --no-render there is no frame: report the first level held instead.
     if (stats.index == 0 && first_frame_s_ < 0) first_frame_s_ = Seconds();
     rec.state_sha256 = StateDigest(cloud);
     rec.resident_bytes = store.AllocatedBytes() + ScratchBytes(store) + framebuffer_bytes_;
@@ -146,7 +147,7 @@ class LevelRenderer : public fc::StreamObserver {
       if (!st.ok()) status_ = st;
     }
     if (!args_.quiet) {
-      bar_->Finish();
+      bar_->Clear();
       std::cout << absl::StrFormat("level %d  %5.1f%%  %9d Gaussians  %10s  received at %6.2f s  rendered in %.2f s\n",
                                    stats.index, stats.ratio * 100, stats.gaussians, fc::FormatBytes(stats.payload_bytes),
                                    stats.completed_s, rec.render_s)
@@ -163,7 +164,7 @@ class LevelRenderer : public fc::StreamObserver {
              absl::StrFormat("partial-%d-block-%d-view-0.png", level_, blocks_in_level_));
   }
   void OnRetry(const absl::Status& why, int attempt, std::chrono::milliseconds backoff) override {
-    bar_->Finish();
+    bar_->Clear();
     std::cerr << "flexgs-client: stream interrupted (" << why.message() << "); retry " << attempt << " in "
               << backoff.count() << " ms\n";
   }

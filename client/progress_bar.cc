@@ -92,6 +92,13 @@ void ProgressBar::Finish() {
   std::fflush(out_);
 }
 
+void ProgressBar::Clear() {
+  if (!enabled_ || finished_ || !drawn_) return;
+  std::fprintf(out_, "\r\x1b[K");
+  std::fflush(out_);
+  drawn_ = false;  // the next Update draws at once
+}
+
 bool ProgressBar::IsTerminal(std::FILE* out) {
   if (out == nullptr) return false;
   const int fd = fileno(out);

@@ -32,6 +32,8 @@ class ProgressBar {
 
   void Update(const ProgressState& state);  // rate-limited redraw ("\r" + line + erase-to-EOL)
   void Finish();                            // final redraw and newline, once
+  // Erases the bar's line so other output can be printed; the next Update redraws it.
+  void Clear();
 
   static bool IsTerminal(std::FILE* out);
 

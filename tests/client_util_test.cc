@@ -706,6 +706,21 @@ TEST(ProgressBarTest, RateLimitedButFinishShowsTheLatestState) {
   std::fclose(f);
 }
 
+TEST(ProgressBarTest, ClearErasesTheLineAndTheNextUpdateRedrawsAtOnce) {
+  std::FILE* f = std::tmpfile();
+  ASSERT_NE(f, nullptr);
+  {
+    ProgressBar bar(f, true, std::chrono::hours(1));
+    bar.Clear();              // nothing drawn yet: nothing to erase
+    bar.Update(State(1024));
+    bar.Clear();              // e.g. before a "level complete" line on stdout
+    bar.Clear();              // already erased
+    bar.Update(State(2048));  // redrawn despite the interval
+  }
+  EXPECT_EQ(ReadAll(f), Drawn(State(1024)) + "\r\x1b[K" + Drawn(State(2048)) + Drawn(State(2048)) + "\n");
+  std::fclose(f);
+}
+
 TEST(ProgressBarTest, FinishWithoutUpdateWritesNothing) {
   char buf[256] = {};
   std::FILE* f = fmemopen(buf, sizeof(buf), "w");
