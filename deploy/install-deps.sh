@@ -17,7 +17,7 @@ BUILD_PKGS=(
   libabsl-dev libzstd-dev libeigen3-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev libpng-dev
   libssl-dev zlib1g-dev
-  python3 python3-numpy openssl iproute2 nginx-light yamllint
+  python3 python3-numpy python3-yaml openssl iproute2 nginx-light yamllint
 )
 RUNTIME_PKGS=(
   libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libzstd1 libspdlog1.10 libfmt9

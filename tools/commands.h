@@ -20,6 +20,7 @@ void RegisterElasticizeCommand(CLI::App& app, int* exit_code);
 void RegisterPlanCommand(CLI::App& app, int* exit_code);
 void RegisterCompareCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
+void RegisterTrainCommand(CLI::App& app, int* exit_code);
 
 // "0.01,0.05,0.10" -> {0.01, 0.05, 0.10} (validated later by the planner).
 absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text);

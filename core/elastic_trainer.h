@@ -1,0 +1,147 @@
+// ElasticTrainer: FlexGS's stage-2 loop (reference notes section 5) on the CPU.
+//
+// Each iteration `it` (1-based) trains GsNet, the transform field and the Gaussians
+// jointly for one ratio e = ladder[it mod |ladder|] on one target view:
+//   mask  = GumbelHardMask(GsNetLogits(cloud, e), tau = 1, seed(run seed, it))
+//   I_f   = render of the full cloud
+//   I_s   = render of the cloud with S = {mask = 1} moved by the transform field and
+//           every opacity multiplied by its mask bit
+//   L     = ImageLoss(I_s, kStage2SelectedRenderLoss) + ImageLoss(I_f, kStage2FullRenderLoss)
+//         + SelectionMaskLoss(mask, GiPseudoLabels(GI, e), e) + HexPlaneRegularization
+// then one Adam step per tensor with ReferenceStage2Groups. GI is recomputed on the
+// current full cloud over all target views at iteration 1 and every gi_every.
+//
+// Where this differs from the reference and why:
+//  * the view of iteration `it` and the Gumbel noise are pure functions of (seed, it)
+//    (counter-based hashes) instead of draws from a global generator, so a run is
+//    reproducible and a resumed run continues bit-identically without saving RNG state;
+//  * with no dataset images, the targets are renders of the input model from orbit
+//    cameras (distillation), which is what an elastic model of a finished 3DGS scene
+//    should reproduce.
+//
+// Determinism: every building block is bit-identical for any thread count, so a run is
+// a pure function of (inputs, options) and resume equals an uninterrupted run.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/adam.h"
+#include "core/camera.h"
+#include "core/cpu_rasterizer.h"
+#include "core/elastic_model.h"
+#include "core/gumbel_mask.h"
+#include "core/image.h"
+#include "core/rasterizer_backward.h"
+#include "core/thread_pool.h"
+#include "core/transform_field_backward.h"
+
+namespace flexgs {
+
+struct TrainingView {
+  Camera camera;
+  Image target;  // camera.width x camera.height, RGB
+};
+
+struct TrainOptions {
+  int64_t iters = 3000;                                  // total iterations of the run
+  std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15, 0.20};  // e = ladder[it mod size]
+  uint64_t seed = 1;
+  std::array<float, 3> background = {0.0f, 0.0f, 0.0f};
+  // Distillation targets (used by MakeOrbitTargets when no images are given).
+  int width = 256, height = 256;
+  int orbit_views = 16;
+  int gi_every = 1000;          // GI recomputed at iteration 1 and every gi_every
+  int64_t checkpoint_every = 0;  // for callers that checkpoint (the trainer does not write by itself)
+  int threads = 0;              // 0 = all hardware threads
+  // Nested training (each ratio's subset inside the next) is not implemented: must be false.
+  bool nested = false;
+  double tau = kReferenceGumbelTau;
+  // Multiplies the reference learning-rate scale (0 = derive it from the cameras: 1.1 x
+  // the largest camera distance from their mean, as the reference's scene radius).
+  double spatial_lr_scale = 0.0;
+  TransformFieldConfig field_config;
+  MaskLossWeights mask_weights;
+  HexPlaneRegularizerWeights regularizer_weights;
+
+  absl::Status Validate() const;
+};
+
+struct StepStats {
+  int64_t iteration = 0;  // 1-based iteration just taken
+  double ratio = 0.0;
+  int view = 0;
+  double loss = 0.0;           // total
+  double selected_loss = 0.0;  // ImageLoss(I_s)
+  double full_loss = 0.0;      // ImageLoss(I_f)
+  double mask_loss = 0.0;      // SelectionMaskLoss value
+  double regularization = 0.0;
+  double psnr_selected = 0.0;  // PSNR(I_s, target)
+  double psnr_full = 0.0;      // PSNR(I_f, target)
+  double kept_fraction = 0.0;  // mean mask
+  bool gi_recomputed = false;
+};
+
+// Orbit cameras around the cloud's robust bounds (options.orbit_views, width, height,
+// azimuth offset in degrees) and CpuRasterizer renders of the cloud on
+// options.background: the distillation targets.
+absl::StatusOr<std::vector<TrainingView>> MakeOrbitTargets(const GaussianCloud& cloud, const TrainOptions& options,
+                                                           double azimuth_offset_deg = 0.0);
+
+// The starting model: `cloud`, GI over the target cameras, GsNet and transform field
+// initialised from options.seed, field normalisation = the positions' extent, ladder =
+// the options' ladder sorted.
+absl::StatusOr<ElasticModel> InitialElasticModel(const GaussianCloud& cloud, const std::vector<TrainingView>& targets,
+                                                 const TrainOptions& options);
+
+class ElasticTrainer {
+ public:
+  // `initial` must have networks (see InitialElasticModel) whose field matches
+  // options.field_config; targets non-empty, all finite RGB images of their camera's size.
+  static absl::StatusOr<std::unique_ptr<ElasticTrainer>> Create(ElasticModel initial,
+                                                                std::vector<TrainingView> targets,
+                                                                const TrainOptions& options);
+
+  // One iteration. Errors leave the trainer unchanged only where they occur before the
+  // update (shape errors); a non-finite loss is reported as DataLoss before any update.
+  absl::StatusOr<StepStats> Step();
+
+  int64_t iteration() const { return iteration_; }  // iterations completed
+  const TrainOptions& options() const { return options_; }
+
+  // The current model (networks present, i.e. "trained"); the GI is the last computed.
+  ElasticModel Result() const;
+
+  // Everything needed to continue bit-identically, in one file written atomically.
+  absl::Status SaveCheckpoint(const std::string& path) const;
+  // Restores a checkpoint for the same targets and trajectory-defining options (seed,
+  // ladder, gi_every, background, tau, field config, loss weights; FailedPrecondition
+  // otherwise). `options.iters` and `threads` may differ.
+  static absl::StatusOr<std::unique_ptr<ElasticTrainer>> LoadCheckpoint(const std::string& path,
+                                                                        std::vector<TrainingView> targets,
+                                                                        const TrainOptions& options);
+
+ private:
+  ElasticTrainer(const TrainOptions& options);
+  absl::Status Init();
+  absl::Status RecomputeGi();
+  uint32_t Fingerprint() const;  // of the trajectory-defining options and the targets
+
+  TrainOptions options_;
+  std::vector<TrainingView> targets_;
+  ElasticModel model_;
+  int64_t iteration_ = 0;
+  double spatial_lr_scale_ = 1.0;
+
+  ThreadPool pool_;
+  CpuRasterizer gi_raster_;
+  DifferentiableRasterizer raster_full_, raster_selected_;
+  Adam adam_;
+};
+
+}  // namespace flexgs

@@ -1,0 +1,243 @@
+#include "core/elastic_trainer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <numeric>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "core/elastic_selection.h"
+#include "core/file_io.h"
+#include "core/image_metrics.h"
+#include "core/synthetic_scene.h"
+
+namespace flexgs {
+namespace {
+
+// A few thousand Gaussians, 64x64 targets from 6 orbit views and a small field: the
+// whole file stays within seconds.
+TrainOptions SmallOptions() {
+  TrainOptions o;
+  o.iters = 100;
+  o.width = 64;
+  o.height = 64;
+  o.orbit_views = 6;
+  o.threads = 2;
+  o.gi_every = 7;  // exercise GI recomputation inside short runs and across a resume
+  o.seed = 11;
+  o.field_config.channels = 4;
+  o.field_config.base_resolution = 8;
+  o.field_config.multires = {1, 2};
+  o.field_config.ratio_resolution = 12;
+  o.field_config.hidden = 16;
+  return o;
+}
+
+const GaussianCloud& Scene() {
+  static const GaussianCloud* scene = new GaussianCloud(MakeSyntheticScene({.count = 3000, .sh_degree = 1, .seed = 5}));
+  return *scene;
+}
+
+const std::vector<TrainingView>& Targets() {
+  static const std::vector<TrainingView>* t = [] {
+    auto v = MakeOrbitTargets(Scene(), SmallOptions());
+    EXPECT_TRUE(v.ok()) << v.status();
+    return new std::vector<TrainingView>(*std::move(v));
+  }();
+  return *t;
+}
+
+std::unique_ptr<ElasticTrainer> NewTrainer(const TrainOptions& o) {
+  auto model = InitialElasticModel(Scene(), Targets(), o);
+  EXPECT_TRUE(model.ok()) << model.status();
+  auto t = ElasticTrainer::Create(*std::move(model), Targets(), o);
+  EXPECT_TRUE(t.ok()) << t.status();
+  return *std::move(t);
+}
+
+std::string TempPath(const std::string& name) {
+  return (std::filesystem::path(::testing::TempDir()) / ("elastic_trainer_test_" + name)).string();
+}
+
+// The checkpoint holds every tensor, the Adam moments and the iteration: equal bytes
+// mean equal weights and optimiser state, bit for bit.
+std::string CheckpointBytes(const ElasticTrainer& t, const std::string& name) {
+  const std::string path = TempPath(name);
+  EXPECT_TRUE(t.SaveCheckpoint(path).ok());
+  auto bytes = ReadFileToString(path);
+  EXPECT_TRUE(bytes.ok());
+  return bytes.ok() ? *bytes : std::string();
+}
+
+void RunSteps(ElasticTrainer& t, int steps, std::vector<StepStats>* stats = nullptr) {
+  for (int k = 0; k < steps; ++k) {
+    auto s = t.Step();
+    ASSERT_TRUE(s.ok()) << s.status();
+    if (stats) stats->push_back(*s);
+  }
+}
+
+TEST(ElasticTrainerTest, ShortRunLowersTheLoss) {
+  auto t = NewTrainer(SmallOptions());
+  std::vector<StepStats> stats;
+  RunSteps(*t, 100, &stats);
+  ASSERT_EQ(stats.size(), 100u);
+  double first = 0, last = 0;
+  for (int k = 0; k < 20; ++k) {
+    first += stats[k].loss;
+    last += stats[80 + k].loss;
+  }
+  std::cout << "mean loss, first 20 steps " << first / 20 << ", last 20 steps " << last / 20 << "\n";
+  EXPECT_LT(last / 20, first / 20);
+  EXPECT_EQ(t->iteration(), 100);
+  EXPECT_TRUE(stats[0].gi_recomputed);
+  EXPECT_TRUE(stats[6].gi_recomputed);  // iteration 7
+  EXPECT_FALSE(stats[7].gi_recomputed);
+  // The ratio follows the ladder round-robin: it 1 -> ladder[1].
+  EXPECT_DOUBLE_EQ(stats[0].ratio, 0.05);
+  EXPECT_DOUBLE_EQ(stats[4].ratio, 0.01);
+}
+
+TEST(ElasticTrainerTest, ResumeIsBitIdentical) {
+  const TrainOptions o = SmallOptions();
+  auto straight = NewTrainer(o);
+  RunSteps(*straight, 16);
+
+  auto first_half = NewTrainer(o);
+  RunSteps(*first_half, 8);
+  const std::string ckpt = TempPath("resume.ckpt");
+  ASSERT_TRUE(first_half->SaveCheckpoint(ckpt).ok());
+  first_half.reset();
+  TrainOptions resumed_options = o;
+  resumed_options.threads = 1;  // a resumed run may use another thread count
+  auto resumed = ElasticTrainer::LoadCheckpoint(ckpt, Targets(), resumed_options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->iteration(), 8);
+  RunSteps(**resumed, 8);
+  EXPECT_EQ(CheckpointBytes(*straight, "a"), CheckpointBytes(**resumed, "b"));
+  const ElasticModel a = straight->Result(), b = (*resumed)->Result();
+  EXPECT_EQ(a.gaussians.positions, b.gaussians.positions);
+  EXPECT_EQ(a.gsnet->head.weight, b.gsnet->head.weight);
+  EXPECT_EQ(a.field->levels[0].planes[2], b.field->levels[0].planes[2]);
+}
+
+TEST(ElasticTrainerTest, SameSeedSameRunDifferentSeedDifferentRun) {
+  TrainOptions o = SmallOptions();
+  auto a = NewTrainer(o);
+  RunSteps(*a, 6);
+  o.threads = 1;
+  auto b = NewTrainer(o);
+  RunSteps(*b, 6);
+  EXPECT_EQ(CheckpointBytes(*a, "da"), CheckpointBytes(*b, "db"));
+  o.seed = 12;
+  auto c = NewTrainer(o);
+  RunSteps(*c, 6);
+  EXPECT_NE(a->Result().gaussians.positions, c->Result().gaussians.positions);
+}
+
+TEST(ElasticTrainerTest, TrainedModelIsServable) {
+  auto t = NewTrainer(SmallOptions());
+  RunSteps(*t, 3);
+  ElasticModel m = t->Result();
+  EXPECT_FALSE(m.heuristic());
+  ThreadPool pool(1);
+  auto subset = ElasticSubset(m, 0.05, &pool);
+  ASSERT_TRUE(subset.ok()) << subset.status();
+  EXPECT_EQ(subset->size(), ElasticCount(m.gaussians.size(), 0.05));
+}
+
+// Mean PSNR over `views` of the model's independent subset at ratio e against the
+// full model's renders (distillation protocol).
+double SubsetPsnr(const ElasticModel& m, double e, const std::vector<TrainingView>& views) {
+  ThreadPool pool(2);
+  auto subset = ElasticSubset(m, e, &pool);
+  EXPECT_TRUE(subset.ok()) << subset.status();
+  CpuRasterizer raster(2);
+  double sum = 0;
+  for (const TrainingView& v : views) {
+    RenderOptions ro;
+    ro.want_aux = false;
+    auto r = raster.Render(*subset, v.camera, ro);
+    EXPECT_TRUE(r.ok());
+    auto p = Psnr(r->color, v.target);
+    EXPECT_TRUE(p.ok());
+    sum += *p;
+  }
+  return sum / static_cast<double>(views.size());
+}
+
+// 200 steps against GI top-k (the untrained start: heuristic ranking, no transform) at
+// e = 0.05 on views between the training views. Reported, not asserted: 200 CPU steps
+// at the reference learning rates are far from the paper's 35k iterations.
+TEST(ElasticTrainerTest, ShortRunAgainstGiTopKOnHeldOutViews) {
+  const TrainOptions o = SmallOptions();
+  auto held_out = MakeOrbitTargets(Scene(), o, 180.0 / o.orbit_views);
+  ASSERT_TRUE(held_out.ok()) << held_out.status();
+  auto initial = InitialElasticModel(Scene(), Targets(), o);
+  ASSERT_TRUE(initial.ok());
+  ElasticModel heuristic = *initial;
+  heuristic.gsnet.reset();
+  heuristic.field.reset();
+  auto t = NewTrainer(o);
+  RunSteps(*t, 200);
+  const double gi_psnr = SubsetPsnr(heuristic, 0.05, *held_out);
+  const double trained_psnr = SubsetPsnr(t->Result(), 0.05, *held_out);
+  std::cout << "held-out PSNR at e = 0.05: GI top-k " << gi_psnr << " dB, trained (200 steps) " << trained_psnr
+            << " dB\n";
+  EXPECT_TRUE(std::isfinite(trained_psnr));
+}
+
+TEST(ElasticTrainerTest, BadInputsFailFast) {
+  auto expect_invalid = [](TrainOptions o) {
+    auto model = InitialElasticModel(Scene(), Targets(), o);
+    EXPECT_FALSE(model.ok());
+  };
+  TrainOptions o = SmallOptions();
+  o.iters = 0;
+  expect_invalid(o);
+  o = SmallOptions();
+  o.ladder = {};
+  expect_invalid(o);
+  o.ladder = {0.05, 1.5};
+  expect_invalid(o);
+  o = SmallOptions();
+  o.nested = true;
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kUnimplemented);
+
+  // No views, and a target of the wrong size.
+  auto model = InitialElasticModel(Scene(), Targets(), SmallOptions());
+  ASSERT_TRUE(model.ok());
+  EXPECT_FALSE(ElasticTrainer::Create(*model, {}, SmallOptions()).ok());
+  std::vector<TrainingView> wrong = Targets();
+  wrong[0].target = Image(8, 8);
+  EXPECT_EQ(ElasticTrainer::Create(*model, wrong, SmallOptions()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Checkpoints: missing, for another seed, for other targets, damaged.
+  EXPECT_EQ(ElasticTrainer::LoadCheckpoint(TempPath("missing.ckpt"), Targets(), SmallOptions()).status().code(),
+            absl::StatusCode::kNotFound);
+  auto t = NewTrainer(SmallOptions());
+  RunSteps(*t, 1);
+  const std::string ckpt = TempPath("bad.ckpt");
+  ASSERT_TRUE(t->SaveCheckpoint(ckpt).ok());
+  TrainOptions other_seed = SmallOptions();
+  other_seed.seed = 99;
+  EXPECT_EQ(ElasticTrainer::LoadCheckpoint(ckpt, Targets(), other_seed).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::vector<TrainingView> other_targets = Targets();
+  other_targets[1].target.pixels[0] += 0.5f;
+  EXPECT_EQ(ElasticTrainer::LoadCheckpoint(ckpt, other_targets, SmallOptions()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto bytes = ReadFileToString(ckpt);
+  ASSERT_TRUE(bytes.ok());
+  std::string damaged = *bytes;
+  damaged[damaged.size() / 2] ^= 0x10;
+  ASSERT_TRUE(WriteFileAtomically(ckpt, damaged).ok());
+  EXPECT_EQ(ElasticTrainer::LoadCheckpoint(ckpt, Targets(), SmallOptions()).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace flexgs
