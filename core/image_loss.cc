@@ -7,27 +7,15 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/image_metrics.h"
 
 namespace flexgs {
 namespace {
 
-constexpr int kWindow = 11;
+constexpr int kWindow = kSsimWindow;
 constexpr int kRadius = kWindow / 2;
 constexpr double kC1 = 0.01 * 0.01;
 constexpr double kC2 = 0.03 * 0.03;
-
-// As image_metrics.cc: 1D Gaussian, sigma 1.5, normalised.
-std::array<double, kWindow> GaussianWindow() {
-  std::array<double, kWindow> w{};
-  double sum = 0;
-  for (int i = 0; i < kWindow; ++i) {
-    const double d = i - kRadius;
-    w[i] = std::exp(-d * d / (2.0 * 1.5 * 1.5));
-    sum += w[i];
-  }
-  for (double& v : w) v /= sum;
-  return w;
-}
 
 void ForRows(ThreadPool* pool, size_t rows, size_t grain, const std::function<void(size_t, size_t)>& fn) {
   if (pool != nullptr) {
@@ -124,7 +112,7 @@ absl::StatusOr<ImageLossResult> ImageLoss(const Image& render, const Image& targ
   //   dS/dm1 = 2 m2 (B - A) / (Cc D) - 2 m1 S (1/Cc - 1/D),  dS/dE11 = -S / D,
   //   dS/dE12 = 2 A / (Cc D),
   // and dL/dx = blur^T(g dS/dm1) + 2 x blur^T(g dS/dE11) + y blur^T(g dS/dE12).
-  const auto kernel = GaussianWindow();
+  const auto kernel = SsimGaussianWindow();
   const bool backward = weights.dssim != 0.0;
   const double g_s = -weights.dssim * inv_total;  // dL/dS per map value
   std::vector<double> mu1(n), mu2(n), s11(n), s22(n), s12(n);

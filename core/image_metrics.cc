@@ -28,21 +28,8 @@ absl::Status CheckComparable(const Image& a, const Image& b) {
   return absl::OkStatus();
 }
 
-constexpr int kWindow = 11;
+constexpr int kWindow = kSsimWindow;
 constexpr int kRadius = kWindow / 2;
-
-// 1D Gaussian, sigma 1.5, normalised; its outer product is the 3DGS 2D window.
-std::array<double, kWindow> GaussianWindow() {
-  std::array<double, kWindow> w{};
-  double sum = 0;
-  for (int i = 0; i < kWindow; ++i) {
-    const double d = i - kRadius;
-    w[i] = std::exp(-d * d / (2.0 * 1.5 * 1.5));
-    sum += w[i];
-  }
-  for (double& v : w) v /= sum;
-  return w;
-}
 
 // In-place 'same' separable blur with zero padding. Equivalent to the 2D
 // zero-padded convolution because out-of-image rows are zero after the
@@ -95,7 +82,7 @@ absl::StatusOr<double> Ssim(const Image& a, const Image& b) {
   if (!s.ok()) return s;
   constexpr double kC1 = 0.01 * 0.01;
   constexpr double kC2 = 0.03 * 0.03;
-  const auto kernel = GaussianWindow();
+  const auto kernel = SsimGaussianWindow();
   const int w = a.width, h = a.height, nc = a.channels;
   const size_t n = static_cast<size_t>(w) * h;
   std::vector<double> mu1(n), mu2(n), s11(n), s22(n), s12(n), tmp;
@@ -117,6 +104,19 @@ absl::StatusOr<double> Ssim(const Image& a, const Image& b) {
     }
   }
   return total / (static_cast<double>(n) * nc);
+}
+
+std::array<double, kSsimWindow> SsimGaussianWindow() {
+  constexpr int kHalf = kSsimWindow / 2;
+  std::array<double, kSsimWindow> w{};
+  double sum = 0;
+  for (int i = 0; i < kSsimWindow; ++i) {
+    const double d = i - kHalf;
+    w[i] = std::exp(-d * d / (2.0 * 1.5 * 1.5));
+    sum += w[i];
+  }
+  for (double& v : w) v /= sum;
+  return w;
 }
 
 }  // namespace flexgs

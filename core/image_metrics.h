@@ -1,6 +1,8 @@
 // Image quality metrics with the definitions used by 3DGS evaluation.
 #pragma once
 
+#include <array>
+
 #include "absl/status/statusor.h"
 #include "core/image.h"
 
@@ -18,5 +20,11 @@ absl::StatusOr<double> Psnr(const Image& a, const Image& b);
 // C1 = 0.01^2, C2 = 0.03^2, map averaged over all pixels and channels.
 // Computed in double precision with a separable filter.
 absl::StatusOr<double> Ssim(const Image& a, const Image& b);
+
+// SSIM's window, shared with the differentiable D-SSIM loss (core/image_loss.h) so the
+// two cannot drift apart: kSsimWindow taps of a normalised 1D Gaussian (sigma 1.5); the
+// 2D window is its outer product.
+inline constexpr int kSsimWindow = 11;
+std::array<double, kSsimWindow> SsimGaussianWindow();
 
 }  // namespace flexgs

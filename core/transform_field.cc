@@ -34,13 +34,6 @@ using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eige
 using ConstWeights = Eigen::Map<const RowMajorMatrix>;
 using ConstVector = Eigen::Map<const Eigen::VectorXf>;
 
-bool PlaneHasRatioAxis(int p) { return kPlaneAxes[p][1] == 3; }
-
-size_t PlaneValues(int channels, const HexPlaneLevel& level, int p) {
-  return static_cast<size_t>(channels) * static_cast<size_t>(level.Resolution(kPlaneAxes[p][0])) *
-         static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
-}
-
 std::string PlaneName(int l, int p) { return absl::StrCat("field.level", l, ".", kPlaneNames[p]); }
 
 absl::Status CheckLayer(const DenseLayer& layer, const std::string& name, int in, int out) {

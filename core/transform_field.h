@@ -50,6 +50,15 @@ struct HexPlaneLevel {
   int Resolution(int axis) const { return axis == 3 ? ratio_resolution : spatial_resolution; }
 };
 
+// True for the three planes whose second axis is the ratio e (xe, ye, ze).
+inline bool PlaneHasRatioAxis(int p) { return kPlaneAxes[p][1] == 3; }
+
+// Floats in plane p of `level` with `channels` channels.
+inline size_t PlaneValues(int channels, const HexPlaneLevel& level, int p) {
+  return static_cast<size_t>(channels) * static_cast<size_t>(level.Resolution(kPlaneAxes[p][0])) *
+         static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
+}
+
 // Maps world positions and ratios to the [-1, 1] sample space of the planes.
 struct FieldNormalization {
   std::array<float, 3> aabb_min = {-1, -1, -1};

@@ -23,13 +23,6 @@ using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eige
 using ConstWeights = Eigen::Map<const RowMajorMatrix>;
 using ConstVector = Eigen::Map<const Eigen::VectorXf>;
 
-bool PlaneHasRatioAxis(int p) { return kPlaneAxes[p][1] == 3; }
-
-size_t PlaneValues(int channels, const HexPlaneLevel& level, int p) {
-  return static_cast<size_t>(channels) * static_cast<size_t>(level.Resolution(kPlaneAxes[p][0])) *
-         static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
-}
-
 // One axis of the forward's bilinear lookup (transform_field.cc SampleAxis, same float
 // arithmetic) plus du/dcoord: 0.5 (res - 1) strictly inside, 0 where u is clamped.
 struct AxisSample {
