@@ -221,6 +221,28 @@ print("nginx access log: StreamScene grpc_status=0 per upstream:", dict(by))
 sys.exit(0 if len(lines) == 64 and len(ok) == 64 and set(by) == want else 1)
 EOF
 
+# Benchmark mode (FLEXGS_LB_BENCH=1; not part of the test): the same load straight to
+# one replica and through nginx to both, back to back, for bench/RESULTS.md.
+if [[ "${FLEXGS_LB_BENCH:-0}" == 1 ]]; then
+  for target in "127.0.0.1:${GRPC_PORTS[0]}" "$LB"; do
+    "$LOADGEN" --target "$target" --scene synth --concurrency 64 --total "${FLEXGS_LB_BENCH_TOTAL:-1024}" \
+      --channels 16 --budgets ratio:0.05,ratio:0.15,bytes:2MiB --no-verify --json --progress-s 0 \
+      > "$WORK/bench.json" 2> "$WORK/bench.err" || fail "bench loadgen to $target: $(cat "$WORK/bench.err")"
+    python3 - "$WORK/bench.json" "$target" "$LB" <<'EOF'
+import json, sys
+r, target, lb = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+t, l = r["throughput"], r["latency_ms"]
+name = "2 replicas behind nginx" if target == lb else "1 replica, direct"
+print(f"BENCH | {name} | {r['counts']['completed']}/{r['counts']['started']} | {t['streams_per_s']:.1f} | "
+      f"{t['mb_per_s']:.1f} | {l['first_chunk']['p50']:.1f} / {l['first_chunk']['p99']:.1f} | "
+      f"{l['completion']['p50']:.1f} / {l['completion']['p99']:.1f} |")
+EOF
+  done
+  # The bench's streams change the per-replica counts the rest of the test asserts on.
+  echo "bench done"
+  exit 0
+fi
+
 # Drain replica 2 (SIGTERM: health NOT_SERVING, listener closed, GOAWAY): nginx sends
 # the next streams to replica 1, none fail.
 before=${COUNTS[0]}
