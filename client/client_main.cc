@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/budget_spec.h"
+#include "client/channel_credentials.h"
 #include "client/device_resident_store.h"
 #include "client/progress_bar.h"
 #include "client/resident_store.h"
@@ -64,6 +65,7 @@ struct Args {
   uint32_t max_chunk_bytes = 0;
   int render_every = 0;
   double give_up_after_s = 60;
+  double keepalive_time_s = 30, keepalive_timeout_s = 20;
   bool json = false, save_levels = false, quiet = false, no_render = false;
   std::string tls_ca, tls_cert, tls_key, token_file;
   int64_t test_corrupt_sequence = -1;
@@ -297,12 +299,12 @@ int Run(const Args& args, const CLI::App& app) {
   connect.tls_ca_file = args.tls_ca;
   connect.tls_cert_file = args.tls_cert;
   connect.tls_key_file = args.tls_key;
+  connect.keepalive_time = std::chrono::milliseconds(static_cast<int64_t>(args.keepalive_time_s * 1000));
+  connect.keepalive_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.keepalive_timeout_s * 1000));
   if (!args.token_file.empty()) {
-    auto token = flexgs::ReadFileToString(args.token_file);
+    auto token = fc::ReadBearerToken(args.token_file);
     if (!token.ok()) return Fail(1, token.status());
-    std::string t = *token;
-    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
-    connect.bearer_token = t;
+    connect.bearer_token = *std::move(token);
   }
   // With a rate limit, a small fixed window (~100 ms of data, at least 64 KiB) makes the
   // limit the sender's rate instead of filling megabytes of receive buffers first.
@@ -519,6 +521,13 @@ int main(int argc, char** argv) {
   app.add_option("--max-chunk-bytes", a.max_chunk_bytes, "Largest message wanted (0: server default)");
   app.add_option("--render-every", a.render_every, "Also render view 0 every K Gaussian blocks");
   app.add_option("--give-up-after", a.give_up_after_s, "Seconds without progress before giving up")
+      ->capture_default_str();
+  app.add_option("--keepalive-time", a.keepalive_time_s,
+                 "Seconds between keepalive pings while streaming (a dead link is noticed, then resumed)")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str();
+  app.add_option("--keepalive-timeout", a.keepalive_timeout_s, "Seconds a keepalive ping may go unanswered")
+      ->check(CLI::Range(0.5, 3600.0))
       ->capture_default_str();
   app.add_option("--tls-ca", a.tls_ca, "Use TLS, verifying the server with this CA bundle (PEM)");
   app.add_option("--tls-cert", a.tls_cert, "Client certificate for mutual TLS (PEM)");

@@ -10,8 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "client/channel_credentials.h"
 #include "client/token_bucket.h"
-#include "core/file_io.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
 
 namespace flexgs::client {
@@ -45,15 +45,6 @@ bool IsPermanent(absl::StatusCode code) {
   }
 }
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
-  auto bytes = ReadFileToString(path);
-  if (!bytes.ok()) return absl::Status(bytes.status().code(), absl::StrCat(what, ": ", bytes.status().message()));
-  if (bytes->find("-----BEGIN") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is not a PEM file"));
-  }
-  return *std::move(bytes);
-}
-
 // The server's hint (RESOURCE_EXHAUSTED at its stream limit) for when to come back.
 std::chrono::milliseconds RetryAfterHint(const grpc::ClientContext& ctx) {
   const auto& md = ctx.GetServerTrailingMetadata();
@@ -83,43 +74,34 @@ SceneClient::~SceneClient() = default;
 
 absl::StatusOr<std::unique_ptr<SceneClient>> SceneClient::Connect(const ConnectOptions& options) {
   if (options.address.empty()) return absl::InvalidArgumentError("server address is empty (expected HOST:PORT)");
-  std::shared_ptr<grpc::ChannelCredentials> creds;
-  if (!options.tls_ca_file.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    auto ca = ReadPem(options.tls_ca_file, "TLS CA bundle");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *std::move(ca);
-    if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
-      return absl::InvalidArgumentError("mutual TLS needs both a client certificate and its key");
-    }
-    if (!options.tls_cert_file.empty()) {
-      auto cert = ReadPem(options.tls_cert_file, "TLS client certificate");
-      if (!cert.ok()) return cert.status();
-      auto key = ReadPem(options.tls_key_file, "TLS client key");
-      if (!key.ok()) return key.status();
-      ssl.pem_cert_chain = *std::move(cert);
-      ssl.pem_private_key = *std::move(key);
-    }
-    creds = grpc::SslCredentials(ssl);
-  } else {
-    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
-      return absl::InvalidArgumentError("a TLS client certificate needs --tls-ca to verify the server");
-    }
-    creds = grpc::InsecureChannelCredentials();
-  }
+  auto creds = MakeChannelCredentials({options.tls_ca_file, options.tls_cert_file, options.tls_key_file});
+  if (!creds.ok()) return creds.status();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(options.max_receive_message_bytes));
   // A restarted server should be found again in well under a second; gRPC's default
   // reconnect backoff (1 s growing to 120 s) would dominate resume time.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // Despite its name, gRPC takes this as the minimum *connect timeout* (TCP, TLS and
+  // the HTTP/2 SETTINGS exchange). At 100 ms a TLS handshake on a loaded machine, or
+  // any link with more than a few tens of ms RTT, never completes; a refused
+  // connection still fails at once, so reconnecting stays quick.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  if (options.keepalive_time.count() > 0) {
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time.count()));
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(options.keepalive_timeout.count()));
+    // A receiving client sends no DATA frames; gRPC would otherwise stop pinging after
+    // two pings "without data" and never notice a link that died mid-stream.
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS,
+                static_cast<int>(options.keepalive_time.count()));
+  }
   if (options.flow_control_window_bytes > 0) {
     args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, static_cast<int>(options.flow_control_window_bytes));
   }
   auto impl = std::make_unique<Impl>();
-  impl->channel = grpc::CreateCustomChannel(options.address, creds, args);
+  impl->channel = grpc::CreateCustomChannel(options.address, *creds, args);
   impl->stub = v1::SceneService::NewStub(impl->channel);
   impl->bearer_token = options.bearer_token;
   return std::unique_ptr<SceneClient>(new SceneClient(std::move(impl)));

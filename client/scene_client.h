@@ -38,6 +38,14 @@ struct ConnectOptions {
   // server after that much is buffered here. A rate-limited client sets a small fixed
   // window so its read rate is the sender's rate.
   uint32_t flow_control_window_bytes = 0;
+  // HTTP/2 keepalive while a call is open: a ping every keepalive_time, and the
+  // connection declared dead when one goes unanswered for keepalive_timeout -- the
+  // stream then fails UNAVAILABLE and is resumed like any broken stream. Without it a
+  // client reading from a link that silently drops everything waits for TCP (minutes).
+  // 0: gRPC's default (no client pings). The server must permit the interval
+  // (flexgs-server accepts down to min(10 s, its own --keepalive-time)).
+  std::chrono::milliseconds keepalive_time{0};
+  std::chrono::milliseconds keepalive_timeout{20000};
 };
 
 // One client request. Exactly one budget kind is set (see v1.StreamSceneRequest).

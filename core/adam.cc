@@ -41,7 +41,7 @@ class Reader {
   bool Floats(size_t n, std::vector<float>* v) {
     if ((b_.size() - pos_) / sizeof(float) < n) return false;
     v->resize(n);
-    std::memcpy(v->data(), b_.data() + pos_, n * sizeof(float));
+    if (n > 0) std::memcpy(v->data(), b_.data() + pos_, n * sizeof(float));  // empty: data() may be null (UB)
     pos_ += n * sizeof(float);
     return true;
   }

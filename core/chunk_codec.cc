@@ -828,7 +828,9 @@ std::string EncodePatchBlock(absl::Span<const float> patches, ChunkEncoding enc)
   PutHeader(out, enc, ChunkKind::kPatches, 0, static_cast<uint32_t>(n));
   std::string payload(MaxPayloadBytes(enc, ChunkKind::kPatches, 0, n), '\0');
   std::vector<size_t> plane_ends;
-  const float* p = patches.data();
+  // An empty block still has a header; never offset a null data() for it (UB).
+  static constexpr float kNoPatch[kPatchStride] = {};
+  const float* p = n > 0 ? patches.data() : kNoPatch;
   if (enc == ChunkEncoding::kLossless) {
     for (size_t c = 0; c < kPatchStride; ++c) ShuffleFloats({p, kPatchStride}, n, c, false, &payload[4 * n * c]);
     plane_ends = EveryN(payload.size(), n);
@@ -846,7 +848,8 @@ absl::StatusOr<std::vector<float>> DecodePatchBlock(absl::string_view bytes, con
   FLEXGS_ASSIGN_OR_RETURN(ParsedBlock block, ParseBlock(bytes, ChunkKind::kPatches, limits));
   const size_t n = block.info.count;
   std::vector<float> patches(n * kPatchStride);
-  float* p = patches.data();
+  float no_patch[kPatchStride];  // an empty block: never offset a null data() (UB)
+  float* p = n > 0 ? patches.data() : no_patch;
   if (block.info.encoding == ChunkEncoding::kLossless) {
     for (size_t c = 0; c < kPatchStride; ++c) {
       FLEXGS_RETURN_IF_ERROR(UnshuffleFloats(&block.payload[4 * n * c], n, {p, kPatchStride}, c));

@@ -32,6 +32,12 @@ struct ElasticModel {
   GiProvenance gi;
   std::optional<GsNetWeights> gsnet;                 // absent in heuristic mode
   std::optional<TransformFieldWeights> field;        // absent in heuristic mode
+  // Ranking score of a trained model: GsNet's margin + gi_prior_weight * log(GI), see
+  // GiLogPrior in elastic_selection.h. 0 is the reference's GsNet-only ranking; > 0
+  // makes GsNet learn a correction to the GI ranking instead of re-deriving it from
+  // geometry alone (which it cannot see opacity in), so an untrained selector with a
+  // zero head ranks exactly like GI top-k.
+  double gi_prior_weight = 0.0;
   FieldNormalization normalization;                  // bounds + ratio mapping of the field
   std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
   std::string training_summary_json = "{}";          // free-form JSON object

@@ -20,10 +20,28 @@ uint32_t ElasticCount(size_t n, double e) {
   return static_cast<uint32_t>(std::clamp<double>(k, 1.0, static_cast<double>(n)));
 }
 
+std::vector<float> GiLogPrior(absl::Span<const float> global_importance) {
+  float top = 0.0f;
+  for (float g : global_importance) top = std::max(top, g);
+  std::vector<float> prior(global_importance.size(), 0.0f);
+  if (!(top > 0.0f) || !std::isfinite(top)) return prior;
+  const double floor = 1e-6 * top;
+  for (size_t i = 0; i < prior.size(); ++i) {
+    const double g = std::max(0.0f, global_importance[i]);
+    prior[i] = static_cast<float>(std::log((g + floor) / top));
+  }
+  return prior;
+}
+
 std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool) {
   if (model.heuristic()) return model.global_importance;
   std::vector<float> delta(model.gaussians.size());
   GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(delta), pool);
+  if (model.gi_prior_weight != 0.0 && model.global_importance.size() == delta.size()) {
+    const std::vector<float> prior = GiLogPrior(model.global_importance);
+    const float w = static_cast<float>(model.gi_prior_weight);
+    for (size_t i = 0; i < delta.size(); ++i) delta[i] += w * prior[i];
+  }
   return delta;
 }
 
@@ -44,6 +62,24 @@ std::vector<uint32_t> TopK(absl::Span<const float> scores, size_t count, const s
   candidates.resize(count);
   std::sort(candidates.begin(), candidates.end(), better);
   return candidates;
+}
+
+std::vector<std::vector<uint32_t>> NestedAdditions(const ElasticModel& model, absl::Span<const double> ratios,
+                                                   ThreadPool* pool) {
+  const size_t n = model.gaussians.size();
+  std::vector<uint8_t> chosen(n, 0);
+  size_t held = 0;
+  std::vector<std::vector<uint32_t>> levels;
+  levels.reserve(ratios.size());
+  for (double e : ratios) {
+    const size_t count = ElasticCount(n, e);
+    const std::vector<float> scores = RankingScores(model, e, pool);
+    std::vector<uint32_t> added = TopK(scores, count > held ? count - held : 0, &chosen);
+    for (uint32_t id : added) chosen[id] = 1;
+    held += added.size();
+    levels.push_back(std::move(added));
+  }
+  return levels;
 }
 
 GaussianCloud TransformedSubset(const ElasticModel& model, absl::Span<const uint32_t> indices, double e,

@@ -22,13 +22,24 @@ absl::Status ValidateRatio(double e);
 // floor(e * n), at least 1 (for n > 0), at most n.
 uint32_t ElasticCount(size_t n, double e);
 
-// Ranking score of every Gaussian at ratio e.
+// Ranking score of every Gaussian at ratio e: GI for a heuristic model, otherwise
+// GsNet's margin plus model.gi_prior_weight * GiLogPrior(GI).
 std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool);
+
+// log(GI_i + 1e-6 max GI) - log(max GI): a scale-free, finite log-importance (<= 1e-6,
+// at least log(1e-6)); all zeros when every GI is 0.
+std::vector<float> GiLogPrior(absl::Span<const float> global_importance);
 
 // Indices of the `count` best scores, sorted by (score descending, index ascending).
 // `exclude` (optional, size n) marks Gaussians that must not be chosen.
 std::vector<uint32_t> TopK(absl::Span<const float> scores, size_t count,
                            const std::vector<uint8_t>* exclude = nullptr);
+
+// The planner's nested selection for ascending `ratios`: element k holds level k's
+// additions (TopK at ratios[k] among the Gaussians not chosen before, in rank order),
+// so level k keeps the union of elements 0..k, ElasticCount(n, ratios[k]) in all.
+std::vector<std::vector<uint32_t>> NestedAdditions(const ElasticModel& model, absl::Span<const double> ratios,
+                                                   ThreadPool* pool);
 
 // Transforms `indices` of the model to ratio e: gathers them and applies the field's
 // deltas (a heuristic model returns them unchanged).

@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "core/crc32c.h"
+#include "core/elastic_selection.h"
 #include "core/file_io.h"
 #include "core/global_importance.h"
 #include "core/gsnet_backward.h"
@@ -152,7 +153,12 @@ absl::Status TrainOptions::Validate() const {
   if (gi_every < 1) return absl::InvalidArgumentError(absl::StrCat("gi_every must be >= 1, got ", gi_every));
   if (checkpoint_every < 0) return absl::InvalidArgumentError("checkpoint_every must be >= 0");
   if (threads < 0) return absl::InvalidArgumentError(absl::StrCat("threads must be >= 0, got ", threads));
-  if (nested) return absl::UnimplementedError("nested stage-2 training is not implemented");
+  if (nested && reference_selection) {
+    return absl::InvalidArgumentError("nested training needs the served selection (not the reference's Gumbel sampling)");
+  }
+  if (!(gi_prior_weight >= 0.0 && gi_prior_weight <= 100.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("gi_prior_weight ", gi_prior_weight, " is not in [0, 100]"));
+  }
   if (!(tau > 0.0) || !std::isfinite(tau)) return absl::InvalidArgumentError("Gumbel tau must be finite and > 0");
   if (!(spatial_lr_scale >= 0.0) || !std::isfinite(spatial_lr_scale)) {
     return absl::InvalidArgumentError("spatial_lr_scale must be finite and >= 0");
@@ -173,6 +179,14 @@ absl::StatusOr<std::vector<TrainingView>> MakeOrbitTargets(const GaussianCloud& 
   orbit.height = options.height;
   orbit.azimuth_offset_deg = azimuth_offset_deg;
   FLEXGS_ASSIGN_OR_RETURN(std::vector<Camera> cams, MakeOrbitCameras(cloud, orbit));
+  return RenderTargets(cloud, std::move(cams), options);
+}
+
+absl::StatusOr<std::vector<TrainingView>> RenderTargets(const GaussianCloud& cloud, std::vector<Camera> cams,
+                                                        const TrainOptions& options) {
+  FLEXGS_RETURN_IF_ERROR(options.Validate());
+  if (cloud.empty()) return absl::InvalidArgumentError("the scene has no Gaussians");
+  if (cams.empty()) return absl::InvalidArgumentError("no cameras to render targets from");
   CpuRasterizer raster(options.threads);
   RenderOptions ro;
   ro.background = options.background;
@@ -198,6 +212,12 @@ absl::StatusOr<ElasticModel> InitialElasticModel(const GaussianCloud& cloud, con
   FLEXGS_ASSIGN_OR_RETURN(model.global_importance, ComputeGlobalImportance(cloud, CamerasOf(targets), {}, raster));
   model.gi = {"flexgs", static_cast<int>(targets.size()), targets[0].camera.width, targets[0].camera.height};
   model.gsnet = GsNetWeights::Init(options.seed);
+  model.gi_prior_weight = options.reference_selection ? 0.0 : options.gi_prior_weight;
+  if (model.gi_prior_weight > 0.0) {
+    // GsNet learns a correction to the GI ranking: start from none.
+    std::fill(model.gsnet->head.weight.begin(), model.gsnet->head.weight.end(), 0.0f);
+    std::fill(model.gsnet->head.bias.begin(), model.gsnet->head.bias.end(), 0.0f);
+  }
   model.field = TransformFieldWeights::Init(options.field_config, options.seed);
   model.normalization = ExtentNormalization(cloud);
   std::vector<double> ladder = options.ladder;
@@ -244,6 +264,9 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::Create(ElasticMo
 }
 
 absl::Status ElasticTrainer::Init() {
+  model_.gi_prior_weight = options_.reference_selection ? 0.0 : options_.gi_prior_weight;
+  // The GI is always the trainer's, over the targets (a checkpoint does not store this).
+  model_.gi = {"flexgs", static_cast<int>(targets_.size()), targets_[0].camera.width, targets_[0].camera.height};
   spatial_lr_scale_ = options_.spatial_lr_scale;
   if (spatial_lr_scale_ <= 0.0) {
     // The reference's scene radius: 1.1 x the largest distance of a camera from their mean.
@@ -301,8 +324,12 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   // 1. The hard mask.
   std::vector<float> logits(2 * n), mask(n), soft_keep(n);
   FLEXGS_RETURN_IF_ERROR(GsNetLogits(net, cloud, ef, absl::MakeSpan(logits), pool));
-  FLEXGS_RETURN_IF_ERROR(GumbelHardMask(logits, options_.tau, IterationKey(options_.seed, it), absl::MakeSpan(mask),
-                                 absl::MakeSpan(soft_keep), pool));
+  if (options_.reference_selection) {
+    FLEXGS_RETURN_IF_ERROR(GumbelHardMask(logits, options_.tau, IterationKey(options_.seed, it), absl::MakeSpan(mask),
+                                          absl::MakeSpan(soft_keep), pool));
+  } else {
+    ServedMask(logits, e, absl::MakeSpan(mask), absl::MakeSpan(soft_keep), pool);
+  }
   std::vector<uint32_t> sel;
   for (size_t i = 0; i < n; ++i) {
     if (mask[i] > 0.5f) sel.push_back(static_cast<uint32_t>(i));
@@ -354,6 +381,14 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   FLEXGS_ASSIGN_OR_RETURN(stats.psnr_selected, Psnr(selected.color, target));
   FLEXGS_ASSIGN_OR_RETURN(stats.psnr_full, Psnr(full.color, target));
   stats.kept_fraction = n > 0 ? static_cast<double>(m) / static_cast<double>(n) : 0.0;
+  {
+    size_t labelled = 0, agree = 0;
+    for (size_t i = 0; i < n; ++i) {
+      labelled += labels[i] > 0.5f;
+      agree += labels[i] > 0.5f && mask[i] > 0.5f;
+    }
+    stats.gi_agreement = labelled ? static_cast<double>(agree) / static_cast<double>(labelled) : 1.0;
+  }
 
   // 5. Backward. Every backward ADDS into freshly zeroed buffers.
   CloudGradients g_full, g_sel;
@@ -425,6 +460,39 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   return stats;
 }
 
+void ElasticTrainer::ServedMask(absl::Span<const float> logits, double e, absl::Span<float> mask,
+                                absl::Span<float> soft_keep, ThreadPool* pool) const {
+  const size_t n = model_.gaussians.size();
+  // Scores exactly as RankingScores computes them for the current model.
+  const std::vector<float> prior = GiLogPrior(model_.global_importance);
+  const float w = static_cast<float>(model_.gi_prior_weight);
+  std::vector<float> score(n);
+  for (size_t i = 0; i < n; ++i) score[i] = (logits[2 * i + 1] - logits[2 * i]) + w * prior[i];
+  std::fill(mask.begin(), mask.end(), 0.0f);
+  const uint32_t count = ElasticCount(n, e);
+  if (options_.nested) {
+    std::vector<double> rungs;
+    for (double r : options_.ladder) {
+      if (r < e) rungs.push_back(r);
+    }
+    std::sort(rungs.begin(), rungs.end());
+    rungs.erase(std::unique(rungs.begin(), rungs.end()), rungs.end());
+    rungs.push_back(e);
+    for (const std::vector<uint32_t>& level : NestedAdditions(model_, rungs, pool)) {
+      for (uint32_t i : level) mask[i] = 1.0f;
+    }
+  } else {
+    for (uint32_t i : TopK(score, count)) mask[i] = 1.0f;
+  }
+  // The straight-through surrogate: a sigmoid around the k-th best score at e.
+  std::vector<float> sorted = score;
+  std::nth_element(sorted.begin(), sorted.begin() + (count - 1), sorted.end(), std::greater<float>());
+  const double threshold = sorted[count - 1];
+  for (size_t i = 0; i < n; ++i) {
+    soft_keep[i] = static_cast<float>(1.0 / (1.0 + std::exp(-(score[i] - threshold) / options_.tau)));
+  }
+}
+
 ElasticModel ElasticTrainer::Result() const {
   ElasticModel out = model_;
   std::vector<double> ladder = options_.ladder;
@@ -437,6 +505,10 @@ ElasticModel ElasticTrainer::Result() const {
                                              {"iterations", iteration_},
                                              {"seed", options_.seed},
                                              {"train_ladder", options_.ladder},
+                                             {"selection", options_.reference_selection ? "reference-gumbel"
+                                                           : options_.nested               ? "served-nested"
+                                                                                           : "served-independent"},
+                                             {"gi_prior_weight", model_.gi_prior_weight},
                                              {"views", targets_.size()},
                                              {"width", targets_[0].camera.width},
                                              {"height", targets_[0].camera.height},
@@ -453,6 +525,9 @@ uint32_t ElasticTrainer::Fingerprint() const {
   for (float c : options_.background) Put(b, c);
   Put(b, options_.tau);
   Put(b, options_.spatial_lr_scale);
+  Put(b, static_cast<uint8_t>(options_.reference_selection));
+  Put(b, static_cast<uint8_t>(options_.nested));
+  Put(b, options_.gi_prior_weight);
   Put(b, options_.mask_weights.imitation);
   Put(b, options_.mask_weights.ratio_weight);
   Put(b, options_.regularizer_weights.plane_tv);
@@ -579,7 +654,8 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::LoadCheckpoint(c
     if (itr->second->size() != size) return bad(absl::StrCat("tensor '", std::string(name), "' has the wrong size"));
     absl::string_view bytes;
     if (!r.Bytes(size * sizeof(float), &bytes)) return bad("truncated tensor data");
-    std::memcpy(itr->second->data(), bytes.data(), bytes.size());
+    // An empty tensor (f_rest at SH degree 0) has null data(): memcpy must not see it (UB).
+    if (!bytes.empty()) std::memcpy(itr->second->data(), bytes.data(), bytes.size());
     expected.erase(itr);
   }
   uint64_t adam_size;

@@ -1,6 +1,13 @@
 #include "core/model_bundle.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -41,6 +48,7 @@ constexpr int64_t kMaxFieldChannels = 4096;
 constexpr int64_t kMaxFieldResolution = 65536;
 constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
+constexpr double kMaxGiPriorWeight = 100.0;  // log-GI units; larger only freezes the ranking
 
 // Returns `status` with `prefix: ` in front of its message, code unchanged.
 absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
@@ -330,11 +338,13 @@ absl::StatusOr<std::string> ManifestDigest(const json& manifest) {
 
 std::string ManifestPath(const std::string& dir) { return (fs::path(dir) / kBundleManifestFile).string(); }
 
-// Reads manifest.json and checks format, version and digest. Errors are prefixed
-// with the manifest's path.
-absl::StatusOr<json> ReadManifest(const std::string& dir) {
-  const std::string path = ManifestPath(dir);
-  FLEXGS_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, kMaxManifestBytes));
+// Parses manifest.json text and checks format, version and digest. Errors are
+// prefixed with `path`.
+absl::StatusOr<json> ParseManifest(std::string_view text, const std::string& path) {
+  if (text.size() > kMaxManifestBytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(path, ": ", text.size(), " bytes exceed the manifest limit of ", kMaxManifestBytes));
+  }
   absl::StatusOr<json> parsed = ParseJsonStrict(text, kMaxManifestDepth);
   if (!parsed.ok()) return Prefixed(path, parsed.status());
   json& manifest = *parsed;
@@ -365,6 +375,14 @@ absl::StatusOr<json> ReadManifest(const std::string& dir) {
                                             ", content ", *actual, "); the manifest was edited or corrupted"));
   }
   return parsed;
+}
+
+// Reads manifest.json and checks format, version and digest. Errors are prefixed
+// with the manifest's path.
+absl::StatusOr<json> ReadManifest(const std::string& dir) {
+  const std::string path = ManifestPath(dir);
+  FLEXGS_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path, kMaxManifestBytes));
+  return ParseManifest(text, path);
 }
 
 struct FileEntry {
@@ -501,6 +519,13 @@ absl::Status ValidateModel(const ElasticModel& model) {
                                                    " scores for ", cloud.size(), " Gaussians"));
   }
   if (model.gsnet) FLEXGS_RETURN_IF_ERROR(model.gsnet->Validate());
+  if (!(model.gi_prior_weight >= 0.0 && model.gi_prior_weight <= kMaxGiPriorWeight)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gi_prior_weight ", model.gi_prior_weight, " is not in [0, ", kMaxGiPriorWeight, "]"));
+  }
+  if (model.gi_prior_weight != 0.0 && !model.gsnet) {
+    return absl::InvalidArgumentError("gi_prior_weight is set but the model has no GsNet");
+  }
   if (model.field) {
     FLEXGS_RETURN_IF_ERROR(CheckFieldConfigBounds(model.field->config));
     FLEXGS_RETURN_IF_ERROR(model.field->Validate());
@@ -513,32 +538,110 @@ absl::Status ValidateModel(const ElasticModel& model) {
 
 // An existing directory may only be overwritten if it holds nothing but bundle
 // files (and leftovers of interrupted atomic writes): writing three files into,
-// say, a home directory passed by mistake would be a nasty surprise.
-absl::Status PrepareDirectory(const std::string& dir) {
+// say, a home directory passed by mistake would be a nasty surprise. Sets *exists.
+absl::Status CheckTargetDirectory(const std::string& dir, bool* exists) {
   std::error_code ec;
   const fs::path path(dir);
-  if (fs::exists(path, ec)) {
-    if (!fs::is_directory(path, ec)) {
-      return absl::FailedPreconditionError(absl::StrCat(dir, ": exists and is not a directory"));
-    }
-    // Explicit increment(ec): the range-for form throws on I/O errors.
-    for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
-      const std::string name = it->path().filename().string();
-      bool ours = false;
-      for (const char* file : {kBundlePlyFile, kBundleTensorFile, kBundleManifestFile}) {
-        ours = ours || name == file || absl::StartsWith(name, absl::StrCat(".", file, ".tmp."));
-      }
-      if (!ours) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            dir, ": exists and holds ", name, ", so it is not a model bundle; refusing to write into it"));
-      }
-    }
-    if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
-    return absl::OkStatus();
+  *exists = fs::exists(path, ec);
+  if (!*exists) return absl::OkStatus();
+  if (!fs::is_directory(path, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, ": exists and is not a directory"));
   }
-  if (!fs::create_directories(path, ec) && ec) {
-    return absl::InternalError(absl::StrCat(dir, ": cannot create directory: ", ec.message()));
+  // Explicit increment(ec): the range-for form throws on I/O errors.
+  for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    bool ours = false;
+    for (const char* file : {kBundlePlyFile, kBundleTensorFile, kBundleManifestFile}) {
+      ours = ours || name == file || absl::StartsWith(name, absl::StrCat(".", file, ".tmp."));
+    }
+    if (!ours) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          dir, ": exists and holds ", name, ", so it is not a model bundle; refusing to write into it"));
+    }
   }
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot list: ", ec.message()));
+  return absl::OkStatus();
+}
+
+struct BundleFiles {
+  const std::string& ply;
+  const std::string& safetensors;
+  const std::string& manifest;
+};
+
+// The three files into `dir`, each atomically, manifest.json last.
+absl::Status WriteFilesInto(const fs::path& dir, const BundleFiles& files) {
+  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((dir / kBundlePlyFile).string(), files.ply));
+  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((dir / kBundleTensorFile).string(), files.safetensors));
+  return WriteFileAtomically((dir / kBundleManifestFile).string(), files.manifest);
+}
+
+void SyncDirectory(const fs::path& dir) {
+  // Best effort: some filesystems refuse fsync on directories.
+  if (const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+// Puts the bundle at `dir` as a whole. The files are written into a fresh sibling
+// directory `.<name>.tmp.XXXXXX` (which no scenes-directory scan picks up), which then
+// takes `dir`'s place with one rename (new bundle) or one atomic exchange (replacing
+// a bundle; the old files are then deleted). So a server rescanning its scenes while
+// this runs sees the old bundle or the new one, never a mix, and a failure -- a full
+// disk above all -- leaves `dir` as it was and no partial bundle anywhere.
+// Where the exchange is not possible (a filesystem without RENAME_EXCHANGE, `dir` a
+// mount point, a parent we cannot write) the files are replaced one by one inside
+// `dir`, manifest last: each file is still atomic and the checksums make a reader
+// that races the writer fail instead of mixing versions.
+absl::Status PublishBundle(const std::string& dir_arg, const BundleFiles& files) {
+  std::error_code ec;
+  fs::path dir = fs::path(dir_arg).lexically_normal();
+  if (!dir.has_filename()) dir = dir.parent_path();  // "out/scene.flexgs/"
+  // A symlinked bundle is updated where it points, keeping the link.
+  if (fs::is_symlink(dir, ec)) {
+    dir = fs::canonical(dir, ec);
+    if (ec) return absl::NotFoundError(absl::StrCat(dir_arg, ": dangling symlink: ", ec.message()));
+  }
+  bool exists = false;
+  FLEXGS_RETURN_IF_ERROR(CheckTargetDirectory(dir.string(), &exists));
+  fs::path parent = dir.parent_path();
+  if (parent.empty()) parent = ".";
+  if (!exists && !fs::create_directories(parent, ec) && ec) {
+    return absl::InternalError(absl::StrCat(parent.string(), ": cannot create directory: ", ec.message()));
+  }
+  std::string staging = (parent / ("." + dir.filename().string() + ".tmp.XXXXXX")).string();
+  if (::mkdtemp(staging.data()) == nullptr) {
+    const int err = errno;
+    if (exists && (err == EACCES || err == EPERM)) return WriteFilesInto(dir, files);  // parent not ours: in place
+    return absl::ErrnoToStatus(err, absl::StrCat(dir_arg, ": cannot create a staging directory next to it"));
+  }
+  auto fail = [&](const absl::Status& status) {
+    std::error_code ignored;
+    fs::remove_all(staging, ignored);
+    return absl::Status(status.code(), absl::StrCat("cannot write the bundle ", dir_arg, ": ", status.message()));
+  };
+  // mkdtemp creates 0700; the bundle is meant to be read by a server running as another user.
+  if (::chmod(staging.c_str(), 0755) != 0) return fail(absl::ErrnoToStatus(errno, "chmod of the staging directory"));
+  if (absl::Status s = WriteFilesInto(staging, files); !s.ok()) return fail(s);
+  if (!exists) {
+    if (::rename(staging.c_str(), dir.c_str()) != 0) {
+      return fail(absl::ErrnoToStatus(errno, "rename of the staging directory"));
+    }
+  } else if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(staging, ec);  // now the old bundle; a leftover is harmless (hidden name)
+  } else {
+    // No atomic exchange here: move the new files in one by one, manifest last.
+    for (const char* name : {kBundlePlyFile, kBundleTensorFile, kBundleManifestFile}) {
+      const fs::path from = fs::path(staging) / name, to = dir / name;
+      if (::rename(from.c_str(), to.c_str()) != 0) {
+        return fail(absl::ErrnoToStatus(errno, absl::StrCat("moving ", name, " into place")));
+      }
+    }
+    fs::remove_all(staging, ec);
+    SyncDirectory(dir);
+  }
+  SyncDirectory(parent);
   return absl::OkStatus();
 }
 
@@ -590,6 +693,7 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
          {{kBundlePlyFile, {{"sha256", Sha256Hex(ply)}, {"bytes", ply.size()}}},
           {kBundleTensorFile, {{"sha256", Sha256Hex(safetensors)}, {"bytes", safetensors.size()}}}}},
     };
+    if (model.gi_prior_weight != 0.0) manifest["selector"] = {{"gi_prior_weight", model.gi_prior_weight}};
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -598,29 +702,48 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     return absl::InvalidArgumentError(absl::StrCat("WriteModelBundle: cannot build the manifest: ", e.what()));
   }
 
-  FLEXGS_RETURN_IF_ERROR(PrepareDirectory(dir));
-  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / kBundlePlyFile).string(), ply));
-  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((fs::path(dir) / kBundleTensorFile).string(), safetensors));
-  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically(ManifestPath(dir), manifest_text));
+  FLEXGS_RETURN_IF_ERROR(PublishBundle(dir, BundleFiles{ply, safetensors, manifest_text}));
   model.digest = std::move(digest);
   model.training_summary_json = training->dump();
   return absl::OkStatus();
 }
 
-absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir) {
-  FLEXGS_ASSIGN_OR_RETURN(const json manifest, ReadManifest(dir));
-  const std::string manifest_path = ManifestPath(dir);
+namespace {
+
+// ReadModelBundle's checks, in order, on a manifest that passed ParseManifest. With
+// `files_dir` null only the manifest is validated (ParseBundleManifest).
+absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string& manifest_path,
+                                        const std::string* files_dir) {
   auto bad = [&](const absl::Status& s) { return Prefixed(manifest_path, s); };
 
-  absl::Status keys = CheckKeys(manifest,
-                                {"format", "format_version", "gaussians", "sh_degree", "ladder", "bounds",
-                                 "ratio_normalization", "field_config", "has_gsnet", "gi", "training", "files",
-                                 "digest"},
-                                "");
+  // "selector" is optional (written only for a GI-prior ranking); the rest is required.
+  const bool has_selector = manifest.is_object() && manifest.contains("selector");
+  absl::Status keys = has_selector
+                          ? CheckKeys(manifest,
+                                      {"format", "format_version", "gaussians", "sh_degree", "ladder", "bounds",
+                                       "ratio_normalization", "field_config", "has_gsnet", "gi", "training", "files",
+                                       "digest", "selector"},
+                                      "")
+                          : CheckKeys(manifest,
+                                      {"format", "format_version", "gaussians", "sh_degree", "ladder", "bounds",
+                                       "ratio_normalization", "field_config", "has_gsnet", "gi", "training", "files",
+                                       "digest"},
+                                      "");
   if (!keys.ok()) return bad(keys);
 
   // Everything goes into a local model that is returned only when complete.
   ElasticModel model;
+  if (has_selector) {
+    const json& selector = manifest.at("selector");
+    if (absl::Status s = CheckKeys(selector, {"gi_prior_weight"}, "selector"); !s.ok()) return bad(s);
+    absl::StatusOr<float> w = AsFiniteFloat(selector.at("gi_prior_weight"), "selector.gi_prior_weight");
+    if (!w.ok()) return bad(w.status());
+    if (!(*w > 0.0f && *w <= kMaxGiPriorWeight)) {
+      return bad(BadManifest(absl::StrCat("\"selector.gi_prior_weight\" ", *w, " is not in (0, ", kMaxGiPriorWeight,
+                                          "]")));
+    }
+    model.gi_prior_weight = selector.at("gi_prior_weight").get<double>();
+  }
   absl::StatusOr<int64_t> gaussians = GetInt(manifest, "gaussians", 1, std::numeric_limits<uint32_t>::max());
   if (!gaussians.ok()) return bad(gaussians.status());
   absl::StatusOr<int64_t> sh_degree = GetInt(manifest, "sh_degree", 0, kMaxShDegree);
@@ -701,6 +824,12 @@ absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir) {
   absl::StatusOr<FileEntry> tensor_entry = ParseFileEntry(manifest.at("files"), kBundleTensorFile);
   if (!tensor_entry.ok()) return bad(tensor_entry.status());
 
+  if (files_dir == nullptr) {
+    model.digest = manifest.at("digest").get<std::string>();
+    return model;
+  }
+  const std::string& dir = *files_dir;
+
   // Gaussians: verified bytes, parsed without repair, released before the tensors are read.
   {
     const std::string path = (fs::path(dir) / kBundlePlyFile).string();
@@ -744,6 +873,8 @@ absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir) {
       net.head = TakeLayer(tensors, "gsnet.head");
       if (absl::Status s = net.Validate(); !s.ok()) return Prefixed(path, s);
       model.gsnet = std::move(net);
+    } else if (model.gi_prior_weight != 0.0) {
+      return bad(BadManifest("\"selector\" is set but \"has_gsnet\" is false"));
     }
     if (field_config) {
       TransformFieldWeights field;
@@ -767,6 +898,18 @@ absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir) {
   }
   model.digest = manifest.at("digest").get<std::string>();
   return model;
+}
+
+}  // namespace
+
+absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir) {
+  FLEXGS_ASSIGN_OR_RETURN(const json manifest, ReadManifest(dir));
+  return LoadBundle(manifest, ManifestPath(dir), &dir);
+}
+
+absl::StatusOr<ElasticModel> ParseBundleManifest(std::string_view manifest_text) {
+  FLEXGS_ASSIGN_OR_RETURN(const json manifest, ParseManifest(manifest_text, kBundleManifestFile));
+  return LoadBundle(manifest, kBundleManifestFile, nullptr);
 }
 
 absl::StatusOr<std::string> ReadModelDigest(const std::string& dir) {

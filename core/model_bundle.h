@@ -36,6 +36,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -51,10 +52,16 @@ inline constexpr char kBundleManifestFile[] = "manifest.json";
 // Validates `model` (Gaussians finite; GI one finite non-negative score per
 // Gaussian; network weights pass Validate() and match the field config; ladder
 // strictly increasing in (0, 1]; bounds finite with min < max; training summary a
-// JSON object), then writes the bundle into `dir`, creating it if needed. Each file
-// is written atomically and manifest.json last, so a crash mid-write leaves a
-// bundle that fails its checksums rather than one that loads inconsistently. An
-// existing `dir` must be empty or hold a bundle (its files are replaced). On
+// JSON object), then writes the bundle at `dir`: the files go into a hidden sibling
+// staging directory (`.<name>.tmp.XXXXXX`) that then replaces `dir` with one rename,
+// or one atomic exchange (renameat2 RENAME_EXCHANGE) when `dir` exists, so a reader
+// -- a server rescanning its scenes -- sees the old bundle or the new one, never a
+// mix, and a failure (ENOSPC: RESOURCE_EXHAUSTED naming the file) leaves `dir` as
+// it was and no partial bundle behind. Where no exchange is possible (`dir` a mount
+// point, a filesystem without it, a parent we may not write) the files are replaced
+// one by one inside `dir`, each atomically and manifest.json last, so a crash there
+// leaves a bundle that fails its checksums rather than one that loads
+// inconsistently. An existing `dir` must be empty or hold a bundle. On
 // success sets model.digest and normalises model.training_summary_json to the
 // canonical form stored (so the model equals what ReadModelBundle returns).
 absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model);
@@ -67,6 +74,13 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model);
 // name the file and the reason. Returns a complete model or an error, never a
 // partially loaded one.
 absl::StatusOr<ElasticModel> ReadModelBundle(const std::string& dir);
+
+// The text of a manifest.json, checked as ReadModelBundle checks it before opening
+// the data files (format, version, digest, every field; the fuzzed seam of the
+// reader). Returns the model's metadata -- ladder, bounds, ratio normalisation, GI
+// provenance, training summary, digest -- without Gaussians, GI scores or networks.
+// Errors start with "manifest.json: ".
+absl::StatusOr<ElasticModel> ParseBundleManifest(std::string_view manifest_text);
 
 // The model digest from `dir`'s manifest, after checking the manifest's format,
 // version and digest; the data files are not read (cheap enough for listing

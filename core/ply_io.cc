@@ -234,9 +234,10 @@ std::vector<FieldTarget> BindTargets(const VertexSchema& schema, const PlyElemen
 // ---------------------------------------------------------------------------
 // Binary vertex data.
 
-// double -> float without the undefined behaviour of casting out-of-range values.
-float NarrowToFloat(double d) {
-  constexpr double kMax = std::numeric_limits<float>::max();
+// double (or long double) -> float without the undefined behaviour of casting
+// out-of-range values.
+float NarrowToFloat(long double d) {
+  constexpr long double kMax = std::numeric_limits<float>::max();
   if (d > kMax) return std::numeric_limits<float>::infinity();
   if (d < -kMax) return -std::numeric_limits<float>::infinity();
   return static_cast<float>(d);
@@ -332,8 +333,11 @@ bool ParseFloatToken(std::string_view token, float* value) {
   const auto result = std::from_chars(token.data(), end, *value);
   if (result.ec == std::errc::result_out_of_range) {
     // Finite decimals beyond float's range: saturate like a double->float cast.
-    double d = 0;
-    if (std::from_chars(token.data(), end, d).ptr != end) return false;
+    // Parsed as long double, since beyond double's range from_chars leaves the value
+    // untouched (so 1e400 used to read as 0); beyond even that it is rejected.
+    long double d = 0;
+    const auto wide = std::from_chars(token.data(), end, d);
+    if (wide.ptr != end || wide.ec != std::errc()) return false;
     *value = NarrowToFloat(d);
     return true;
   }
@@ -405,11 +409,12 @@ absl::StatusOr<GaussianCloud> DecodeUncompressed(std::string_view bytes, const P
   GaussianCloud cloud;
   cloud.sh_degree = schema.sh_degree;
   if (header.encoding == PlyEncoding::kAscii) {
-    // Each value takes at least two bytes ("0 "): bound the count by the data size
-    // before allocating, so a lying header cannot make us allocate gigabytes.
+    // Each value takes at least two bytes ("0 ", the file's last one "0"): bound the
+    // count by the data size before allocating, so a lying header cannot make us
+    // allocate gigabytes.
     const uint64_t available = bytes.size() - header.data_offset;
     const uint64_t min_row_bytes = 2 * vertex.properties.size();
-    if (vertex.count > available / min_row_bytes) {
+    if (vertex.count > (available + 1) / min_row_bytes) {
       return absl::DataLossError(absl::StrCat("truncated: expected ", vertex.count,
                                               " ASCII vertices, but only ", available,
                                               " bytes of data follow the header"));

@@ -22,6 +22,7 @@ COMPILE_PKGS=(
 TEST_PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-yaml openssl iproute2 nginx-light yamllint
+  clang libclang-rt-14-dev  # tests/sanitize_and_fuzz.sh: ASan/UBSan/libFuzzer runtimes
 )
 # Shared libraries of the installed binaries (checked with ldd in the image build).
 # "a|b": the first name the package index knows -- Debian bookworm names first, then
@@ -32,7 +33,7 @@ RUNTIME_PKGS=(
   libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 "libpng16-16|libpng16-16t64"
   "libssl3|libssl3t64" zlib1g ca-certificates
 )
-EXTRA_PKGS=(python3-torch python3-grpcio python3-protobuf nodejs npm podman runc debootstrap clang libclang-rt-14-dev)
+EXTRA_PKGS=(python3-torch python3-grpcio python3-protobuf nodejs npm podman runc debootstrap)
 
 mode="${FLEXGS_DEPS:-build}"
 case "$mode" in

@@ -96,6 +96,8 @@ void RunStats::Merge(RunStats&& other) {
   started += other.started;
   completed += other.completed;
   cancelled += other.cancelled;
+  stuck += other.stuck;
+  for (const auto& [code, count] : other.stuck_by_code) stuck_by_code[code] += count;
   interrupted += other.interrupted;
   verification_failures += other.verification_failures;
   for (const auto& [code, count] : other.failed_by_code) failed_by_code[code] += count;
@@ -123,14 +125,20 @@ nlohmann::json ReportJson(const LoadConfig& config, const RunStats& stats, const
                        {"rate", config.slow_rate_text},
                        {"rate_bytes_per_s", config.slow_rate_bytes_per_s}};
   j["cancel_fraction"] = config.cancel_fraction;
+  j["stuck_readers"] = {{"fraction", config.stuck_fraction}, {"seconds", config.stuck_seconds}};
   j["timeout_s"] = config.timeout_s;
   j["seed"] = config.seed;
-  j["channels"] = {{"fast", info.fast_channels}, {"slow", info.slow_channels}, {"not_ready", info.channels_not_ready}};
+  j["channels"] = {{"fast", info.fast_channels},
+                   {"slow", info.slow_channels},
+                   {"stuck", info.stuck_channels},
+                   {"not_ready", info.channels_not_ready}};
   j["threads"] = info.threads;
 
   j["counts"] = {{"started", stats.started},
                  {"completed", stats.completed},
                  {"cancelled", stats.cancelled},
+                 {"stuck", stats.stuck},
+                 {"stuck_by_code", stats.stuck_by_code},
                  {"interrupted", stats.interrupted},
                  {"failed", stats.failed()},
                  {"failed_by_code", stats.failed_by_code},
@@ -157,6 +165,7 @@ std::string ReportText(const LoadConfig& config, const RunStats& stats, const Ru
                          absl::StrJoin(config.scenes, ","), absl::StrJoin(info.budgets, ","));
   std::string slow_channels;
   if (info.slow_channels > 0) slow_channels = absl::StrFormat(" + %d slow-reader", info.slow_channels);
+  if (info.stuck_channels > 0) slow_channels += absl::StrFormat(" + %d stuck-reader", info.stuck_channels);
   out += absl::StrFormat("concurrency %d over %d%s channel(s), %d thread(s), encoding %s, verify %s, seed %d\n",
                          config.concurrency, info.fast_channels, slow_channels, info.threads,
                          config.lossless ? "lossless" : "quantized", config.verify ? "on" : "off", config.seed);
@@ -167,6 +176,7 @@ std::string ReportText(const LoadConfig& config, const RunStats& stats, const Ru
   out += "\n";
   out += absl::StrFormat("streams     started %d  completed %d  cancelled %d  failed %d  verification failures %d",
                          stats.started, stats.completed, stats.cancelled, stats.failed(), stats.verification_failures);
+  if (stats.stuck > 0) out += absl::StrFormat("  stuck %d", stats.stuck);
   if (stats.interrupted > 0) out += absl::StrFormat("  interrupted %d", stats.interrupted);
   if (stats.slow_streams > 0) out += absl::StrFormat("  (slow readers %d)", stats.slow_streams);
   out += "\n";
@@ -174,6 +184,11 @@ std::string ReportText(const LoadConfig& config, const RunStats& stats, const Ru
     std::vector<std::string> parts;
     for (const auto& [code, count] : stats.failed_by_code) parts.push_back(absl::StrCat(code, ": ", count));
     out += absl::StrCat("failed by    ", absl::StrJoin(parts, ", "), "\n");
+  }
+  if (!stats.stuck_by_code.empty()) {
+    std::vector<std::string> parts;
+    for (const auto& [code, count] : stats.stuck_by_code) parts.push_back(absl::StrCat(code, ": ", count));
+    out += absl::StrCat("stuck ended ", absl::StrJoin(parts, ", "), "\n");
   }
   out += absl::StrFormat(
       "throughput  %.2f s wall, %.1f streams/s, %.1f MB/s (%.1f MB payload in %d messages), client CPU %.1f s "

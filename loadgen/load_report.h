@@ -25,12 +25,16 @@ struct LatencySamples {
 };
 
 // Every started stream ends in exactly one of: completed, cancelled (deliberately, by
-// --cancel-fraction), interrupted (SIGINT/SIGTERM to the load generator), a
-// verification failure, or a failure with a gRPC status code.
+// --cancel-fraction), stuck (a --stuck-readers stream that got its header and then
+// stopped reading; how the server or the deadline ended it is counted by code),
+// interrupted (SIGINT/SIGTERM to the load generator), a verification failure, or a
+// failure with a gRPC status code.
 struct RunStats {
   uint64_t started = 0;
   uint64_t completed = 0;
   uint64_t cancelled = 0;
+  uint64_t stuck = 0;
+  std::map<std::string, uint64_t> stuck_by_code;  // how stuck streams ended: "CANCELLED" (stall watchdog), ...
   uint64_t interrupted = 0;
   uint64_t verification_failures = 0;
   std::map<std::string, uint64_t> failed_by_code;    // "UNAVAILABLE" -> count
@@ -46,7 +50,7 @@ struct RunStats {
 
 // How the run was carried out (not what it measured).
 struct RunInfo {
-  int fast_channels = 0, slow_channels = 0, threads = 0;
+  int fast_channels = 0, slow_channels = 0, stuck_channels = 0, threads = 0;
   int channels_not_ready = 0;        // not READY within connect_timeout_s when the clock started
   double connect_s = 0;              // time spent connecting channels (before the clock)
   double wall_s = 0;                 // first stream started to last stream ended

@@ -44,6 +44,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/channel_credentials.h"
 #include "client/resident_store.h"
 #include "client/scene_assembler.h"
 #include "client/token_bucket.h"
@@ -116,6 +117,9 @@ class Stream {
   void StartCall();
   void Read() { reader_->Read(&chunk_, &read_tag_); }
   void Finish() { reader_->Finish(&status_, &finish_tag_); }
+  // The stuck pause in short alarms, so that SIGINT (Interrupt) ends it promptly:
+  // Interrupt runs on another thread and must not touch alarm_.
+  void SleepStuck();
   // Checks and applies chunk_; on a failure cancels the call and remembers why.
   void Take(double t);
   void TakeLight(double t);  // --no-verify: sequence, CRC-32C, header/trailer counts
@@ -129,6 +133,9 @@ class Stream {
   const bool delay_start_;
   bool slow_ = false;
   bool cancel_planned_ = false;
+  bool stuck_ = false;         // stops reading after the header for --stuck-seconds...
+  bool stuck_paused_ = false;  // ...which it has done (then it drains the call)
+  Clock::time_point stuck_until_;
   std::mt19937_64 rng_;
 
   Tag start_tag_{this, Op::kStart}, read_tag_{this, Op::kRead}, alarm_tag_{this, Op::kAlarm},
@@ -201,8 +208,8 @@ class Runner {
     return r;
   }
 
-  v1::SceneService::Stub* StubFor(int slot, bool slow) const {
-    const auto& pool = slow ? slow_ : fast_;
+  v1::SceneService::Stub* StubFor(int slot, bool slow, bool stuck) const {
+    const auto& pool = stuck ? stuck_ : slow ? slow_ : fast_;
     return pool[static_cast<size_t>(slot) % pool.size()].stub.get();
   }
 
@@ -243,14 +250,16 @@ class Runner {
     return true;
   }
   void WorkerLoop(Worker* w);
-  std::vector<Endpoint> MakeChannels(int n, bool slow) const;
+  // `window_bytes` > 0: a fixed HTTP/2 stream window of that size instead of BDP probing.
+  std::vector<Endpoint> MakeChannels(int n, int window_bytes) const;
   int ConnectChannels(double* connect_s);
   void InterruptAll();
 
   const LoadConfig& config_;
   const std::vector<Budget> budgets_;
   const std::vector<int> cycle_;
-  std::vector<Endpoint> fast_, slow_;
+  std::vector<Endpoint> fast_, slow_, stuck_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // set by Run before any channel
   std::atomic<uint64_t> next_index_{0};
   std::atomic<bool> stop_{false};
   Clock::time_point end_;
@@ -272,6 +281,13 @@ Stream::Stream(Runner* runner, Worker* worker, int slot, uint64_t index, bool de
   const double slow_draw = u(rng_), cancel_draw = u(rng_);
   slow_ = slow_draw < c.slow_fraction;
   cancel_planned_ = cancel_draw < c.cancel_fraction;
+  // Drawn after the others so that adding stuck readers leaves their picks alone. A
+  // stuck stream is only that: it neither reads slowly nor cancels.
+  if (c.stuck_fraction > 0 && u(rng_) < c.stuck_fraction) {
+    stuck_ = true;
+    slow_ = false;
+    cancel_planned_ = false;
+  }
   if (slow_) {
     // A burst of ~50 ms (at least 16 KiB) as flexgs-client uses: smooth, and a rate the
     // server actually sees. The bucket "sleeps" into pause_, and the pause is an Alarm.
@@ -294,9 +310,10 @@ void Stream::StartCall() {
   const LoadConfig& c = runner_->config();
   ctx_.set_deadline(std::chrono::system_clock::now() +
                     std::chrono::microseconds(static_cast<int64_t>(c.timeout_s * 1e6)));
+  if (!c.bearer_token.empty()) ctx_.AddMetadata("authorization", absl::StrCat("Bearer ", c.bearer_token));
   const v1::StreamSceneRequest request = runner_->RequestFor(index_);
   t0_ = Clock::now();
-  reader_ = runner_->StubFor(slot_, slow_)->PrepareAsyncStreamScene(&ctx_, request, &worker_->cq);
+  reader_ = runner_->StubFor(slot_, slow_, stuck_)->PrepareAsyncStreamScene(&ctx_, request, &worker_->cq);
   reader_->StartCall(&start_tag_);
 }
 
@@ -314,6 +331,8 @@ bool Stream::Handle(Op op, bool ok) {
       alarm_.reset();
       if (!started_) {
         StartCall();
+      } else if (stuck_paused_ && Clock::now() < stuck_until_ && !interrupted_.load()) {
+        SleepStuck();
       } else {
         Read();
       }
@@ -332,6 +351,18 @@ bool Stream::Handle(Op op, bool ok) {
         } else {
           TakeLight(t);
         }
+      }
+      if (stuck_ && header_seen_ && !stuck_paused_) {
+        // Stop reading: the HTTP/2 window fills and the server's writes wait until its
+        // stall watchdog ends the call. gRPC reports that end only through a read (a
+        // Finish with unread messages waits for them), so after the pause drain what
+        // was buffered; the status then says who ended the call.
+        stuck_paused_ = true;
+        draining_ = true;
+        const auto pause = std::chrono::microseconds(static_cast<int64_t>(runner_->config().stuck_seconds * 1e6));
+        stuck_until_ = Clock::now() + pause;
+        SleepStuck();
+        return false;
       }
       pause_ = Clock::duration::zero();
       if (bucket_ && !draining_) bucket_->Acquire(chunk_.ByteSizeLong());
@@ -352,6 +383,14 @@ bool Stream::Handle(Op op, bool ok) {
       return true;
   }
   return false;
+}
+
+void Stream::SleepStuck() {
+  alarm_ = std::make_unique<grpc::Alarm>();
+  alarm_->Set(&worker_->cq,
+              std::chrono::system_clock::now() +
+                  std::min<Clock::duration>(std::chrono::milliseconds(100), stuck_until_ - Clock::now()),
+              &alarm_tag_);
 }
 
 void Stream::Reject(std::string why) {
@@ -453,6 +492,9 @@ void Stream::Record() {
     ++st.verification_failures;
     st.example_error.emplace("VERIFICATION", Clip(verify_error_));
     runner_->failed.fetch_add(1);
+  } else if (stuck_paused_ && !interrupted_.load()) {
+    ++st.stuck;
+    ++st.stuck_by_code[absl::StatusCodeToString(static_cast<absl::StatusCode>(status_.error_code()))];
   } else if (cancelled_) {
     ++st.cancelled;
     keep_timings(false);
@@ -478,7 +520,7 @@ void Stream::Record() {
   }
 }
 
-std::vector<Endpoint> Runner::MakeChannels(int n, bool slow) const {
+std::vector<Endpoint> Runner::MakeChannels(int n, int window_bytes) const {
   std::vector<Endpoint> out;
   for (int i = 0; i < n; ++i) {
     grpc::ChannelArguments args;
@@ -489,18 +531,16 @@ std::vector<Endpoint> Runner::MakeChannels(int n, bool slow) const {
     // A server restarted during a soak run should be reached again within seconds; the
     // default reconnect back-off grows to 120 s, failing every stream meanwhile.
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    // gRPC's minimum connect timeout despite the name (see client/scene_client.cc):
+    // 100 ms would time out TLS handshakes under load.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-    if (slow) {
-      // As flexgs-client with --max-bandwidth: a small fixed window (~100 ms of data,
-      // 64 KiB..4 MiB) instead of BDP probing, whose megabytes of receive buffer would
-      // hide the slow reader from the server for a long time.
+    if (window_bytes > 0) {
       args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-      args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
-                  static_cast<int>(std::clamp(config_.slow_rate_bytes_per_s * 0.1, 65536.0, 4194304.0)));
+      args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, window_bytes);
     }
     Endpoint e;
-    e.channel = grpc::CreateCustomChannel(config_.target, grpc::InsecureChannelCredentials(), args);
+    e.channel = grpc::CreateCustomChannel(config_.target, credentials_, args);
     e.stub = v1::SceneService::NewStub(e.channel);
     out.push_back(std::move(e));
   }
@@ -518,6 +558,7 @@ int Runner::ConnectChannels(double* connect_s) {
   std::vector<Endpoint*> all;
   for (auto& e : fast_) all.push_back(&e);
   for (auto& e : slow_) all.push_back(&e);
+  for (auto& e : stuck_) all.push_back(&e);
   for (auto* e : all) e->channel->GetState(/*try_to_connect=*/true);  // all connect in parallel
   int not_ready = 0;
   for (auto* e : all) {
@@ -567,17 +608,29 @@ absl::StatusOr<RunStats> Runner::Run(RunInfo* info) {
   const int channels = c.channels > 0 ? c.channels : (c.concurrency + kStreamsPerChannel - 1) / kStreamsPerChannel;
   const int slow_channels =
       c.slow_fraction > 0 ? std::max(1, static_cast<int>(std::lround(channels * c.slow_fraction))) : 0;
-  const int fast_channels = std::max(1, channels - slow_channels);
-  fast_ = MakeChannels(fast_channels, false);
-  slow_ = MakeChannels(slow_channels, true);
+  const int stuck_channels =
+      c.stuck_fraction > 0 ? std::max(1, static_cast<int>(std::lround(channels * c.stuck_fraction))) : 0;
+  const int fast_channels = std::max(1, channels - slow_channels - stuck_channels);
+  auto credentials = client::MakeChannelCredentials({c.tls_ca, c.tls_cert, c.tls_key});
+  if (!credentials.ok()) return credentials.status();
+  credentials_ = *std::move(credentials);
+  fast_ = MakeChannels(fast_channels, 0);
+  // Slow readers as flexgs-client with --max-bandwidth: a small fixed window (~100 ms of
+  // data, 64 KiB..4 MiB) instead of BDP probing, whose megabytes of receive buffer would
+  // hide the slow reader from the server for a long time. Stuck readers: the smallest
+  // such window, so that not reading stalls the server's writes soon.
+  slow_ = MakeChannels(slow_channels,
+                       static_cast<int>(std::clamp(config_.slow_rate_bytes_per_s * 0.1, 65536.0, 4194304.0)));
+  stuck_ = MakeChannels(stuck_channels, 65536);
   info->fast_channels = fast_channels;
   info->slow_channels = slow_channels;
+  info->stuck_channels = stuck_channels;
   info->channels_not_ready = ConnectChannels(&info->connect_s);
   if (info->channels_not_ready > 0) {
     std::cerr << absl::StrFormat(
         "flexgs-loadgen: %d of %d channel(s) to %s not READY after %.1f s; their streams will "
         "fail and be counted\n",
-        info->channels_not_ready, fast_channels + slow_channels, c.target, info->connect_s);
+        info->channels_not_ready, fast_channels + slow_channels + stuck_channels, c.target, info->connect_s);
   }
 
   int threads = c.threads > 0 ? c.threads : static_cast<int>(std::thread::hardware_concurrency());

@@ -24,6 +24,8 @@ struct LoadConfig {
   double slow_rate_bytes_per_s = 0;
   std::string slow_rate_text;
   double cancel_fraction = 0;  // share of streams cancelled at a random message
+  double stuck_fraction = 0;   // share of streams that stop reading after the header...
+  double stuck_seconds = 60;   // ...for this long, then drain the call to see how it ended
   bool lossless = false;       // ENCODING_LOSSLESS instead of ENCODING_QUANTIZED
   bool verify = true;          // full decode (SceneAssembler); else sequence/CRC/trailer only
   double timeout_s = 60;       // per stream deadline
@@ -33,6 +35,8 @@ struct LoadConfig {
   uint32_t max_chunk_bytes = 0;   // 0: server default
   double connect_timeout_s = 10;  // channels are connected before the clock starts
   double progress_s = 10;         // stderr progress line period; 0: none
+  std::string tls_ca, tls_cert, tls_key;  // TLS / mutual TLS as flexgs-client; empty: plaintext
+  std::string bearer_token;               // sent as "authorization: Bearer <token>" when set
 };
 
 // Default channel sharing. Each channel is its own HTTP/2 connection (local subchannel

@@ -19,6 +19,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/budget_spec.h"
+#include "client/channel_credentials.h"
 #include "loadgen/load_report.h"
 #include "loadgen/load_runner.h"
 #include "loadgen/load_spec.h"
@@ -59,6 +60,12 @@ absl::Status Validate(LoadConfig& c, const std::string& encoding, const std::vec
   }
   if (!(c.cancel_fraction >= 0 && c.cancel_fraction <= 1)) {
     return absl::InvalidArgumentError("--cancel-fraction must be a fraction in [0, 1]");
+  }
+  if (!(c.stuck_fraction >= 0 && c.stuck_fraction <= 1)) {
+    return absl::InvalidArgumentError("--stuck-readers must be a fraction in [0, 1]");
+  }
+  if (!(c.stuck_seconds > 0 && c.stuck_seconds <= kMaxSeconds)) {
+    return absl::InvalidArgumentError("--stuck-seconds must be in (0, 1e7] seconds");
   }
   auto rate = flexgs::client::ParseBitRate(c.slow_rate_text);
   if (!rate.ok()) {
@@ -114,6 +121,12 @@ int main(int argc, char** argv) {
   app.add_option("--cancel-fraction", c.cancel_fraction,
                  "Fraction of streams cancelled at a random message (counted as cancelled, not failed)")
       ->capture_default_str();
+  app.add_option("--stuck-readers", c.stuck_fraction,
+                 "Fraction of streams that stop reading after the header for --stuck-seconds, then drain the "
+                 "call (counted as stuck by how it ended, e.g. CANCELLED by the server's stall watchdog; not as "
+                 "failed)")
+      ->capture_default_str();
+  app.add_option("--stuck-seconds", c.stuck_seconds, "How long stuck readers stop reading")->capture_default_str();
   app.add_option("--encoding", encoding, "quantized or lossless")->capture_default_str();
   app.add_flag("--verify,!--no-verify", c.verify,
                "Decode every stream (SceneAssembler); --no-verify checks only sequence, CRC-32C and counts")
@@ -130,6 +143,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--progress-s", c.progress_s, "Progress line on stderr every this many seconds; 0: none")
       ->capture_default_str();
+  std::string token_file;
+  app.add_option("--tls-ca", c.tls_ca, "Use TLS, verifying the server with this CA bundle (PEM)");
+  app.add_option("--tls-cert", c.tls_cert, "Client certificate for mutual TLS (PEM)");
+  app.add_option("--tls-key", c.tls_key, "Client key for mutual TLS (PEM)");
+  app.add_option("--token-file", token_file, "Send the bearer token in this file with every stream");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -139,6 +157,11 @@ int main(int argc, char** argv) {
   }
   if (absl::Status st = Validate(c, encoding, scene_flags, total->count() > 0, duration->count() > 0); !st.ok()) {
     return BadArgs(std::string(st.message()));
+  }
+  if (!token_file.empty()) {
+    auto token = flexgs::client::ReadBearerToken(token_file);
+    if (!token.ok()) return BadArgs(std::string(token.status().message()));
+    c.bearer_token = *std::move(token);
   }
 
   flexgs::loadgen::RunInfo info;

@@ -82,7 +82,23 @@ PlanCache::Stats PlanCache::stats() const {
   return s;
 }
 
-void PlanCache::InsertLocked(const std::string& key, const ScriptPtr& script) {
+size_t PlanCache::EvictModel(const std::string& digest) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t dropped = 0;
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    if (it->digest != digest) {
+      ++it;
+      continue;
+    }
+    bytes_ -= it->bytes;
+    index_.erase(it->key);
+    it = lru_.erase(it);
+    ++dropped;
+  }
+  return dropped;
+}
+
+void PlanCache::InsertLocked(const std::string& key, const std::string& digest, const ScriptPtr& script) {
   const uint64_t bytes = script->ByteSize();
   if (bytes > options_.capacity_bytes) return;  // would evict everything and still not fit
   while (!lru_.empty() && bytes_ + bytes > options_.capacity_bytes) {
@@ -91,7 +107,7 @@ void PlanCache::InsertLocked(const std::string& key, const ScriptPtr& script) {
     lru_.pop_back();
     ++counters_.evictions;
   }
-  lru_.push_front(Entry{key, script, bytes});
+  lru_.push_front(Entry{key, digest, script, bytes});
   index_[key] = lru_.begin();
   bytes_ += bytes;
 }
@@ -116,7 +132,7 @@ void PlanCache::WorkerLoop(int threads) {
     std::vector<Done> waiters;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (result.ok()) InsertLocked(job.key, *result);
+      if (result.ok()) InsertLocked(job.key, job.params.model_digest, *result);
       auto it = in_flight_.find(job.key);
       if (it != in_flight_.end()) {
         waiters = std::move(it->second);

@@ -73,11 +73,19 @@ class PlanCache {
   // be the model whose digest is params.model_digest.
   void Get(std::shared_ptr<const ElasticModel> model, const StreamParams& params, Done done);
 
+  // Drops the cached scripts of the model `digest`, one the registry no longer serves
+  // (replaced or removed by a rescan). Keys include the digest, so a new model never
+  // gets an old model's script; this gives the memory back at once instead of when
+  // the LRU gets round to it. Streams using a dropped script keep their shared copy.
+  // Returns how many entries were dropped.
+  size_t EvictModel(const std::string& digest);
+
   Stats stats() const;
 
  private:
   struct Entry {
     std::string key;
+    std::string digest;  // the model's, for EvictModel
     ScriptPtr script;
     uint64_t bytes = 0;
   };
@@ -89,7 +97,7 @@ class PlanCache {
 
   void WorkerLoop(int threads);
   // Inserts under mu_; evicts to make room.
-  void InsertLocked(const std::string& key, const ScriptPtr& script);
+  void InsertLocked(const std::string& key, const std::string& digest, const ScriptPtr& script);
 
   const Options options_;
   const Hooks hooks_;

@@ -1,12 +1,28 @@
-// SceneRegistry: the scenes a server can stream, loaded once from a directory and
-// then read-only (models are shared, immutable, and outlive any stream using them).
+// SceneRegistry: the scenes a server can stream, loaded from a directory and kept in
+// line with it by rescans (SIGHUP, --rescan-interval). Models are shared and
+// immutable: a stream holds its scene's shared_ptr, so it finishes on the version it
+// started with even when a rescan has swapped in another.
 //
 // A scenes directory holds model bundles (`<id>.flexgs/`, see core/model_bundle.h)
 // and plain scenes (`<id>.ply`). A plain PLY is served in heuristic mode: its Global
 // Importance is computed at load time over orbit views (as `flexgs elasticize` does),
 // and its digest is derived from the file's bytes and those GI settings, so a
 // restart with the same file gives the same digest and resume tokens stay valid.
-// A scene that fails to load is logged with the reason and skipped.
+// Names starting with '.' are ignored (the bundle writer stages there).
+//
+// Rescan, per scene id (the name without its extension; the first name in order
+// wins a duplicate id):
+// - unchanged: the files' stat signature (inode, size, mtime of the PLY, or of the
+//   bundle's three files) is what was seen last time: nothing is read;
+// - touched: the signature changed but the content did not (bundle: manifest digest;
+//   PLY: SHA-256 of the file): the new signature is remembered, nothing reloaded;
+// - changed or new: the model is loaded and validated completely, off the scenes
+//   lock, then swapped in atomically; streams already running keep the old model;
+// - failed: a scene that does not load keeps serving its previous version (a new
+//   one is not added); the reason is logged once, and the load is retried only when
+//   the signature changes again (a copy still in progress, a fixed file);
+// - gone: its file or bundle directory left the directory: the scene is dropped.
+// A directory that cannot be listed changes nothing (an error is returned).
 #pragma once
 
 #include <array>
@@ -14,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,15 +57,31 @@ struct Scene {
   std::array<float, 3> view_max{};
 };
 
+// What one rescan did; each list holds scene ids in name order.
+struct RescanResult {
+  std::vector<std::string> added;
+  std::vector<std::string> replaced;  // now serving a new model digest
+  std::vector<std::string> removed;
+  std::vector<std::string> failed;    // did not load (this time); previous version, if any, kept
+  std::vector<std::string> retired_digests;  // models no longer served (replaced or removed)
+  bool changed() const { return !added.empty() || !replaced.empty() || !removed.empty(); }
+};
+
 class SceneRegistry {
  public:
-  // Loads every `*.flexgs` bundle and `*.ply` file directly inside `dir`, in name
-  // order; the scene id is the name without the extension. Failures are logged and
-  // skipped (a duplicate id keeps the first). Returns an error only when `dir`
-  // cannot be listed. `stop` (optional) is checked between scenes so that a shutdown
-  // during a long load is not held up.
+  // The first scan of `dir` (see Rescan). Failures of single scenes are logged and
+  // skipped. Returns an error only when `dir` cannot be listed (missing, not a
+  // directory, unreadable). `stop` (optional) is checked between scenes so that a
+  // shutdown during a long load is not held up.
   absl::Status LoadDirectory(const std::string& dir, const SceneLoadOptions& options,
                              const std::atomic<bool>* stop = nullptr);
+
+  // Brings the scenes loaded from `dir` in line with it (rules above). Scenes added
+  // with Add() are never touched. Rescans are serialised; Find() and List() are not
+  // blocked while models load. An error (nothing changed) only when `dir` cannot be
+  // listed.
+  absl::StatusOr<RescanResult> Rescan(const std::string& dir, const SceneLoadOptions& options,
+                                      const std::atomic<bool>* stop = nullptr);
 
   // Adds a model under `id`. The model must have a digest (bundles get one from
   // their manifest) and at least one Gaussian. ALREADY_EXISTS for a taken id.
@@ -61,8 +94,21 @@ class SceneRegistry {
   size_t size() const;
 
  private:
+  // What the registry knows about a scene id that came from the directory.
+  struct Tracked {
+    std::string source;            // path of the version served ("" if none loaded yet)
+    std::string signature;         // stat signature when its content was last confirmed
+    std::string content;           // manifest digest (bundle) or file SHA-256 (PLY)
+    std::string failed_source;     // last attempt that failed: path and signature,
+    std::string failed_signature;  // so the same files are not retried (or logged) again
+  };
+
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const Scene>, std::less<>> scenes_;
+
+  std::mutex rescan_mu_;  // held for a whole rescan; guards the members below
+  std::map<std::string, Tracked> tracked_;
+  std::set<std::string> reported_;  // ignored paths already logged (duplicates, odd file types)
 };
 
 // A heuristic ElasticModel from a plain PLY file: GI over `options.gi_views` orbit

@@ -1,9 +1,12 @@
 #include "server/scene_service.h"
 
 #include <algorithm>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <grpcpp/alarm.h>
@@ -67,6 +70,24 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
       Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading"));
       return;
     }
+    // Before authentication, so that token guessing through StreamScene is throttled too.
+    if (std::chrono::milliseconds retry_after{0};
+        service_->rate_limiter_ != nullptr &&
+        !service_->rate_limiter_->TryAcquire(PeerAddress(ctx_->peer()), &retry_after)) {
+      scene_id_ = request.scene_id();
+      ctx_->AddTrailingMetadata("flexgs-retry-after-ms", std::to_string(retry_after.count()));
+      Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrFormat("too many new streams from this address (limit %g per second, burst %g); "
+                                          "retry later",
+                                          service_->options_.stream_rate, service_->options_.stream_burst)),
+             RejectReason::kRateLimited);
+      return;
+    }
+    if (grpc::Status auth = service_->Authorize(ctx_, SceneIdsNamedBy(request), nullptr); !auth.ok()) {
+      scene_id_ = request.scene_id();
+      Reject(std::move(auth));
+      return;
+    }
     if (!service_->TryAdmit()) {
       ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
       Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -76,7 +97,8 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
     }
     admitted_ = true;
     m->StreamsActive(+1);
-    auto resolved = ResolveStreamRequest(*service_->registry_, request, service_->options_.default_max_chunk_bytes);
+    auto resolved = ResolveStreamRequest(*service_->registry_, request, service_->options_.default_max_chunk_bytes,
+                                         service_->options_.max_client_chunk_bytes);
     if (!resolved.ok()) {
       scene_id_ = request.scene_id();
       Reject(ToGrpcStatus(resolved.status()));
@@ -165,7 +187,11 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
  private:
   // Refusal before any plan was requested; counted as a rejection.
   void Reject(grpc::Status status) {
-    service_->metrics_->StreamRejected(RejectReasonFor(status.error_code()));
+    const RejectReason reason = RejectReasonFor(status.error_code());
+    Reject(std::move(status), reason);
+  }
+  void Reject(grpc::Status status, RejectReason reason) {
+    service_->metrics_->StreamRejected(reason);
     {
       std::lock_guard<std::mutex> lock(mu_);
       rejected_ = true;
@@ -348,9 +374,41 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
 
 SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, ServerMetrics* metrics,
                            const SceneServiceOptions& options)
-    : registry_(registry), cache_(cache), metrics_(metrics), options_(options) {}
+    : registry_(registry),
+      cache_(cache),
+      metrics_(metrics),
+      options_(options),
+      rate_limiter_(options.stream_rate > 0 ? std::make_unique<PeerRateLimiter>(options.stream_rate,
+                                                                                options.stream_burst)
+                                            : nullptr) {}
 
 SceneService::~SceneService() = default;
+
+grpc::Status SceneService::Authorize(const grpc::CallbackServerContext* ctx, const std::vector<std::string>& scene_ids,
+                                     const TokenGrant** grant) const {
+  if (grant != nullptr) *grant = nullptr;
+  if (options_.authenticator == nullptr) return grpc::Status::OK;
+  absl::Status st;
+  const TokenGrant* granted = nullptr;
+  const auto [first, last] = ctx->client_metadata().equal_range("authorization");
+  if (first != last && std::next(first) != last) {
+    st = absl::UnauthenticatedError("more than one authorization metadata entry");
+  } else {
+    std::optional<std::string_view> header;
+    if (first != last) header = std::string_view(first->second.data(), first->second.size());
+    auto authenticated = options_.authenticator->Authenticate(header);
+    st = authenticated.status();
+    if (st.ok()) granted = *authenticated;
+  }
+  for (size_t i = 0; st.ok() && i < scene_ids.size(); ++i) st = TokenAuthenticator::CheckScene(*granted, scene_ids[i]);
+  if (!st.ok()) {
+    const grpc::Status refused = ToGrpcStatus(st);
+    metrics_->AuthFailed(refused.error_code());
+    return refused;
+  }
+  if (grant != nullptr) *grant = granted;
+  return grpc::Status::OK;
+}
 
 bool SceneService::TryAdmit() {
   int cur = active_.load();
@@ -392,10 +450,13 @@ grpc::ServerUnaryReactor* SceneService::ListScenes(grpc::CallbackServerContext* 
   const auto t0 = Clock::now();
   metrics_->RpcStarted(RpcMethod::kListScenes);
   grpc::Status status;
+  const TokenGrant* grant = nullptr;
   if (!ready_.load()) {
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
-  } else {
-    for (const auto& scene : registry_->List()) *response->add_scenes() = MakeSceneInfo(*scene);
+  } else if (status = Authorize(ctx, {}, &grant); status.ok()) {
+    for (const auto& scene : registry_->List()) {
+      if (grant == nullptr || grant->Allows(scene->id)) *response->add_scenes() = MakeSceneInfo(*scene);
+    }
     metrics_->MessageSent(RpcMethod::kListScenes);
   }
   metrics_->RpcHandled(RpcMethod::kListScenes, status.error_code(), SecondsSince(t0));
@@ -411,6 +472,11 @@ grpc::ServerUnaryReactor* SceneService::GetScene(grpc::CallbackServerContext* ct
   grpc::Status status;
   if (!ready_.load()) {
     status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
+  } else if (status = Authorize(ctx, request->scene_id().empty() ? std::vector<std::string>{}
+                                                                 : std::vector<std::string>{request->scene_id()},
+                                nullptr);
+             !status.ok()) {
+    // Refused before the lookup: the answer is the same for scenes that do not exist.
   } else if (request->scene_id().empty()) {
     status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scene_id is empty");
   } else if (auto scene = registry_->Find(request->scene_id()); scene == nullptr) {

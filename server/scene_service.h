@@ -18,6 +18,15 @@
 //   after `stall_timeout`, the call is cancelled (TryCancel) and counted. This
 //   catches peers that stop reading while the connection stays up, which keepalive
 //   does not.
+// - Security (all optional): with an authenticator every SceneService RPC needs
+//   "authorization: Bearer <token>" (missing/malformed/unknown: UNAUTHENTICATED) and
+//   a token granted the scene (else PERMISSION_DENIED, checked before the scene is
+//   looked up, with one message for every scene, so it never tells whether a scene
+//   exists); ListScenes lists only granted scenes. Health and reflection are other
+//   services and stay open. `stream_rate` limits new StreamScene calls per client
+//   address (RESOURCE_EXHAUSTED with the retry hint). A refused StreamScene is
+//   checked in this order: loading (UNAVAILABLE), peer rate, token, scene grant,
+//   max_streams, then the request itself.
 // - Lifetime: Finish is called exactly once, only when no write, alarm or plan
 //   computation is outstanding, so every callback that can touch the reactor has
 //   run before OnDone deletes it. Cancellation, deadlines and shutdown all end in
@@ -27,13 +36,19 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
+#include "core/stream_script.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
+#include "server/peer_rate_limiter.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/server_metrics.h"
+#include "server/token_authenticator.h"
 
 namespace flexgs::server {
 
@@ -42,6 +57,14 @@ struct SceneServiceOptions {
   uint64_t max_bytes_in_flight = uint64_t{256} << 20;
   std::chrono::milliseconds stall_timeout{30'000};
   uint32_t default_max_chunk_bytes = 256 << 10;
+  // Largest max_chunk_bytes a request may name (>= default_max_chunk_bytes).
+  uint32_t max_client_chunk_bytes = kMaxChunkBytes;
+  // Bearer tokens and their scene grants; null: no authentication.
+  std::shared_ptr<const TokenAuthenticator> authenticator;
+  // New StreamScene calls per second per client address (0: unlimited) and the
+  // burst allowed after an idle period (>= 1).
+  double stream_rate = 0;
+  double stream_burst = 10;
 };
 
 class SceneService final : public v1::SceneService::CallbackService {
@@ -71,6 +94,11 @@ class SceneService final : public v1::SceneService::CallbackService {
  private:
   class StreamReactor;
 
+  // OK without an authenticator; else UNAUTHENTICATED or PERMISSION_DENIED (counted
+  // in metrics) unless the call's token grants every id in `scene_ids`. `*grant`
+  // (optional) gets the token's grant, or null without an authenticator.
+  grpc::Status Authorize(const grpc::CallbackServerContext* ctx, const std::vector<std::string>& scene_ids,
+                         const TokenGrant** grant) const;
   bool TryAdmit();
   void ReleaseAdmission();
   // Reserves `bytes` of the global in-flight budget; false when over the cap.
@@ -81,6 +109,7 @@ class SceneService final : public v1::SceneService::CallbackService {
   PlanCache* const cache_;
   ServerMetrics* const metrics_;
   const SceneServiceOptions options_;
+  const std::unique_ptr<PeerRateLimiter> rate_limiter_;  // null: no --stream-rate
   std::atomic<bool> ready_{false};
   std::atomic<int> active_{0};
   std::atomic<uint64_t> in_flight_{0};

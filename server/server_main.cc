@@ -3,14 +3,21 @@
 // Startup: bind the port (health NOT_SERVING), load the scenes directory, then
 // SERVING. SIGTERM/SIGINT: health NOT_SERVING, Server::Shutdown(now + drain) -- new
 // calls are refused, running streams get until the deadline and are then cancelled
-// -- and exit 0. Every flag can also be set by an environment variable
+// -- and exit 0. SIGHUP, and every --rescan-interval seconds: rescan the scenes
+// directory (SceneRescanner: new scenes added, changed ones reloaded in the background
+// and swapped in, removed ones dropped; running streams finish on their version).
+// Every flag can also be set by an environment variable
 // FLEXGS_<FLAG> (e.g. FLEXGS_PORT=50051); a flag given on the command line wins.
+// FLEXGS_TOKENS (inline bearer tokens, see server/token_authenticator.h) has no flag,
+// so that tokens need not appear in a command line.
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -25,8 +32,12 @@
 #include "kernels/backend.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
+#include "server/scene_rescanner.h"
 #include "server/scene_service.h"
+#include "server/server_credentials.h"
 #include "server/server_metrics.h"
+#include "server/stream_request.h"
+#include "server/token_authenticator.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -53,7 +64,16 @@ struct Flags {
   int gi_views = 16;
   int gi_size = 256;
   uint64_t resource_quota_bytes = uint64_t{2} << 30;
+  double rescan_interval = 30;
+  double keepalive_time = 30;
+  double keepalive_timeout = 20;
   std::string log_level = "info";
+  std::string tls_cert, tls_key, tls_ca;
+  std::string tokens_file;
+  int max_request_bytes = 64 << 10;
+  uint32_t max_client_chunk_bytes = kMaxChunkBytes;
+  double stream_rate = 0;
+  double stream_burst = 10;
 };
 
 // Adds --name with env FLEXGS_NAME (dashes -> underscores, upper case).
@@ -87,12 +107,37 @@ int Run(const Flags& f) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (absl::Status st = LogDevice(f.device); !st.ok()) {
     spdlog::error("{}", std::string(st.message()));
     return 1;
   }
+
+  // Security settings are checked before anything listens: a typo must not leave a
+  // server running in plaintext or without authentication.
+  auto credentials = MakeServerCredentials({f.tls_cert, f.tls_key, f.tls_ca});
+  if (!credentials.ok()) {
+    spdlog::error("{}", std::string(credentials.status().message()));
+    return 1;
+  }
+  auto authenticator = LoadTokenAuthenticator(f.tokens_file, std::getenv("FLEXGS_TOKENS"));
+  if (!authenticator.ok()) {
+    spdlog::error("{}", std::string(authenticator.status().message()));
+    return 1;
+  }
+  spdlog::info("transport: {}{}", credentials->mode,
+               f.tls_ca.empty() ? std::string() : " (client certificates required, CA " + f.tls_ca + ")");
+  if (*authenticator != nullptr) {
+    spdlog::info("authentication: bearer tokens, {} loaded from {}", (*authenticator)->size(),
+                 f.tokens_file.empty() ? std::string("FLEXGS_TOKENS") : f.tokens_file);
+  } else {
+    spdlog::info("authentication: off (no --tokens-file or FLEXGS_TOKENS)");
+  }
+  spdlog::info("limits: request messages <= {} bytes, client chunk size <= {} bytes, new streams per address: {}",
+               f.max_request_bytes, f.max_client_chunk_bytes,
+               f.stream_rate > 0 ? fmt::format("{}/s, burst {}", f.stream_rate, f.stream_burst) : "unlimited");
 
   ServerMetrics metrics;
   if (f.metrics_port > 0) {
@@ -119,21 +164,30 @@ int Run(const Flags& f) {
   service_options.max_bytes_in_flight = f.max_inflight_bytes;
   service_options.stall_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.stall_timeout * 1000));
   service_options.default_max_chunk_bytes = f.max_chunk_bytes;
+  service_options.max_client_chunk_bytes = f.max_client_chunk_bytes;
+  service_options.authenticator = *authenticator;
+  service_options.stream_rate = f.stream_rate;
+  service_options.stream_burst = f.stream_burst;
   SceneService service(&registry, &cache, &metrics, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(f.host + ":" + std::to_string(f.port), credentials->credentials, &bound_port);
   builder.RegisterService(&service);
-  // Requests are tiny; a small receive limit is cheap protection.
-  builder.SetMaxReceiveMessageSize(64 << 10);
-  // Find dead peers during long streams; accept client pings down to every 10 s.
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  // Requests are tiny; a small receive limit is cheap protection (larger messages
+  // get RESOURCE_EXHAUSTED from gRPC before any handler runs).
+  builder.SetMaxReceiveMessageSize(f.max_request_bytes);
+  // Find dead peers during long streams: a ping every keepalive-time, the connection
+  // (and its streams, counted CANCELLED) closed when none is answered within
+  // keepalive-timeout. Accept client pings down to every 10 s, or our own interval
+  // when that is shorter (a client configured like us is never told "too many pings").
+  const int keepalive_ms = static_cast<int>(f.keepalive_time * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(f.keepalive_timeout * 1000));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, std::min(10'000, keepalive_ms));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   grpc::ResourceQuota quota("flexgs-server");
   if (f.resource_quota_bytes > 0) {
@@ -152,11 +206,27 @@ int Run(const Flags& f) {
   std::cout << "listening on " << bound_port << std::endl;
   spdlog::info("listening on {}:{} (NOT_SERVING until scenes are loaded)", f.host, bound_port);
 
+  SceneLoadOptions load;
+  load.gi_views = f.gi_views;
+  load.gi_size = f.gi_size;
+  load.threads = f.threads;
+  SceneRescanner::Options rescan_options;
+  rescan_options.dir = f.scenes;
+  rescan_options.load = load;
+  rescan_options.interval = std::chrono::milliseconds(static_cast<int64_t>(f.rescan_interval * 1000));
+  SceneRescanner rescanner(&registry, &cache, rescan_options);
+
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
-    sigwait(&signals, &sig);
+    // SIGHUP asks for a rescan (taken up once the initial load is done); SIGTERM or
+    // SIGINT end the loop.
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+      spdlog::info("SIGHUP: rescanning {}", f.scenes);
+      rescanner.Request();
+    }
     stopping.store(true);
+    rescanner.RequestStop();
     spdlog::info("{}: draining for up to {} s", sig == SIGTERM ? "SIGTERM" : "SIGINT", f.drain_seconds);
     health->Shutdown();  // every service NOT_SERVING, for good
     server->Shutdown(std::chrono::system_clock::now() +
@@ -164,10 +234,6 @@ int Run(const Flags& f) {
     spdlog::info("gRPC server shut down");
   });
 
-  SceneLoadOptions load;
-  load.gi_views = f.gi_views;
-  load.gi_size = f.gi_size;
-  load.threads = f.threads;
   absl::Status loaded = registry.LoadDirectory(f.scenes, load, &stopping);
   int exit_code = 0;
   if (!loaded.ok()) {
@@ -181,9 +247,16 @@ int Run(const Flags& f) {
     health->SetServingStatus(kServiceName, true);
     health->SetServingStatus("", true);
     spdlog::info("SERVING {} scene(s)", registry.size());
+    rescanner.Start();
+    if (f.rescan_interval > 0) {
+      spdlog::info("rescanning {} every {} s and on SIGHUP", f.scenes, f.rescan_interval);
+    } else {
+      spdlog::info("rescanning {} on SIGHUP only", f.scenes);
+    }
   }
   server->Wait();
   signal_thread.join();
+  rescanner.Stop();
   metrics.StopExposer();
   server.reset();  // reactors are all done; the cache and registry can go now
   spdlog::info("stopped");
@@ -217,14 +290,34 @@ int main(int argc, char** argv) {
   Opt(app, "gi-views", f.gi_views, "Orbit views for the GI of plain PLY scenes")->check(CLI::Range(1, 1000));
   Opt(app, "gi-size", f.gi_size, "Square size of those views")->check(CLI::Range(16, 4096));
   Opt(app, "resource-quota-bytes", f.resource_quota_bytes, "gRPC ResourceQuota backstop (0: none)");
+  Opt(app, "rescan-interval", f.rescan_interval,
+      "Seconds between rescans of --scenes for added, changed and removed scenes (0: only on SIGHUP)")
+      ->check(CLI::Range(0.0, 86400.0));
+  Opt(app, "keepalive-time", f.keepalive_time, "Seconds between HTTP/2 keepalive pings to each client")
+      ->check(CLI::Range(0.5, 86400.0));
+  Opt(app, "keepalive-timeout", f.keepalive_timeout,
+      "Seconds a keepalive ping may go unanswered before the connection and its streams are dropped")
+      ->check(CLI::Range(0.5, 3600.0));
   Opt(app, "log-level", f.log_level, "trace, debug, info, warn, error");
+  Opt(app, "tls-cert", f.tls_cert, "TLS: the server's PEM certificate chain (with --tls-key)");
+  Opt(app, "tls-key", f.tls_key, "TLS: the PEM private key of --tls-cert");
+  Opt(app, "tls-ca", f.tls_ca, "Mutual TLS: PEM CA bundle; clients must present a certificate it signed");
+  Opt(app, "tokens-file", f.tokens_file,
+      "Bearer tokens, one 'TOKEN SCENE[,SCENE...]' or 'TOKEN *' per line (or FLEXGS_TOKENS inline)");
+  Opt(app, "max-request-bytes", f.max_request_bytes, "Largest request message accepted (RESOURCE_EXHAUSTED above)")
+      ->check(CLI::Range(4 << 10, 64 << 20));
+  Opt(app, "max-client-chunk-bytes", f.max_client_chunk_bytes,
+      "Largest max_chunk_bytes a request may ask for (INVALID_ARGUMENT above)");
+  Opt(app, "stream-rate", f.stream_rate, "New StreamScene calls per second per client address (0: unlimited)")
+      ->check(CLI::Range(0.0, 1e6));
+  Opt(app, "stream-burst", f.stream_burst, "New streams a client address may start at once after being idle")
+      ->check(CLI::Range(1.0, 1e6));
   CLI11_PARSE(app, argc, argv);
   // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".
   spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs-server"));
   spdlog::set_level(spdlog::level::from_str(f.log_level));
-  if (f.max_chunk_bytes < flexgs::kMinChunkBytes || f.max_chunk_bytes > flexgs::kMaxChunkBytes) {
-    std::cerr << "--max-chunk-bytes must be in [" << flexgs::kMinChunkBytes << ", " << flexgs::kMaxChunkBytes
-              << "]\n";
+  if (absl::Status st = flexgs::server::ValidateChunkLimits(f.max_chunk_bytes, f.max_client_chunk_bytes); !st.ok()) {
+    std::cerr << st.message() << "\n";
     return 1;
   }
   return flexgs::server::Run(f);

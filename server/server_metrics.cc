@@ -21,7 +21,8 @@ constexpr char kService[] = "flexgs.v1.SceneService";
 constexpr const char* kMethodNames[kRpcMethodCount] = {"ListScenes", "GetScene", "StreamScene"};
 constexpr const char* kMethodTypes[kRpcMethodCount] = {"unary", "unary", "server_stream"};
 constexpr const char* kRejectNames[kRejectReasonCount] = {
-    "max_streams", "not_found", "invalid_argument", "failed_precondition", "out_of_range", "unavailable", "internal"};
+    "max_streams", "not_found", "invalid_argument", "failed_precondition", "out_of_range", "unavailable",
+    "internal", "rate_limited", "unauthenticated", "permission_denied"};
 
 // Streams over slow links last minutes: the default buckets (<= 10 s) would put them
 // all in +Inf.
@@ -42,6 +43,8 @@ RejectReason RejectReasonFor(grpc::StatusCode code) {
     case grpc::StatusCode::FAILED_PRECONDITION: return RejectReason::kFailedPrecondition;
     case grpc::StatusCode::OUT_OF_RANGE: return RejectReason::kOutOfRange;
     case grpc::StatusCode::UNAVAILABLE: return RejectReason::kUnavailable;
+    case grpc::StatusCode::UNAUTHENTICATED: return RejectReason::kUnauthenticated;
+    case grpc::StatusCode::PERMISSION_DENIED: return RejectReason::kPermissionDenied;
     default: return RejectReason::kInternal;
   }
 }
@@ -129,6 +132,12 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                        .Help("Streams refused before their first message, by reason.")
                        .Register(*registry_);
   for (int r = 0; r < kRejectReasonCount; ++r) rejected_[r] = &rejected.Add({{"reason", kRejectNames[r]}});
+  auto& auth = BuildCounter()
+                   .Name("flexgs_auth_failures_total")
+                   .Help("SceneService calls refused by bearer-token authentication, by status code.")
+                   .Register(*registry_);
+  unauthenticated_ = &auth.Add({{"code", "UNAUTHENTICATED"}});
+  permission_denied_ = &auth.Add({{"code", "PERMISSION_DENIED"}});
 }
 
 ServerMetrics::~ServerMetrics() { StopExposer(); }
@@ -178,5 +187,8 @@ void ServerMetrics::BytesInFlight(int64_t delta) { in_flight_->Increment(static_
 void ServerMetrics::StallCancelled() { stalls_->Increment(); }
 void ServerMetrics::StreamRejected(RejectReason reason) { rejected_[static_cast<int>(reason)]->Increment(); }
 void ServerMetrics::StreamResumed() { resumed_->Increment(); }
+void ServerMetrics::AuthFailed(grpc::StatusCode code) {
+  (code == grpc::StatusCode::PERMISSION_DENIED ? permission_denied_ : unauthenticated_)->Increment();
+}
 
 }  // namespace flexgs::server

@@ -39,10 +39,14 @@ enum class RejectReason {
   kOutOfRange,          // resume beyond the end
   kUnavailable,         // scenes still loading, or shutting down
   kInternal,            // planning failed
+  kRateLimited,         // RESOURCE_EXHAUSTED: the peer's --stream-rate bucket is empty
+  kUnauthenticated,     // missing, malformed or unknown bearer token
+  kPermissionDenied,    // the token does not grant the scene
 };
-inline constexpr int kRejectReasonCount = 7;
+inline constexpr int kRejectReasonCount = 10;
 
-// Maps a refusal's status code to its reason label.
+// Maps a refusal's status code to its reason label (RESOURCE_EXHAUSTED: max_streams;
+// rate-limited refusals name kRateLimited themselves).
 RejectReason RejectReasonFor(grpc::StatusCode code);
 
 class ServerMetrics {
@@ -74,6 +78,9 @@ class ServerMetrics {
   void StallCancelled();
   void StreamRejected(RejectReason reason);
   void StreamResumed();
+  // A call refused by bearer-token authentication: `code` is UNAUTHENTICATED or
+  // PERMISSION_DENIED (label `code`; never a token or scene).
+  void AuthFailed(grpc::StatusCode code);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -93,6 +100,8 @@ class ServerMetrics {
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* stalls_ = nullptr;
   prometheus::Counter* resumed_ = nullptr;
+  prometheus::Counter* unauthenticated_ = nullptr;
+  prometheus::Counter* permission_denied_ = nullptr;
 };
 
 }  // namespace flexgs::server

@@ -82,7 +82,8 @@ absl::Status CheckLadder(const ElasticModel& model, const std::vector<double>& l
 
 // Parameters of a fresh (non-resumed) stream for `scene`.
 absl::StatusOr<StreamParams> FreshParams(const Scene& scene, const v1::StreamSceneRequest& r,
-                                         uint32_t default_max_chunk_bytes, std::string* budget_text) {
+                                         uint32_t default_max_chunk_bytes, uint32_t max_client_chunk_bytes,
+                                         std::string* budget_text) {
   const ElasticModel& model = *scene.model;
   auto budget = BudgetOf(r, budget_text);
   if (!budget.ok()) return budget.status();
@@ -96,6 +97,7 @@ absl::StatusOr<StreamParams> FreshParams(const Scene& scene, const v1::StreamSce
   auto encoding = EncodingOf(r.encoding());
   if (!encoding.ok()) return encoding.status();
   p.encoding = *encoding;
+  if (absl::Status st = CheckClientChunkBytes(r.max_chunk_bytes(), max_client_chunk_bytes); !st.ok()) return st;
   p.max_chunk_bytes = r.max_chunk_bytes() == 0 ? default_max_chunk_bytes : r.max_chunk_bytes();
   if (absl::Status st = CheckChunkBytes(p.max_chunk_bytes, p.encoding, p.sh_degree); !st.ok()) return st;
   auto decision = DecideBudget(*budget, model.gaussians.size(), p.sh_degree, p.ladder);
@@ -108,7 +110,8 @@ absl::StatusOr<StreamParams> FreshParams(const Scene& scene, const v1::StreamSce
 
 absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registry,
                                                     const v1::StreamSceneRequest& request,
-                                                    uint32_t default_max_chunk_bytes) {
+                                                    uint32_t default_max_chunk_bytes,
+                                                    uint32_t max_client_chunk_bytes) {
   ResolvedStream out;
   if (request.resume_token().empty()) {
     if (request.resume_from_sequence() != 0) {
@@ -117,7 +120,7 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
     if (request.scene_id().empty()) return absl::InvalidArgumentError("scene_id is empty");
     out.scene = registry.Find(request.scene_id());
     if (out.scene == nullptr) return absl::NotFoundError(absl::StrCat("no scene '", request.scene_id(), "'"));
-    auto params = FreshParams(*out.scene, request, default_max_chunk_bytes, &out.budget);
+    auto params = FreshParams(*out.scene, request, default_max_chunk_bytes, max_client_chunk_bytes, &out.budget);
     if (!params.ok()) return params.status();
     out.params = *std::move(params);
     return out;
@@ -149,9 +152,12 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
   if (absl::Status st = CheckChunkBytes(token->max_chunk_bytes, token->encoding, token->sh_degree); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("resume token: ", st.message()));
   }
+  if (absl::Status st = CheckClientChunkBytes(token->max_chunk_bytes, max_client_chunk_bytes); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("resume token: ", st.message()));
+  }
   if (request.budget_case() != v1::StreamSceneRequest::BUDGET_NOT_SET) {
     std::string ignored;
-    auto fresh = FreshParams(*out.scene, request, default_max_chunk_bytes, &ignored);
+    auto fresh = FreshParams(*out.scene, request, default_max_chunk_bytes, max_client_chunk_bytes, &ignored);
     if (!fresh.ok()) return fresh.status();
     if (!(*fresh == *token)) {
       return absl::InvalidArgumentError(
@@ -163,6 +169,38 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
   out.resumed = true;
   out.budget = absl::StrFormat("token(top_ratio=%g)", out.params.top_ratio);
   return out;
+}
+
+absl::Status ValidateChunkLimits(uint32_t default_max_chunk_bytes, uint32_t max_client_chunk_bytes) {
+  for (auto [flag, value] : {std::pair<const char*, uint32_t>{"--max-chunk-bytes", default_max_chunk_bytes},
+                             {"--max-client-chunk-bytes", max_client_chunk_bytes}}) {
+    if (value < kMinChunkBytes || value > kMaxChunkBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s %d is outside [%d, %d]", flag, value, kMinChunkBytes, kMaxChunkBytes));
+    }
+  }
+  if (default_max_chunk_bytes > max_client_chunk_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("--max-chunk-bytes %d is above --max-client-chunk-bytes %d",
+                                                      default_max_chunk_bytes, max_client_chunk_bytes));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckClientChunkBytes(uint32_t requested, uint32_t max_client_chunk_bytes) {
+  if (requested <= max_client_chunk_bytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "max_chunk_bytes %d is above this server's limit of %d bytes (--max-client-chunk-bytes)", requested,
+      max_client_chunk_bytes));
+}
+
+std::vector<std::string> SceneIdsNamedBy(const v1::StreamSceneRequest& request) {
+  std::vector<std::string> ids;
+  if (!request.scene_id().empty()) ids.push_back(request.scene_id());
+  if (!request.resume_token().empty()) {
+    auto token = DecodeResumeToken(request.resume_token());
+    if (token.ok() && !token->scene_id.empty() && token->scene_id != request.scene_id()) ids.push_back(token->scene_id);
+  }
+  return ids;
 }
 
 }  // namespace flexgs::server

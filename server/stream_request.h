@@ -6,6 +6,7 @@
 //   ladder not strictly increasing in (0,1]  INVALID_ARGUMENT
 //   encoding not a known value               INVALID_ARGUMENT
 //   max_chunk_bytes out of range             INVALID_ARGUMENT
+//   max_chunk_bytes above the server's limit INVALID_ARGUMENT (the limit in the message)
 //   max_sh_degree above the model's          clamped to the model's
 //   resume_token damaged or foreign          INVALID_ARGUMENT
 //   resume_token for another model digest    FAILED_PRECONDITION
@@ -19,9 +20,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/resume_token.h"
+#include "core/stream_script.h"
 #include "flexgs/v1/scene_service.pb.h"
 #include "server/scene_registry.h"
 
@@ -38,8 +41,24 @@ struct ResolvedStream {
   std::string budget;        // what the client asked for, for logs ("ratio=0.1", "token", ...)
 };
 
+// `default_max_chunk_bytes` is used when the request names no chunk size;
+// `max_client_chunk_bytes` is the largest it may name (resume tokens included).
 absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registry,
                                                     const v1::StreamSceneRequest& request,
-                                                    uint32_t default_max_chunk_bytes);
+                                                    uint32_t default_max_chunk_bytes,
+                                                    uint32_t max_client_chunk_bytes = kMaxChunkBytes);
+
+// The server's chunk-size flags: both in [kMinChunkBytes, kMaxChunkBytes] and the
+// default no larger than what a client may ask for (else the server's own resume
+// tokens would be refused). INVALID_ARGUMENT naming the flag otherwise.
+absl::Status ValidateChunkLimits(uint32_t default_max_chunk_bytes, uint32_t max_client_chunk_bytes);
+
+// OK when a request's max_chunk_bytes is within the server's limit, else
+// INVALID_ARGUMENT naming the limit.
+absl::Status CheckClientChunkBytes(uint32_t requested, uint32_t max_client_chunk_bytes);
+
+// The scene ids a request names: its scene_id and, when the resume token decodes,
+// the token's (what an authorization check must cover). Empty ids are left out.
+std::vector<std::string> SceneIdsNamedBy(const v1::StreamSceneRequest& request);
 
 }  // namespace flexgs::server

@@ -11,6 +11,7 @@
 #include "core/elastic_selection.h"
 #include "core/file_io.h"
 #include "core/image_metrics.h"
+#include "core/level_planner.h"
 #include "core/synthetic_scene.h"
 
 namespace flexgs {
@@ -79,18 +80,47 @@ void RunSteps(ElasticTrainer& t, int steps, std::vector<StepStats>* stats = null
   }
 }
 
+// Mean PSNR over `views` of the model at ratio e as a client receives it: the
+// independent top-k, or with `nested` the last level of a plan whose top ratio is e.
+double SubsetPsnr(const ElasticModel& m, double e, const std::vector<TrainingView>& views, bool nested = false) {
+  ThreadPool pool(2);
+  absl::StatusOr<GaussianCloud> subset = ElasticSubset(m, e, &pool);
+  if (nested) {
+    auto plan = PlanLevels(m, {.top_ratio = e}, &pool);
+    EXPECT_TRUE(plan.ok()) << plan.status();
+    subset = LevelCloud(*plan, plan->levels.size() - 1);
+  }
+  EXPECT_TRUE(subset.ok()) << subset.status();
+  CpuRasterizer raster(2);
+  double sum = 0;
+  for (const TrainingView& v : views) {
+    RenderOptions ro;
+    ro.want_aux = false;
+    auto r = raster.Render(*subset, v.camera, ro);
+    EXPECT_TRUE(r.ok());
+    auto p = Psnr(r->color, v.target);
+    EXPECT_TRUE(p.ok());
+    sum += *p;
+  }
+  return sum / static_cast<double>(views.size());
+}
+
 TEST(ElasticTrainerTest, ShortRunLowersTheLoss) {
   auto t = NewTrainer(SmallOptions());
+  // The per-step loss is too noisy (one random view per step) to compare; the
+  // elastic renders of every training view at every rung are not.
+  auto mean_psnr = [](const ElasticModel& m) {
+    double sum = 0;
+    for (double e : m.ladder) sum += SubsetPsnr(m, e, Targets());
+    return sum / static_cast<double>(m.ladder.size());
+  };
+  const double before = mean_psnr(t->Result());
   std::vector<StepStats> stats;
   RunSteps(*t, 100, &stats);
   ASSERT_EQ(stats.size(), 100u);
-  double first = 0, last = 0;
-  for (int k = 0; k < 20; ++k) {
-    first += stats[k].loss;
-    last += stats[80 + k].loss;
-  }
-  std::cout << "mean loss, first 20 steps " << first / 20 << ", last 20 steps " << last / 20 << "\n";
-  EXPECT_LT(last / 20, first / 20);
+  const double after = mean_psnr(t->Result());
+  std::cout << "training views, mean elastic PSNR over the ladder: " << before << " dB -> " << after << " dB\n";
+  EXPECT_GT(after, before + 0.5);
   EXPECT_EQ(t->iteration(), 100);
   EXPECT_TRUE(stats[0].gi_recomputed);
   EXPECT_TRUE(stats[6].gi_recomputed);  // iteration 7
@@ -150,29 +180,11 @@ TEST(ElasticTrainerTest, TrainedModelIsServable) {
 
 // Mean PSNR over `views` of the model's independent subset at ratio e against the
 // full model's renders (distillation protocol).
-double SubsetPsnr(const ElasticModel& m, double e, const std::vector<TrainingView>& views) {
-  ThreadPool pool(2);
-  auto subset = ElasticSubset(m, e, &pool);
-  EXPECT_TRUE(subset.ok()) << subset.status();
-  CpuRasterizer raster(2);
-  double sum = 0;
-  for (const TrainingView& v : views) {
-    RenderOptions ro;
-    ro.want_aux = false;
-    auto r = raster.Render(*subset, v.camera, ro);
-    EXPECT_TRUE(r.ok());
-    auto p = Psnr(r->color, v.target);
-    EXPECT_TRUE(p.ok());
-    sum += *p;
-  }
-  return sum / static_cast<double>(views.size());
-}
-
-// 200 steps against GI top-k (the untrained start: heuristic ranking, no transform) at
-// e = 0.05 on views between the training views. Reported, not asserted: 200 CPU steps
-// at the reference learning rates are far from the paper's 35k iterations.
-TEST(ElasticTrainerTest, ShortRunAgainstGiTopKOnHeldOutViews) {
-  const TrainOptions o = SmallOptions();
+// 200 steps against GI top-k (heuristic ranking, no transform; also the trainer's
+// starting point) on views between the training views, for independent and nested
+// selection, each evaluated the way it is served.
+TEST(ElasticTrainerTest, ShortRunBeatsGiTopKOnHeldOutViews) {
+  TrainOptions o = SmallOptions();
   auto held_out = MakeOrbitTargets(Scene(), o, 180.0 / o.orbit_views);
   ASSERT_TRUE(held_out.ok()) << held_out.status();
   auto initial = InitialElasticModel(Scene(), Targets(), o);
@@ -180,13 +192,19 @@ TEST(ElasticTrainerTest, ShortRunAgainstGiTopKOnHeldOutViews) {
   ElasticModel heuristic = *initial;
   heuristic.gsnet.reset();
   heuristic.field.reset();
-  auto t = NewTrainer(o);
-  RunSteps(*t, 200);
-  const double gi_psnr = SubsetPsnr(heuristic, 0.05, *held_out);
-  const double trained_psnr = SubsetPsnr(t->Result(), 0.05, *held_out);
-  std::cout << "held-out PSNR at e = 0.05: GI top-k " << gi_psnr << " dB, trained (200 steps) " << trained_psnr
-            << " dB\n";
-  EXPECT_TRUE(std::isfinite(trained_psnr));
+  heuristic.gi_prior_weight = 0;
+  for (bool nested : {false, true}) {
+    o.nested = nested;
+    auto t = NewTrainer(o);
+    RunSteps(*t, 200);
+    for (double e : {0.01, 0.05}) {
+      const double gi_psnr = SubsetPsnr(heuristic, e, *held_out, nested);
+      const double trained_psnr = SubsetPsnr(t->Result(), e, *held_out, nested);
+      std::cout << (nested ? "nested" : "independent") << ", held-out PSNR at e = " << e << ": GI top-k " << gi_psnr
+                << " dB, trained (200 steps) " << trained_psnr << " dB\n";
+      EXPECT_GT(trained_psnr, gi_psnr + 1.0) << "e = " << e << (nested ? " nested" : " independent");
+    }
+  }
 }
 
 TEST(ElasticTrainerTest, BadInputsFailFast) {
@@ -204,7 +222,11 @@ TEST(ElasticTrainerTest, BadInputsFailFast) {
   expect_invalid(o);
   o = SmallOptions();
   o.nested = true;
-  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kUnimplemented);
+  o.reference_selection = true;
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o = SmallOptions();
+  o.gi_prior_weight = -1;
+  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
 
   // No views, and a target of the wrong size.
   auto model = InitialElasticModel(Scene(), Targets(), SmallOptions());

@@ -25,6 +25,45 @@ TEST(ElasticSelectionTest, TopKIsExactWithIndexTieBreak) {
   EXPECT_THAT(TopK(scores, 2, &exclude), ::testing::ElementsAre(1, 2));
 }
 
+// With a GI prior, the score is GsNet's margin + w log GI: a zeroed GsNet head ranks
+// exactly like GI (so an untrained selector is GI top-k), and NestedAdditions is the
+// planner's nested selection.
+TEST(ElasticSelectionTest, GiPriorRanksLikeGiUntilGsNetLearns) {
+  ThreadPool pool(2);
+  ElasticModel m = TrainedLikeTestModel(2000, 5);
+  const std::vector<float> prior = GiLogPrior(m.global_importance);
+  for (float p : prior) {
+    EXPECT_TRUE(std::isfinite(p));
+    EXPECT_LE(p, 1e-5f);
+    EXPECT_GE(p, std::log(1e-6f) - 1e-4f);
+  }
+  const std::vector<float> margin = RankingScores(m, 0.05, &pool);
+  m.gi_prior_weight = 2.0;
+  const std::vector<float> with_prior = RankingScores(m, 0.05, &pool);
+  for (size_t i = 0; i < margin.size(); ++i) EXPECT_FLOAT_EQ(with_prior[i], margin[i] + 2.0f * prior[i]);
+
+  std::fill(m.gsnet->head.weight.begin(), m.gsnet->head.weight.end(), 0.0f);
+  std::fill(m.gsnet->head.bias.begin(), m.gsnet->head.bias.end(), 0.0f);
+  for (double e : {0.01, 0.05, 0.2}) {
+    const size_t k = ElasticCount(m.gaussians.size(), e);
+    EXPECT_EQ(TopK(RankingScores(m, e, &pool), k), TopK(m.global_importance, k)) << e;
+  }
+  EXPECT_EQ(GiLogPrior(std::vector<float>(5, 0.0f)), std::vector<float>(5, 0.0f));
+
+  m = TrainedLikeTestModel(2000, 6);
+  const std::vector<double> ratios = {0.01, 0.05, 0.10};
+  auto plan = PlanLevels(m, {.top_ratio = 0.10, .ladder = ratios}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const auto nested = NestedAdditions(m, ratios, &pool);
+  ASSERT_EQ(nested.size(), plan->levels.size());
+  for (size_t k = 0; k < nested.size(); ++k) {
+    std::vector<uint32_t> a = nested[k], b = plan->levels[k].added;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    EXPECT_EQ(a, b) << "level " << k;
+  }
+}
+
 TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
   ThreadPool pool(2);
   const ElasticModel m = HeuristicTestModel(1000, 3);

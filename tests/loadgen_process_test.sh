@@ -45,17 +45,19 @@ mkdir -p "$WORK/scenes"
 "$FLEXGS" generate --out "$WORK/synth.ply" --count 20000 --sh-degree 3 > /dev/null
 "$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
 
+# server.out exists before the first poll; "SERVING N scene(s)", not "NOT_SERVING until ...".
+: > "$WORK/server.out"
 "$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --max-streams 256 \
   > "$WORK/server.out" 2> "$WORK/server.log" &
 SERVER_PID=$!
 PORT=""
 for _ in $(seq 1 150); do
   PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
-  [[ -n "$PORT" ]] && grep -q "SERVING" "$WORK/server.log" && break
+  [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" && break
   kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
   sleep 0.1
 done
-[[ -n "$PORT" ]] && grep -q "SERVING" "$WORK/server.log" || fail "server not SERVING"
+[[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" || fail "server not SERVING"
 ADDR=127.0.0.1:$PORT
 echo "server SERVING on $ADDR"
 

@@ -92,6 +92,7 @@ void ExpectLayersEqual(const DenseLayer& a, const DenseLayer& b, const std::stri
 }
 
 void ExpectModelsEqual(const ElasticModel& a, const ElasticModel& b) {
+  EXPECT_EQ(a.gi_prior_weight, b.gi_prior_weight);
   const GaussianCloud& ga = a.gaussians;
   const GaussianCloud& gb = b.gaussians;
   EXPECT_EQ(ga.sh_degree, gb.sh_degree);
@@ -399,6 +400,37 @@ TEST(ModelBundleTest, FutureVersionRejected) {
                   "format_version 2 is newer than this build supports (1)");
   auto digest = ReadModelDigest(dir.string());
   EXPECT_EQ(digest.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A GI-prior selector is recorded in an optional manifest key: bundles without it keep
+// their bytes (and digests), bundles with it read back the same weight, and a prior
+// without a GsNet or out of range is refused.
+TEST(ModelBundleTest, GiPriorSelectorRoundTrip) {
+  const fs::path plain = WriteFullBundle();
+  EXPECT_FALSE(json::parse(ReadAll(plain / kBundleManifestFile)).contains("selector"));
+
+  const fs::path dir = testing::ScratchDir() / "prior.flexgs";
+  ElasticModel model = FullModel();
+  model.gi_prior_weight = 1.5;
+  ASSERT_TRUE(WriteModelBundle(dir.string(), model).ok());
+  EXPECT_EQ(json::parse(ReadAll(dir / kBundleManifestFile))["selector"]["gi_prior_weight"], 1.5);
+  auto read = ReadModelBundle(dir.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  ExpectModelsEqual(model, *read);
+  EXPECT_NE(model.digest, ReadModelDigest(plain.string()).value_or(""));
+
+  const std::string good = ReadAll(dir / kBundleManifestFile);
+  RewriteManifest(dir, [](json& m) { m["selector"]["gi_prior_weight"] = -1.0; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "selector.gi_prior_weight");
+  WriteAll(dir / kBundleManifestFile, good);
+  RewriteManifest(dir, [](json& m) { m["selector"]["other"] = 1; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "unknown key \"selector.other\"");
+
+  ElasticModel heuristic = HeuristicModel();
+  heuristic.gi_prior_weight = 1.0;
+  const absl::Status st = WriteModelBundle((testing::ScratchDir() / "bad.flexgs").string(), heuristic);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("no GsNet"), std::string::npos) << st;
 }
 
 TEST(ModelBundleTest, ManifestProblemsRejected) {

@@ -116,11 +116,12 @@ for i in $(seq 1 $REPLICAS); do
   pid=${PIDS[$((i - 1))]} port=""
   for _ in $(seq 1 200); do
     port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/replica$i.out")
-    [[ -n "$port" ]] && grep -q "SERVING" "$WORK/replica$i.log" && break
+    # "SERVING N scene(s)": a bare "SERVING" also matches "NOT_SERVING until scenes are loaded".
+    [[ -n "$port" ]] && grep -q "SERVING [0-9]* scene" "$WORK/replica$i.log" && break
     kill -0 "$pid" 2>/dev/null || fail "replica $i exited during startup"
     sleep 0.1
   done
-  [[ -n "$port" ]] && grep -q "SERVING" "$WORK/replica$i.log" || fail "replica $i not SERVING"
+  [[ -n "$port" ]] && grep -q "SERVING [0-9]* scene" "$WORK/replica$i.log" || fail "replica $i not SERVING"
   GRPC_PORTS+=("$port")
 done
 echo "replicas SERVING on ports ${GRPC_PORTS[*]} (metrics ${METRICS_PORTS[*]})"

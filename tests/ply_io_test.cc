@@ -383,6 +383,39 @@ TEST(PlyReadTest, AcceptsCrlfHeaderAndAsciiLines) {
   ExpectMatchesSpec(*cloud, spec);
 }
 
+TEST(PlyReadTest, AsciiDataMayEndWithoutNewline) {
+  // The shortest complete data -- single-digit values, no newline after the last --
+  // used to fail the size bound taken before allocating ("truncated").
+  PlySpec spec = MinimalSpec(1, "ascii");
+  for (double& v : spec.rows[0]) v = 0;
+  std::string bytes = MakePly(spec);
+  ASSERT_EQ(bytes.back(), '\n');
+  bytes.pop_back();
+  absl::StatusOr<GaussianCloud> cloud = ParseGaussianPly(bytes);
+  ASSERT_TRUE(cloud.ok()) << cloud.status();
+  ExpectMatchesSpec(*cloud, spec);
+}
+
+TEST(PlyReadTest, AsciiDecimalsBeyondDoubleRangeSaturate) {
+  // Beyond double's range std::from_chars leaves its output untouched: 1e400 used to
+  // read as 0 instead of +inf, -1e-400 as +0 instead of -0.
+  const std::string good = MakePly(MinimalSpec(2, "ascii"));
+  std::string bytes = good;
+  bytes.replace(bytes.find("end_header\n0 ") + 11, 1, "1e400");
+  bytes.replace(bytes.find("\n100 ") + 1, 3, "-1e-400");
+  PlyReadOptions raw;
+  raw.sanitize = false;
+  absl::StatusOr<GaussianCloud> cloud = ParseGaussianPly(bytes, raw);
+  ASSERT_TRUE(cloud.ok()) << cloud.status();
+  EXPECT_EQ(cloud->positions[0], std::numeric_limits<float>::infinity());
+  EXPECT_EQ(cloud->positions[3], 0.0f);
+  EXPECT_TRUE(std::signbit(cloud->positions[3]));
+  // Beyond long double too: rejected, not guessed.
+  bytes = good;
+  bytes.replace(bytes.find("end_header\n0 ") + 11, 1, "1e99999");
+  ExpectError(ParseGaussianPly(bytes), absl::StatusCode::kInvalidArgument, "non-numeric value '1e99999'");
+}
+
 // ---------------------------------------------------------------------------
 // Bad files: every one is rejected with its reason, none crashes.
 

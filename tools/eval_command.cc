@@ -20,6 +20,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -31,9 +32,12 @@
 #include "absl/strings/strip.h"
 #include "core/camera_io.h"
 #include "core/contact_sheet.h"
+#include "core/dataset_views.h"
 #include "core/elastic_selection.h"
 #include "core/file_io.h"
 #include "core/level_planner.h"
+#include "core/cpu_rasterizer.h"
+#include "core/global_importance.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
 #include "core/ply_io.h"
@@ -51,7 +55,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kSplatTransform[] = "splat-transform";
-constexpr int kLlffHold = 8;          // every 8th image (by name) is a test view, as in the reference
 constexpr double kElasticizeElevationDeg = 20.0;  // `flexgs elasticize` GI orbit (ViewSpec default)
 constexpr int kDefaultSize = 400;
 
@@ -72,8 +75,42 @@ struct EvalArgs {
   int threads = 0;
   std::string device = "auto";
   int contact_view = 0;
+  std::string original;  // the untouched scene a trained model came from
   std::string out;
 };
+
+// The baselines' model for --original: the untouched input scene with its GI computed
+// over the same orbit the trainer used (count and size from the model's provenance),
+// so pruning baselines see the scene as it was before training changed the Gaussians.
+absl::StatusOr<ElasticModel> OriginalBaselineModel(const std::string& path, const ElasticModel& trained,
+                                                   int threads) {
+  absl::StatusOr<GaussianCloud> cloud = LoadScene(path);
+  if (!cloud.ok()) return cloud.status();
+  if (cloud->size() != trained.gaussians.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--original %s has %d Gaussians but the model has %d: not the scene it was trained from", path, cloud->size(),
+        trained.gaussians.size()));
+  }
+  if (trained.gi.views < 1 || trained.gi.width < 1 || trained.gi.height < 1) {
+    return absl::InvalidArgumentError("--original: the model does not record the views its GI used");
+  }
+  OrbitOptions orbit;
+  orbit.count = trained.gi.views;
+  orbit.width = trained.gi.width;
+  orbit.height = trained.gi.height;
+  absl::StatusOr<std::vector<Camera>> cams = MakeOrbitCameras(*cloud, orbit);
+  if (!cams.ok()) return cams.status();
+  CpuRasterizer raster(threads);
+  absl::StatusOr<std::vector<float>> gi = ComputeGlobalImportance(*cloud, *cams, {}, raster);
+  if (!gi.ok()) return gi.status();
+  ElasticModel base;
+  base.gaussians = *std::move(cloud);
+  base.global_importance = *std::move(gi);
+  base.gi = trained.gi;
+  base.normalization = trained.normalization;
+  base.ladder = trained.ladder;
+  return base;
+}
 
 int Fail(const absl::Status& st) {
   std::cerr << "flexgs eval: error: " << st.message() << "\n";
@@ -236,64 +273,21 @@ struct TestViews {
   nlohmann::json json;         // the view settings for report.json (the cameras are added as "cameras")
 };
 
-// Dataset cameras sorted by name; the test split is every kLlffHold-th.
-absl::StatusOr<std::vector<Camera>> TestSplit(const std::string& path, size_t* total) {
-  auto cams = LoadCameras(path);
-  if (!cams.ok()) return cams.status();
-  if (cams->empty()) return absl::InvalidArgumentError(absl::StrCat("no cameras in ", path));
-  std::stable_sort(cams->begin(), cams->end(), [](const Camera& a, const Camera& b) { return a.name < b.name; });
-  *total = cams->size();
-  std::vector<Camera> test;
-  for (size_t i = 0; i < cams->size(); i += kLlffHold) test.push_back((*cams)[i]);
-  return test;
-}
-
-// The image file of a camera: its name as given, else the same stem with .png.
-absl::StatusOr<fs::path> FindImage(const fs::path& dir, const std::string& name) {
-  std::vector<fs::path> tried = {dir / name};
-  fs::path stem = dir / name;
-  stem.replace_extension();
-  for (const char* ext : {".png", ".PNG"}) tried.push_back(fs::path(stem.string() + ext));
-  for (const fs::path& p : tried) {
-    std::error_code ec;
-    if (!fs::is_regular_file(p, ec)) continue;
-    std::string ext = p.extension().string();
-    for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (ext != ".png") continue;  // a JPEG next to it: keep looking for a PNG
-    return p;
-  }
-  std::vector<std::string> names;
-  for (const fs::path& p : tried) names.push_back(p.string());
-  return absl::NotFoundError(absl::StrCat("no PNG image for camera '", name, "' (tried ", absl::StrJoin(names, ", "),
-                                          "; only PNG test images are supported)"));
-}
-
 absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, const ElasticModel& model,
                                            const std::array<float, 3>& background) {
   TestViews v;
   const bool sized = args.width > 0;
   if (!args.images.empty()) {
-    size_t total = 0;
-    auto cams = TestSplit(args.cameras, &total);
-    if (!cams.ok()) return cams.status();
-    for (Camera& cam : *cams) {
-      auto file = FindImage(args.images, cam.name);
-      if (!file.ok()) return file.status();
-      auto image = ReadPng(file->string());
-      if (!image.ok()) return image.status();
-      Image rgb = ToRgbOver(*image, background);
-      const double cam_aspect = static_cast<double>(cam.width) / cam.height;
-      const double img_aspect = static_cast<double>(rgb.width) / rgb.height;
-      if (std::abs(img_aspect / cam_aspect - 1.0) > 0.01) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "image %s is %dx%d but camera '%s' is %dx%d: the aspect ratios differ (wrong image or camera file?)",
-            file->string(), rgb.width, rgb.height, cam.name, cam.width, cam.height));
-      }
-      if (sized) rgb = ResizeArea(rgb, args.width, args.height);
-      cam = cam.Resized(rgb.width, rgb.height);
-      v.targets.push_back(std::move(rgb));
+    auto split = SplitDatasetCameras(args.cameras);
+    if (!split.ok()) return split.status();
+    const size_t total = split->total();
+    auto views = LoadDatasetViews(args.images, split->test, background, sized ? args.width : 0,
+                                  sized ? args.height : 0);
+    if (!views.ok()) return views.status();
+    for (DatasetView& dv : *views) {
+      v.cameras.push_back(std::move(dv.camera));
+      v.targets.push_back(std::move(dv.image));
     }
-    v.cameras = *std::move(cams);
     v.protocol = "images";
     v.description = absl::StrFormat(
         "%d test images from %s (every %dth of %d cameras sorted by name, as the reference's llffhold), at %dx%d%s",
@@ -304,13 +298,13 @@ absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, const ElasticMo
     return v;
   }
   if (!args.cameras.empty()) {
-    size_t total = 0;
-    auto cams = TestSplit(args.cameras, &total);
-    if (!cams.ok()) return cams.status();
+    auto split = SplitDatasetCameras(args.cameras);
+    if (!split.ok()) return split.status();
+    const size_t total = split->total();
     if (sized) {
-      for (Camera& cam : *cams) cam = cam.Resized(args.width, args.height);
+      for (Camera& cam : split->test) cam = cam.Resized(args.width, args.height);
     }
-    v.cameras = *std::move(cams);
+    v.cameras = std::move(split->test);
     v.protocol = "distillation";
     v.description = absl::StrFormat(
         "%d dataset cameras from %s (every %dth of %d sorted by name), compared with the full model's renders",
@@ -534,10 +528,28 @@ int RunEval(const EvalArgs& args) {
   auto backend = CreateRasterBackend(*device, args.threads);
   if (!backend.ok()) return Fail(backend.status());
   ThreadPool pool(args.threads);
+  std::optional<ElasticModel> original;
+  if (!args.original.empty()) {
+    auto base = OriginalBaselineModel(args.original, *model, args.threads);
+    if (!base.ok()) return Fail(base.status());
+    original = *std::move(base);
+    if (views->targets.empty()) {
+      EvalOptions target_options;
+      target_options.render.background = *background;
+      auto targets = RenderTargets(original->gaussians, views->cameras, target_options, **backend);
+      if (!targets.ok()) return Fail(targets.status());
+      views->targets = *std::move(targets);
+      views->description += absl::StrCat("; targets and baselines from the original scene ", args.original);
+    }
+  }
+  const ElasticModel& baseline_model = original ? *original : *model;
   std::vector<EvalMethod> methods;
-  for (SubsetMethod m : builtin) methods.push_back(BuiltinEvalMethod(*model, m, args.seed, &pool));
+  for (SubsetMethod m : builtin) {
+    const bool elastic = m == SubsetMethod::kElasticIndependent || m == SubsetMethod::kElasticNested;
+    methods.push_back(BuiltinEvalMethod(elastic ? *model : baseline_model, m, args.seed, &pool));
+  }
   if (want_st) {
-    const GaussianCloud& full = model->gaussians;
+    const GaussianCloud& full = baseline_model.gaussians;
     methods.push_back({kSplatTransform, [&full, &st_exe](absl::Span<const double> r) {
                          return SplatTransformClouds(st_exe, full, r);
                        }});
@@ -568,6 +580,7 @@ int RunEval(const EvalArgs& args) {
   j["gaussians"] = model->gaussians.size();
   j["sh_degree"] = model->gaussians.sh_degree;
   j["protocol"] = views->protocol;
+  j["original"] = args.original.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.original);
   j["views"] = views->json;
   for (const Camera& c : views->cameras) {
     j["views"]["cameras"].push_back({{"name", c.name}, {"width", c.width}, {"height", c.height}});
@@ -614,7 +627,11 @@ int RunEval(const EvalArgs& args) {
                                        "random seed %d; %s rasterizer; %.1f s.\n",
                                        (*background)[0], (*background)[1], (*background)[2], args.seed,
                                        (*backend)->name(), secs));
-  if (!images_protocol) {
+  if (!images_protocol && original) {
+    absl::StrAppend(&md, "- Distillation protocol against the original scene: the reference is its render; `full` is "
+                         "the trained model's full set (training also adjusts the Gaussians), and the pruning "
+                         "baselines prune the original.\n");
+  } else if (!images_protocol) {
     absl::StrAppend(&md, "- Distillation protocol: the reference is the full model's render, so `full` is inf / 1 "
                          "by definition.\n");
   }
@@ -687,6 +704,9 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)")->capture_default_str();
   cmd->add_option("--device", args->device, "cpu, cuda or auto")->capture_default_str();
   cmd->add_option("--contact-view", args->contact_view, "Test view shown in contact.png")->capture_default_str();
+  cmd->add_option("--original", args->original,
+                  "The untouched scene a trained model came from: distillation targets and the pruning baselines use "
+                  "it (GI over the model's training orbit) instead of the trained Gaussians");
   cmd->add_option("--out", args->out, "Report directory")->required();
   cmd->callback([args, exit_code, elevation] {
     args->elevation_given = elevation->count() > 0;

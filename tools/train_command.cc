@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
+#include "core/dataset_views.h"
 #include "core/elastic_trainer.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
@@ -41,13 +42,69 @@ struct TrainArgs {
   int64_t iters = 3000;
   int width = 256;
   int height = 0;  // 0 = width
+  bool width_given = false;  // dataset views keep their own size unless --width is given
   uint64_t seed = 1;
   std::string ladder = "0.01,0.05,0.10,0.15,0.20";
   std::string background = "0,0,0";
   int64_t checkpoint_every = 500;
   bool resume = false;
   int threads = 0;
+  bool nested = false;
+  std::string selection = "served";
+  double gi_prior_weight = 1.0;
+  std::string device = "cpu";
+  std::string images;   // dataset PNGs (with --cameras)
+  std::string cameras;  // cameras.json or COLMAP model
 };
+
+// The training targets: dataset images (every kLlffHold-th camera by name held out),
+// renders of the scene at the dataset's training cameras (--cameras alone), or renders
+// from an orbit (neither). Fills `source` for the training summary.
+absl::StatusOr<std::vector<TrainingView>> ResolveTargets(const TrainArgs& args, const GaussianCloud& cloud,
+                                                         const TrainOptions& opt, nlohmann::json* source) {
+  if (args.images.empty() && args.cameras.empty()) {
+    const OrbitOptions orbit_defaults;
+    *source = {{"kind", "orbit"},
+               {"count", opt.orbit_views},
+               {"elevation_deg", orbit_defaults.elevation_deg},
+               {"fov_x_deg", orbit_defaults.fov_x_deg}};
+    return MakeOrbitTargets(cloud, opt);
+  }
+  if (args.cameras.empty()) return absl::InvalidArgumentError("--images needs --cameras (cameras.json or a COLMAP model)");
+  absl::StatusOr<DatasetCameras> split = SplitDatasetCameras(args.cameras);
+  if (!split.ok()) return split.status();
+  if (split->train.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s has %d camera(s): every %dth is held out for testing, none is left to train on", args.cameras,
+        split->total(), kLlffHold));
+  }
+  const bool sized = args.width_given;
+  // Resampled views keep the cameras' aspect unless --height is given too.
+  const Camera& first = split->train.front();
+  const int width = opt.width;
+  const int height = args.height > 0 ? args.height
+                                     : std::max(1, static_cast<int>(std::lround(static_cast<double>(width) *
+                                                                                first.height / first.width)));
+  *source = {{"kind", args.images.empty() ? "dataset-cameras" : "dataset-images"},
+             {"cameras_path", args.cameras},
+             {"hold", kLlffHold},
+             {"train", split->train.size()},
+             {"test", split->test.size()}};
+  if (args.images.empty()) {
+    if (sized) {
+      for (Camera& cam : split->train) cam = cam.Resized(width, height);
+    }
+    return RenderTargets(cloud, std::move(split->train), opt);
+  }
+  (*source)["images_dir"] = args.images;
+  absl::StatusOr<std::vector<DatasetView>> views =
+      LoadDatasetViews(args.images, split->train, opt.background, sized ? width : 0, sized ? height : 0);
+  if (!views.ok()) return views.status();
+  std::vector<TrainingView> targets;
+  targets.reserve(views->size());
+  for (DatasetView& v : *views) targets.push_back({std::move(v.camera), std::move(v.image)});
+  return targets;
+}
 
 int Fail(const absl::Status& st) {
   std::cerr << "flexgs train: error: " << st.message() << "\n";
@@ -78,6 +135,20 @@ int RunTrain(const TrainArgs& args) {
   auto bg = ParseBackground(args.background);
   if (!bg.ok()) return Fail(bg.status());
   opt.background = *bg;
+  opt.nested = args.nested;
+  if (args.selection != "served" && args.selection != "reference") {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrFormat("--selection must be served or reference, got '%s'", args.selection)));
+  }
+  opt.reference_selection = args.selection == "reference";
+  opt.gi_prior_weight = opt.reference_selection ? 0.0 : args.gi_prior_weight;
+  if (args.device == "cuda") {
+    // The differentiable rasterizer and the network backwards run on the CPU only.
+    return Fail(absl::UnimplementedError("--device cuda: training runs on the CPU in this build (use --device cpu)"));
+  }
+  if (args.device != "cpu" && args.device != "auto") {
+    return Fail(absl::InvalidArgumentError(absl::StrFormat("--device must be cpu, cuda or auto, got '%s'", args.device)));
+  }
   if (absl::Status st = opt.Validate(); !st.ok()) return Fail(st);
   if (args.out.empty()) return Fail(absl::InvalidArgumentError("--out is empty"));
   const std::string ckpt = args.out + ".ckpt";
@@ -89,8 +160,11 @@ int RunTrain(const TrainArgs& args) {
   if (cloud->empty()) return Fail(absl::InvalidArgumentError(absl::StrFormat("'%s' has no Gaussians", args.scene)));
 
   const auto t_setup = std::chrono::steady_clock::now();
-  auto targets = MakeOrbitTargets(*cloud, opt);
+  nlohmann::json target_source;
+  auto targets = ResolveTargets(args, *cloud, opt, &target_source);
   if (!targets.ok()) return Fail(targets.status());
+  const size_t view_count = targets->size();
+  const int view_width = targets->front().camera.width, view_height = targets->front().camera.height;
   absl::StatusOr<std::unique_ptr<ElasticTrainer>> trainer;
   if (args.resume) {
     trainer = ElasticTrainer::LoadCheckpoint(ckpt, *std::move(targets), opt);
@@ -102,8 +176,9 @@ int RunTrain(const TrainArgs& args) {
   if (!trainer.ok()) return Fail(trainer.status());
   ElasticTrainer& t = **trainer;
   *cloud = GaussianCloud{};  // the trainer holds its own copy
-  std::cerr << absl::StrFormat("flexgs train: %s, %d views of %dx%d, %s at iteration %d of %d (setup %.1f s)\n",
-                               args.scene, opt.orbit_views, opt.width, opt.height,
+  std::cerr << absl::StrFormat("flexgs train: %s, %d %s views of %dx%d, %s at iteration %d of %d (setup %.1f s)\n",
+                               args.scene, view_count, target_source["kind"].get<std::string>(), view_width,
+                               view_height,
                                args.resume ? "resumed" : "starting", t.iteration(), opt.iters,
                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count());
 
@@ -131,8 +206,8 @@ int RunTrain(const TrainArgs& args) {
     if (now - last_print >= std::chrono::seconds(1) || t.iteration() == opt.iters) {
       last_print = now;
       std::cerr << absl::StrFormat(
-          "step %d/%d  e %.2f  loss %.4f  PSNR(sel) %.2f dB  kept %.3f  %.2f steps/s  ETA %s\n", t.iteration(),
-          opt.iters, s.ratio, s.loss, s.psnr_selected, s.kept_fraction, rate,
+          "step %d/%d  e %.2f  loss %.4f  PSNR(sel) %.2f dB  PSNR(full) %.2f dB  GI agree %.3f  %.2f steps/s  ETA %s\n",
+          t.iteration(), opt.iters, s.ratio, s.loss, s.psnr_selected, s.psnr_full, s.gi_agreement, rate,
           Duration(static_cast<double>(opt.iters - t.iteration()) / rate));
     }
     if (opt.checkpoint_every > 0 && t.iteration() % opt.checkpoint_every == 0 && t.iteration() < opt.iters) {
@@ -153,12 +228,8 @@ int RunTrain(const TrainArgs& args) {
   nlohmann::json summary = nlohmann::json::parse(model.training_summary_json);
   summary["source"] = args.scene;
   summary["background"] = opt.background;
-  // The orbit the targets and GI used, so `flexgs eval` picks held-out views.
-  const OrbitOptions orbit_defaults;
-  summary["gi_cameras"] = {{"kind", "orbit"},
-                           {"count", opt.orbit_views},
-                           {"elevation_deg", orbit_defaults.elevation_deg},
-                           {"fov_x_deg", orbit_defaults.fov_x_deg}};
+  // The views the targets and GI used, so `flexgs eval` picks held-out views.
+  summary["gi_cameras"] = target_source;
   summary["final"] = {{"loss", s.loss}, {"psnr_selected", s.psnr_selected}, {"ratio", s.ratio}};
   model.training_summary_json = summary.dump();
   if (absl::Status st = WriteModelBundle(args.out, model); !st.ok()) return Fail(st);
@@ -177,7 +248,12 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", args->out, "Output bundle directory (<name>.flexgs); checkpoint at <out>.ckpt")->required();
   cmd->add_option("--orbit", args->orbit, "Orbit views (training targets and GI)")->capture_default_str();
   cmd->add_option("--iters", args->iters, "Total training iterations")->capture_default_str();
-  cmd->add_option("--width", args->width, "Target render width")->capture_default_str();
+  cmd->add_option("--images", args->images, "Dataset PNG folder (with --cameras; every 8th camera by name is held out)");
+  cmd->add_option("--cameras", args->cameras,
+                  "cameras.json or COLMAP model; without --images, the scene's renders at its training cameras");
+  cmd->add_option("--width", args->width, "Target width (dataset views: resample to it; default their own size)")
+      ->capture_default_str()
+      ->each([args](const std::string&) { args->width_given = true; });
   cmd->add_option("--height", args->height, "Target render height (0 = width)")->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed (network init, views, Gumbel noise)")->capture_default_str();
   cmd->add_option("--ladder", args->ladder, "Training ratios, used round-robin")->capture_default_str();
@@ -185,6 +261,14 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--checkpoint-every", args->checkpoint_every, "Checkpoint every K steps (0 = only at the end)")
       ->capture_default_str();
   cmd->add_flag("--resume", args->resume, "Continue from <out>.ckpt");
+  cmd->add_flag("--nested", args->nested, "Train on nested selections (level k contains level k-1), as streamed");
+  cmd->add_option("--selection", args->selection,
+                  "served: the exact top-k clients receive (GI prior + GsNet); reference: FlexGS's Gumbel sampling")
+      ->capture_default_str();
+  cmd->add_option("--gi-prior-weight", args->gi_prior_weight, "Weight of log GI in the ranking (served selection)")
+      ->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu or auto (training runs on the CPU); cuda is refused")
+      ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->callback([args, exit_code] { *exit_code = RunTrain(*args); });
 }

@@ -1,0 +1,534 @@
+// Server security and request limits: the bearer-token authenticator, the per-peer
+// stream rate limiter (fake clock), the chunk-size limit, the TLS flag checks, and
+// SceneService with all of them over a real in-process gRPC server.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/channel_credentials.h"
+#include "core/file_io.h"
+#include "core/resume_token.h"
+#include "flexgs/v1/scene_service.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "server/peer_rate_limiter.h"
+#include "server/plan_cache.h"
+#include "server/scene_registry.h"
+#include "server/scene_service.h"
+#include "server/server_credentials.h"
+#include "server/server_metrics.h"
+#include "server/stream_request.h"
+#include "server/token_authenticator.h"
+#include "spdlog/spdlog.h"
+#include "tests/test_models.h"
+
+namespace flexgs::server {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr char kTokenA[] = "token-for-scene-a-0123456789";
+constexpr char kTokenAll[] = "token-for-all-scenes-abcdefgh";
+
+// A directory for this process's files, removed at exit.
+fs::path TempDir() {
+  // Never destroyed: the atexit handler runs after static destructors would have.
+  static const fs::path* dir = [] {
+    auto* d = new fs::path(fs::temp_directory_path() / "flexgs-tests" /
+                           ("server_limits_test-" + std::to_string(::getpid())));
+    fs::create_directories(*d);
+    std::atexit([] { fs::remove_all(TempDir()); });
+    return d;
+  }();
+  return *dir;
+}
+
+// ---------------------------------------------------------------------------
+// TokenAuthenticator
+
+TEST(TokenAuthenticatorTest, FileGrantsScenesOrEverything) {
+  auto auth = TokenAuthenticator::ParseFile(absl::StrCat("# clients\n\n", kTokenA, " a\n  ", kTokenAll,
+                                                         "\t*   \n# end\nkiosk-token-xyz-0000 a,b,c\n"),
+                                            "tokens.txt");
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  EXPECT_EQ(auth->size(), 3u);
+  auto a = auth->Authenticate(absl::StrCat("Bearer ", kTokenA));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_TRUE((*a)->Allows("a"));
+  EXPECT_FALSE((*a)->Allows("b"));
+  auto all = auth->Authenticate(absl::StrCat("bearer  ", kTokenAll, " "));  // scheme is case-insensitive
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE((*all)->Allows("anything"));
+  auto kiosk = auth->Authenticate("BEARER kiosk-token-xyz-0000");
+  ASSERT_TRUE(kiosk.ok()) << kiosk.status();
+  EXPECT_TRUE((*kiosk)->Allows("c"));
+  EXPECT_FALSE((*kiosk)->Allows("d"));
+}
+
+TEST(TokenAuthenticatorTest, InlineEntriesAreSeparatedBySemicolonsOrNewlines) {
+  auto auth =
+      TokenAuthenticator::ParseInline(absl::StrCat(kTokenA, " a; ", kTokenAll, " *\nthird-token-0123456789 b;"));
+  ASSERT_TRUE(auth.ok()) << auth.status();
+  EXPECT_EQ(auth->size(), 3u);
+  auto bad = TokenAuthenticator::ParseInline(absl::StrCat(kTokenA, " a; short b"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), StartsWith("FLEXGS_TOKENS entry 2: token is 5 characters"));
+}
+
+TEST(TokenAuthenticatorTest, BadLinesNameFileAndLineButNeverTheToken) {
+  const std::string good = absl::StrCat(kTokenA, " a\n");
+  struct Case {
+    std::string line;
+    std::string secret;  // must not appear in the message
+    std::string want;
+  };
+  const std::vector<Case> cases = {
+      {"shorttoken a", "shorttoken", "tokens.txt:2: token is 10 characters; at least 16"},
+      {"secret-secret-secret-1", "secret-secret-secret-1", "tokens.txt:2: expected 'TOKEN SCENE[,SCENE...]'"},
+      {"secret-secret-secret-2 a, b", "secret-secret-secret-2", "tokens.txt:2: expected"},
+      {"secret-secret-secret-3 a,,b", "secret-secret-secret-3", "tokens.txt:2: empty scene id"},
+      {"secret-secret-secret-4 a,*", "secret-secret-secret-4", "tokens.txt:2: '*' must stand alone"},
+      {"secret:secret-secret-5 a", "secret:secret-secret-5", "tokens.txt:2: token may only contain"},
+      {"secret-secret=secret-6 a", "secret-secret=secret-6", "tokens.txt:2: token may only contain"},
+      {absl::StrCat(kTokenA, " b"), kTokenA, "tokens.txt:2: the same token as line 1"},
+  };
+  for (const Case& c : cases) {
+    auto auth = TokenAuthenticator::ParseFile(good + c.line + "\n", "tokens.txt");
+    ASSERT_FALSE(auth.ok()) << c.line;
+    EXPECT_EQ(auth.status().code(), absl::StatusCode::kInvalidArgument) << c.line;
+    EXPECT_THAT(std::string(auth.status().message()), StartsWith(c.want)) << c.line;
+    EXPECT_THAT(std::string(auth.status().message()), Not(HasSubstr(c.secret))) << c.line;
+  }
+  auto empty = TokenAuthenticator::ParseFile("# nothing\n\n", "tokens.txt");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().message(), "tokens.txt: no tokens");
+}
+
+TEST(TokenAuthenticatorTest, MissingMalformedAndUnknownTokensAreUnauthenticated) {
+  auto auth = TokenAuthenticator::ParseFile(absl::StrCat(kTokenA, " a\n"), "t");
+  ASSERT_TRUE(auth.ok());
+  const std::string wrong = "token-for-scene-a-0123456780";  // one character off
+  // Named, so that they outlive the views below (temporaries would dangle: ASan).
+  const std::string basic = absl::StrCat("Basic ", kTokenA), bearer_wrong = "Bearer " + wrong;
+  for (const auto& header : std::vector<std::optional<std::string_view>>{
+           std::nullopt, "", "Bearer", "Bearer   ", kTokenA, basic, bearer_wrong}) {
+    auto r = auth->Authenticate(header);
+    ASSERT_FALSE(r.ok()) << (header ? *header : "(none)");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr(wrong)));
+  }
+}
+
+TEST(TokenAuthenticatorTest, PermissionMessageIsTheSameForEveryScene) {
+  TokenGrant grant;
+  grant.scenes = {"a"};
+  EXPECT_TRUE(TokenAuthenticator::CheckScene(grant, "a").ok());
+  const absl::Status existing = TokenAuthenticator::CheckScene(grant, "b");
+  const absl::Status missing = TokenAuthenticator::CheckScene(grant, "no-such-scene");
+  EXPECT_EQ(existing.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(existing, missing);
+}
+
+TEST(TokenAuthenticatorTest, LoadsFromAFileOrTheEnvironmentButNotBoth) {
+  const std::string path = (TempDir() / "tokens.txt").string();
+  ASSERT_TRUE(WriteFileAtomically(path, absl::StrCat(kTokenAll, " *\n")).ok());
+  auto none = LoadTokenAuthenticator("", nullptr);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, nullptr);
+  auto empty_env = LoadTokenAuthenticator("", "");
+  ASSERT_TRUE(empty_env.ok());
+  EXPECT_EQ(*empty_env, nullptr);
+  auto from_file = LoadTokenAuthenticator(path, nullptr);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ((*from_file)->size(), 1u);
+  auto from_env = LoadTokenAuthenticator("", "abcdefghijklmnopqrstuvwxyz a,b");
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_EQ((*from_env)->size(), 1u);
+  auto both = LoadTokenAuthenticator(path, "abcdefghijklmnopqrstuvwxyz a");
+  EXPECT_EQ(both.status().code(), absl::StatusCode::kInvalidArgument);
+  auto missing = LoadTokenAuthenticator(path + ".missing", nullptr);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("tokens file"));
+}
+
+// ---------------------------------------------------------------------------
+// PeerRateLimiter
+
+struct FakeClock {
+  PeerRateLimiter::Clock::time_point t{std::chrono::hours(1)};
+  std::function<PeerRateLimiter::Clock::time_point()> Fn() {
+    return [this] { return t; };
+  }
+};
+
+TEST(PeerRateLimiterTest, BurstThenSteadyRatePerPeer) {
+  FakeClock clock;
+  PeerRateLimiter limiter(2.0, 3.0, 100, clock.Fn());
+  std::chrono::milliseconds retry{0};
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1", &retry)) << i;
+  EXPECT_FALSE(limiter.TryAcquire("ipv4:10.0.0.1", &retry));
+  EXPECT_EQ(retry.count(), 500);  // one token at 2/s
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.2", &retry));  // other peers have their own bucket
+  clock.t += std::chrono::milliseconds(400);
+  EXPECT_FALSE(limiter.TryAcquire("ipv4:10.0.0.1", &retry));
+  EXPECT_EQ(retry.count(), 100);
+  clock.t += std::chrono::milliseconds(100);
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1", &retry));
+  EXPECT_FALSE(limiter.TryAcquire("ipv4:10.0.0.1", &retry));
+  // Over a long run the admitted rate is the configured one: 10 s -> 20 streams.
+  int admitted = 0;
+  for (int ms = 0; ms < 10'000; ms += 10) {
+    clock.t += std::chrono::milliseconds(10);
+    while (limiter.TryAcquire("ipv4:10.0.0.1", &retry)) ++admitted;
+  }
+  EXPECT_EQ(admitted, 20);
+  // An idle peer gets the full burst back, never more.
+  clock.t += std::chrono::hours(1);
+  admitted = 0;
+  while (limiter.TryAcquire("ipv4:10.0.0.1", &retry)) ++admitted;
+  EXPECT_EQ(admitted, 3);
+}
+
+TEST(PeerRateLimiterTest, IdlePeersAreEvictedAndTheMapIsBounded) {
+  FakeClock clock;
+  PeerRateLimiter limiter(1.0, 2.0, /*max_peers=*/4, clock.Fn());
+  std::chrono::milliseconds retry{0};
+  for (int p = 0; p < 4; ++p) EXPECT_TRUE(limiter.TryAcquire("peer" + std::to_string(p), &retry));
+  EXPECT_EQ(limiter.tracked_peers(), 4u);
+  // peer3 (most recently used) empties its bucket; a fifth peer pushes out peer0, the
+  // least recently used, and peer3 keeps its state.
+  EXPECT_TRUE(limiter.TryAcquire("peer3", &retry));
+  EXPECT_FALSE(limiter.TryAcquire("peer3", &retry));
+  EXPECT_TRUE(limiter.TryAcquire("peer4", &retry));
+  EXPECT_EQ(limiter.tracked_peers(), 4u);
+  EXPECT_FALSE(limiter.TryAcquire("peer3", &retry));
+  for (int i = 0; i < 1000; ++i) limiter.TryAcquire("flood" + std::to_string(i), &retry);
+  EXPECT_EQ(limiter.tracked_peers(), 4u);
+  // After burst / rate = 2 s every bucket is full again, so all are dropped.
+  clock.t += std::chrono::seconds(2);
+  EXPECT_TRUE(limiter.TryAcquire("peer3", &retry));
+  EXPECT_EQ(limiter.tracked_peers(), 1u);
+}
+
+TEST(PeerRateLimiterTest, PeerAddressDropsThePort) {
+  EXPECT_EQ(PeerAddress("ipv4:127.0.0.1:54321"), "ipv4:127.0.0.1");
+  EXPECT_EQ(PeerAddress("ipv6:[::1]:50051"), "ipv6:[::1]");
+  EXPECT_EQ(PeerAddress("ipv6:%5B::1%5D:50051"), "ipv6:[::1]");
+  EXPECT_EQ(PeerAddress("ipv6:[fe80::1]"), "ipv6:[fe80::1]");
+  EXPECT_EQ(PeerAddress("unix:/tmp/sock"), "unix:/tmp/sock");
+  EXPECT_EQ(PeerAddress(""), "");
+}
+
+// ---------------------------------------------------------------------------
+// Chunk-size limits and the scenes a request names
+
+TEST(ChunkLimitTest, ServerFlagsMustBeInTheCodecRangeAndConsistent) {
+  EXPECT_TRUE(ValidateChunkLimits(256 << 10, kMaxChunkBytes).ok());
+  EXPECT_TRUE(ValidateChunkLimits(kMinChunkBytes, kMinChunkBytes).ok());
+  auto low = ValidateChunkLimits(256 << 10, kMinChunkBytes - 1);
+  EXPECT_EQ(low.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(low.message()), HasSubstr("--max-client-chunk-bytes 4095 is outside [4096, 4194304]"));
+  auto high = ValidateChunkLimits(kMaxChunkBytes + 1, kMaxChunkBytes);
+  EXPECT_THAT(std::string(high.message()), HasSubstr("--max-chunk-bytes 4194305 is outside"));
+  auto inverted = ValidateChunkLimits(128 << 10, 64 << 10);
+  EXPECT_EQ(inverted.message(), "--max-chunk-bytes 131072 is above --max-client-chunk-bytes 65536");
+}
+
+TEST(ChunkLimitTest, RequestsAboveTheLimitAreInvalidAndNameIt) {
+  EXPECT_TRUE(CheckClientChunkBytes(0, 65536).ok());  // 0: the server's default
+  EXPECT_TRUE(CheckClientChunkBytes(65536, 65536).ok());
+  const absl::Status over = CheckClientChunkBytes(65537, 65536);
+  EXPECT_EQ(over.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(over.message()),
+              HasSubstr("max_chunk_bytes 65537 is above this server's limit of 65536 bytes"));
+}
+
+TEST(ChunkLimitTest, ScenesNamedByARequestIncludeTheResumeTokens) {
+  v1::StreamSceneRequest r;
+  EXPECT_TRUE(SceneIdsNamedBy(r).empty());
+  r.set_scene_id("a");
+  EXPECT_EQ(SceneIdsNamedBy(r), std::vector<std::string>{"a"});
+  StreamParams p;
+  p.scene_id = "b";
+  p.model_digest = std::string(64, '0');
+  p.top_ratio = 0.5;
+  p.ladder = {0.5};
+  p.max_chunk_bytes = 65536;
+  r.set_resume_token(EncodeResumeToken(p));
+  EXPECT_EQ(SceneIdsNamedBy(r), (std::vector<std::string>{"a", "b"}));
+  r.clear_scene_id();
+  EXPECT_EQ(SceneIdsNamedBy(r), std::vector<std::string>{"b"});
+  r.set_resume_token("garbage");  // refused later as INVALID_ARGUMENT, before any lookup
+  EXPECT_TRUE(SceneIdsNamedBy(r).empty());
+}
+
+// ---------------------------------------------------------------------------
+// TLS flag checks (valid certificates are exercised by tests/server_security_test.sh)
+
+TEST(TlsFilesTest, BadCombinationsAndFilesAreClearErrors) {
+  const fs::path dir = TempDir();
+  const std::string not_pem = (dir / "not.pem").string();
+  ASSERT_TRUE(WriteFileAtomically(not_pem, "hello\n").ok());
+  const std::string fake_pem = (dir / "fake.pem").string();
+  ASSERT_TRUE(WriteFileAtomically(fake_pem, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").ok());
+
+  auto plain = MakeServerCredentials({});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->mode, "plaintext");
+  EXPECT_EQ(MakeServerCredentials({fake_pem, "", ""}).status().message(), "TLS needs both --tls-cert and --tls-key");
+  EXPECT_THAT(std::string(MakeServerCredentials({"", "", fake_pem}).status().message()), HasSubstr("--tls-ca"));
+  auto missing = MakeServerCredentials({(dir / "nope.pem").string(), fake_pem, ""});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), StartsWith("--tls-cert: "));
+  auto garbage = MakeServerCredentials({fake_pem, fake_pem, ""});
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(garbage.status().message()), HasSubstr("holds no PEM certificate"));
+
+  EXPECT_TRUE(client::MakeChannelCredentials({}).ok());
+  EXPECT_EQ(client::MakeChannelCredentials({"", fake_pem, ""}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client::MakeChannelCredentials({"", fake_pem, fake_pem}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(client::MakeChannelCredentials({not_pem, "", ""}).status().message()),
+              HasSubstr("is not a PEM file"));
+  EXPECT_TRUE(client::MakeChannelCredentials({fake_pem, "", ""}).ok());
+
+  const std::string token_file = (dir / "token").string();
+  ASSERT_TRUE(WriteFileAtomically(token_file, absl::StrCat(kTokenA, "\r\n")).ok());
+  auto token = client::ReadBearerToken(token_file);
+  ASSERT_TRUE(token.ok()) << token.status();
+  EXPECT_EQ(*token, kTokenA);
+  ASSERT_TRUE(WriteFileAtomically(token_file, "two words\n").ok());
+  EXPECT_EQ(client::ReadBearerToken(token_file).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------------------
+// SceneService with authentication, a stream rate and a chunk limit
+
+const SceneRegistry& Registry() {
+  static SceneRegistry* registry = [] {
+    spdlog::set_level(spdlog::level::warn);
+    auto* r = new SceneRegistry;
+    for (const char* id : {"a", "b"}) {
+      ElasticModel m = ::flexgs::testing::HeuristicTestModel(2000, id[0], 1);
+      m.digest = std::string(64, id[0] == 'a' ? '1' : '2');
+      EXPECT_TRUE(r->Add(id, "", std::move(m)).ok());
+    }
+    return r;
+  }();
+  return *registry;
+}
+
+class SecureServer {
+ public:
+  explicit SecureServer(SceneServiceOptions options) {
+    cache_ = std::make_unique<PlanCache>(PlanCache::Options{}, PlanCache::Hooks{});
+    service_ = std::make_unique<SceneService>(&Registry(), cache_.get(), &metrics_, options);
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    EXPECT_NE(server_, nullptr);
+    service_->SetReady(true);
+    server_->GetHealthCheckService()->SetServingStatus("", true);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials());
+    stub_ = v1::SceneService::NewStub(channel_);
+  }
+  ~SecureServer() {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+  }
+
+  v1::SceneService::Stub& stub() { return *stub_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  ServerMetrics& metrics() { return metrics_; }
+
+ private:
+  ServerMetrics metrics_;
+  std::unique_ptr<PlanCache> cache_;
+  std::unique_ptr<SceneService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::SceneService::Stub> stub_;
+  int port_ = 0;
+};
+
+void Authorize(grpc::ClientContext& ctx, const std::string& token) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+}
+
+grpc::Status GetScene(SecureServer& s, const std::string& token, const std::string& scene) {
+  grpc::ClientContext ctx;
+  Authorize(ctx, token);
+  v1::GetSceneRequest request;
+  request.set_scene_id(scene);
+  v1::SceneInfo info;
+  return s.stub().GetScene(&ctx, request, &info);
+}
+
+struct StreamOutcome {
+  grpc::Status status;
+  size_t messages = 0;
+  std::string resume_token;
+  std::string retry_after;
+};
+
+StreamOutcome Stream(SecureServer& s, const std::string& token, const v1::StreamSceneRequest& request) {
+  grpc::ClientContext ctx;
+  Authorize(ctx, token);
+  auto reader = s.stub().StreamScene(&ctx, request);
+  StreamOutcome out;
+  v1::StreamChunk chunk;
+  while (reader->Read(&chunk)) {
+    if (out.messages++ == 0) {
+      v1::StreamHeader header;
+      if (header.ParseFromString(chunk.payload())) out.resume_token = header.resume_token();
+    }
+  }
+  out.status = reader->Finish();
+  auto it = ctx.GetServerTrailingMetadata().find("flexgs-retry-after-ms");
+  if (it != ctx.GetServerTrailingMetadata().end()) out.retry_after = std::string(it->second.data(), it->second.size());
+  return out;
+}
+
+v1::StreamSceneRequest Request(const std::string& scene, uint32_t max_chunk_bytes = 0) {
+  v1::StreamSceneRequest r;
+  r.set_scene_id(scene);
+  r.set_ratio(0.1);
+  r.set_max_chunk_bytes(max_chunk_bytes);
+  return r;
+}
+
+std::shared_ptr<const TokenAuthenticator> Tokens() {
+  auto auth = TokenAuthenticator::ParseFile(absl::StrCat(kTokenA, " a\n", kTokenAll, " *\n"), "tokens");
+  EXPECT_TRUE(auth.ok()) << auth.status();
+  return std::make_shared<const TokenAuthenticator>(*std::move(auth));
+}
+
+TEST(SecureSceneServiceTest, TokensGateEveryRpcWithoutRevealingWhichScenesExist) {
+  SceneServiceOptions options;
+  options.authenticator = Tokens();
+  SecureServer server(options);
+
+  // ListScenes: a token sees only its scenes.
+  for (const auto& [token, want] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {kTokenA, {"a"}}, {kTokenAll, {"a", "b"}}}) {
+    grpc::ClientContext ctx;
+    Authorize(ctx, token);
+    v1::ListScenesResponse list;
+    ASSERT_TRUE(server.stub().ListScenes(&ctx, {}, &list).ok());
+    std::vector<std::string> ids;
+    for (const auto& s : list.scenes()) ids.push_back(s.scene_id());
+    EXPECT_EQ(ids, want);
+  }
+  {
+    grpc::ClientContext ctx;
+    Authorize(ctx, "");
+    v1::ListScenesResponse list;
+    EXPECT_EQ(server.stub().ListScenes(&ctx, {}, &list).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  // GetScene
+  EXPECT_TRUE(GetScene(server, kTokenA, "a").ok());
+  EXPECT_EQ(GetScene(server, "", "a").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(GetScene(server, "not-a-known-token-000000", "a").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const grpc::Status denied_existing = GetScene(server, kTokenA, "b");
+  const grpc::Status denied_missing = GetScene(server, kTokenA, "no-such-scene");
+  EXPECT_EQ(denied_existing.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(denied_missing.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(denied_existing.error_message(), denied_missing.error_message());
+  EXPECT_EQ(GetScene(server, kTokenAll, "no-such-scene").error_code(), grpc::StatusCode::NOT_FOUND);
+  {
+    grpc::ClientContext ctx;  // two authorization entries are refused, not guessed between
+    Authorize(ctx, kTokenAll);
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kTokenA);
+    v1::GetSceneRequest request;
+    request.set_scene_id("a");
+    v1::SceneInfo info;
+    EXPECT_EQ(server.stub().GetScene(&ctx, request, &info).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+
+  // StreamScene, including a resume token for a scene the token may not read.
+  const StreamOutcome ok = Stream(server, kTokenA, Request("a"));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.error_message();
+  EXPECT_GT(ok.messages, 2u);
+  EXPECT_EQ(Stream(server, "", Request("a")).status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const StreamOutcome s_existing = Stream(server, kTokenA, Request("b"));
+  const StreamOutcome s_missing = Stream(server, kTokenA, Request("no-such-scene"));
+  EXPECT_EQ(s_existing.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s_missing.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s_existing.status.error_message(), s_missing.status.error_message());
+  EXPECT_EQ(s_existing.status.error_message(), denied_existing.error_message());
+  const StreamOutcome b = Stream(server, kTokenAll, Request("b"));
+  ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+  v1::StreamSceneRequest resume;
+  resume.set_resume_token(b.resume_token);
+  resume.set_resume_from_sequence(1);
+  EXPECT_EQ(Stream(server, kTokenA, resume).status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  resume.set_scene_id("a");  // naming an allowed scene does not help
+  EXPECT_EQ(Stream(server, kTokenA, resume).status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  resume.clear_scene_id();
+  const StreamOutcome resumed = Stream(server, kTokenAll, resume);
+  EXPECT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  EXPECT_EQ(resumed.messages, b.messages - 1);
+
+  // The health service needs no token.
+  {
+    auto health = grpc::health::v1::Health::NewStub(server.channel());
+    grpc::ClientContext ctx;
+    Authorize(ctx, "");
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&ctx, grpc::health::v1::HealthCheckRequest(), &response).ok());
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+
+  const std::string metrics = server.metrics().Render();
+  EXPECT_THAT(metrics, HasSubstr("flexgs_auth_failures_total{code=\"UNAUTHENTICATED\"} 5"));
+  EXPECT_THAT(metrics, HasSubstr("flexgs_auth_failures_total{code=\"PERMISSION_DENIED\"} 6"));
+  EXPECT_THAT(metrics, HasSubstr("flexgs_streams_rejected_total{reason=\"permission_denied\"} 4"));
+  EXPECT_THAT(metrics, HasSubstr("flexgs_streams_rejected_total{reason=\"unauthenticated\"} 1"));
+  EXPECT_THAT(metrics, Not(HasSubstr(kTokenA)));
+}
+
+TEST(SecureSceneServiceTest, StreamRateAndChunkLimitsRefuseWithTheirCodes) {
+  SceneServiceOptions options;
+  options.stream_rate = 0.001;  // one new stream per 1000 s after the burst: no refill during the test
+  options.stream_burst = 2;
+  options.default_max_chunk_bytes = 16 << 10;
+  options.max_client_chunk_bytes = 64 << 10;
+  SecureServer server(options);
+  const StreamOutcome over = Stream(server, "", Request("a", (64 << 10) + 1));
+  EXPECT_EQ(over.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(over.status.error_message(), HasSubstr("limit of 65536 bytes"));
+  const StreamOutcome at_limit = Stream(server, "", Request("a", 64 << 10));
+  EXPECT_TRUE(at_limit.status.ok()) << at_limit.status.error_message();
+  // Both calls above took a token: the third new stream from this address is refused.
+  const StreamOutcome limited = Stream(server, "", Request("a"));
+  EXPECT_EQ(limited.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(limited.status.error_message(), HasSubstr("too many new streams from this address"));
+  ASSERT_FALSE(limited.retry_after.empty());
+  EXPECT_GT(std::stoll(limited.retry_after), 900'000);  // ~1000 s until the next token
+  // Unary RPCs are not rate limited.
+  EXPECT_TRUE(GetScene(server, "", "a").ok());
+  EXPECT_THAT(server.metrics().Render(), HasSubstr("flexgs_streams_rejected_total{reason=\"rate_limited\"} 1"));
+  EXPECT_THAT(server.metrics().Render(), HasSubstr("flexgs_streams_rejected_total{reason=\"max_streams\"} 0"));
+}
+
+}  // namespace
+}  // namespace flexgs::server
