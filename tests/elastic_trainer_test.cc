@@ -196,12 +196,15 @@ TEST(ElasticTrainerTest, ShortRunBeatsGiTopKOnHeldOutViews) {
   for (bool nested : {false, true}) {
     o.nested = nested;
     auto t = NewTrainer(o);
-    RunSteps(*t, 200);
+    // The 200 steps for the default selection; nested (so far the same
+    // trajectory, see bench/RESULTS.md) gets 100 to keep the sanitizer suite short.
+    const int steps = nested ? 100 : 200;
+    RunSteps(*t, steps);
     for (double e : {0.01, 0.05}) {
       const double gi_psnr = SubsetPsnr(heuristic, e, *held_out, nested);
       const double trained_psnr = SubsetPsnr(t->Result(), e, *held_out, nested);
       std::cout << (nested ? "nested" : "independent") << ", held-out PSNR at e = " << e << ": GI top-k " << gi_psnr
-                << " dB, trained (200 steps) " << trained_psnr << " dB\n";
+                << " dB, trained (" << steps << " steps) " << trained_psnr << " dB\n";
       EXPECT_GT(trained_psnr, gi_psnr + 1.0) << "e = " << e << (nested ? " nested" : " independent");
     }
   }
