@@ -7,7 +7,8 @@
 //   - sanitizing the same bytes: also accepted, equal to SanitizeNonFinite of the
 //     unsanitized cloud, every value finite, `dropped` Gaussians fewer;
 //   - that finite cloud written back (binary and ASCII INRIA layout) parses to the
-//     same bits.
+//     same bits;
+//   - an ASCII file reads the same without its final newline.
 #include <cstddef>
 #include <cstdint>
 
@@ -71,6 +72,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(SameBits(*clean, expected));
   FUZZ_CHECK(clean->size() == raw->size() - counted.dropped);
   FUZZ_CHECK(AllFinite(*clean));
+
+  if (raw_report.format == "ascii" && bytes.back() == '\n') {
+    absl::StatusOr<GaussianCloud> unterminated = ParseGaussianPly(bytes.substr(0, size - 1), raw_options);
+    FUZZ_CHECK(unterminated.ok());
+    FUZZ_CHECK(SameBits(*unterminated, *raw));
+  }
 
   // Zero Gaussians left is legal for the reader but not a writable PLY.
   if (!clean->empty()) {

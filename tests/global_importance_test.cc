@@ -7,13 +7,7 @@
 #include "core/orbit.h"
 #include "core/synthetic_scene.h"
 #include "gtest/gtest.h"
-
-// AddressSanitizer: GCC defines __SANITIZE_ADDRESS__, clang has __has_feature.
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FLEXGS_TEST_UNDER_ASAN 1
-#endif
-#endif
+#include "tests/test_util.h"
 
 namespace flexgs {
 namespace {
@@ -106,7 +100,7 @@ size_t PeakRssKb() {
 
 TEST(GlobalImportanceTest, PeakMemoryIsFlatInTheNumberOfViews) {
   // Cameras are streamed: 64 views must not need more memory than 4.
-#if defined(__SANITIZE_ADDRESS__) || defined(FLEXGS_TEST_UNDER_ASAN)
+#ifdef FLEXGS_TEST_UNDER_ASAN
   GTEST_SKIP() << "under AddressSanitizer peak RSS counts its quarantine of freed blocks, not what the code keeps";
 #endif
   const GaussianCloud cloud = MakeSyntheticScene({.count = 50000, .sh_degree = 0, .seed = 4});

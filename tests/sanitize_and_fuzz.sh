@@ -24,13 +24,11 @@ FUZZERS=(ply_reader compressed_ply chunk_decoder resume_token manifest_json safe
 EXCLUDE='^(container_test|deploy_manifests_test)$'
 
 # Every finding is fatal. Suppressions (tests/sanitizers/) are for third-party
-# libraries only, each with its reason. allocator_may_return_null: an impossible
-# allocation throws std::bad_alloc as it does without ASan (tests check that it is
-# handled) instead of aborting. The process tests scale their waits by
+# libraries only, each with its reason. The process tests scale their waits by
 # FLEXGS_TIMEOUT_SCALE (and tests/CMakeLists.txt the ctest timeouts): sanitized
 # binaries start and run several times slower.
 SUPP="$ROOT/tests/sanitizers"
-export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:abort_on_error=1:check_initialization_order=1:allocator_may_return_null=1:${ASAN_OPTIONS:-}"
+export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:abort_on_error=1:check_initialization_order=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$SUPP/ubsan.supp:${UBSAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0:${LSAN_OPTIONS:-}"
 export FLEXGS_TIMEOUT_SCALE="${FLEXGS_TIMEOUT_SCALE:-4}"
@@ -39,7 +37,7 @@ elapsed() { echo $(( $(date +%s) - $1 )); }
 
 if [[ $STEPS == *,build,* ]]; then
   t0=$(date +%s)
-  command -v clang++ > /dev/null || { echo "sanitize_and_fuzz: clang++ not found (deploy/install-deps.sh installs it)" >&2; exit 1; }
+  bash deploy/install-deps.sh  # clang and its sanitizer runtimes are test dependencies
   # -O2 rather than -O3 and line tables only: a third less compile time, same findings.
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -gline-tables-only -DNDEBUG" \

@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "server/wire_script.h"
 #include "tests/test_models.h"
+#include "tests/test_util.h"
 
 namespace flexgs::client {
 namespace {
@@ -372,7 +373,7 @@ TEST(HostResidentStoreTest, FailedResetLeavesTheStoreAsItWas) {
   // More floats than a vector can address: refused before the allocator is asked.
   absl::Status st = store.Reset(std::numeric_limits<size_t>::max() / 4, 3);
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
-#if !defined(__SANITIZE_ADDRESS__)
+#ifndef FLEXGS_TEST_UNDER_ASAN
   // Addressable but absurd (hundreds of petabytes): the allocator throws bad_alloc,
   // which must come back as a status. (AddressSanitizer aborts on such requests.)
   st = store.Reset(size_t{1} << 55, 0);

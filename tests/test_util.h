@@ -7,6 +7,16 @@
 
 #include "gtest/gtest.h"
 
+// Defined in AddressSanitizer builds (GCC: __SANITIZE_ADDRESS__, clang: __has_feature),
+// for the few checks ASan changes the meaning of (peak RSS, impossible allocations).
+#if defined(__SANITIZE_ADDRESS__)
+#define FLEXGS_TEST_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FLEXGS_TEST_UNDER_ASAN 1
+#endif
+#endif
+
 namespace flexgs::testing {
 
 // Directory holding guitar.ply etc. (env FLEXGS_DATA_DIR overrides the build default).
