@@ -1,6 +1,7 @@
 #include "core/elastic_trainer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -229,9 +230,8 @@ absl::StatusOr<ElasticModel> InitialElasticModel(const GaussianCloud& cloud, con
 
 ElasticTrainer::ElasticTrainer(const TrainOptions& options)
     : options_(options),
-      gi_raster_(options.threads),
-      raster_full_(options.threads),
-      raster_selected_(options.threads) {}
+      pool_(options.threads),
+      gi_raster_(options.threads) {}
 
 absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::Create(ElasticModel initial,
                                                                        std::vector<TrainingView> targets,
@@ -257,6 +257,14 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::Create(ElasticMo
     initial.global_importance.assign(initial.gaussians.size(), 0.0f);  // recomputed at iteration 1
   }
   std::unique_ptr<ElasticTrainer> t(new ElasticTrainer(options));
+  for (auto* raster : {&t->raster_full_, &t->raster_selected_}) {
+    if (options.raster_factory) {
+      FLEXGS_ASSIGN_OR_RETURN(*raster, options.raster_factory());
+      if (*raster == nullptr) return absl::InvalidArgumentError("raster_factory returned no rasterizer");
+    } else {
+      *raster = std::make_unique<DifferentiableRasterizer>(options.threads);
+    }
+  }
   t->model_ = std::move(initial);
   t->targets_ = std::move(targets);
   FLEXGS_RETURN_IF_ERROR(t->Init());
@@ -300,6 +308,16 @@ absl::Status ElasticTrainer::RecomputeGi() {
 }
 
 absl::StatusOr<StepStats> ElasticTrainer::Step() {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point step_start = Clock::now();
+  Clock::duration render_time{};
+  // Runs `fn` (a render's Forward or Backward) and adds its wall time to render_time.
+  auto timed = [&render_time](auto&& fn) {
+    const Clock::time_point t0 = Clock::now();
+    auto result = fn();
+    render_time += Clock::now() - t0;
+    return result;
+  };
   const int64_t it = iteration_ + 1;
   StepStats stats;
   stats.iteration = it;
@@ -310,7 +328,7 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   stats.view = view;
   const Camera& cam = targets_[view].camera;
   const Image& target = targets_[view].target;
-  ThreadPool* pool = &raster_full_.pool();
+  ThreadPool* pool = &pool_;
   GaussianCloud& cloud = model_.gaussians;
   const GsNetWeights& net = *model_.gsnet;
   const TransformFieldWeights& field = *model_.field;
@@ -340,7 +358,7 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   RenderOptions ro;
   ro.background = options_.background;
   ro.want_aux = false;
-  FLEXGS_ASSIGN_OR_RETURN(RenderResult full, raster_full_.Forward(cloud, cam, ro));
+  FLEXGS_ASSIGN_OR_RETURN(RenderResult full, timed([&] { return raster_full_->Forward(cloud, cam, ro, {}); }));
 
   // 3. Selected render: S moved by the field, everything's opacity scaled by its mask bit.
   const GaussianCloud subset = cloud.Gather(sel);  // untransformed, for the backward
@@ -357,7 +375,8 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   }
   ForwardInputs inputs;
   inputs.opacity_scale = mask;
-  FLEXGS_ASSIGN_OR_RETURN(RenderResult selected, raster_selected_.Forward(composite, cam, ro, inputs));
+  FLEXGS_ASSIGN_OR_RETURN(RenderResult selected,
+                          timed([&] { return raster_selected_->Forward(composite, cam, ro, inputs); }));
 
   // 4. Loss.
   FLEXGS_ASSIGN_OR_RETURN(ImageLossResult loss_s, ImageLoss(selected.color, target, kStage2SelectedRenderLoss, pool));
@@ -392,8 +411,8 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 
   // 5. Backward. Every backward ADDS into freshly zeroed buffers.
   CloudGradients g_full, g_sel;
-  FLEXGS_RETURN_IF_ERROR(raster_full_.Backward(loss_f.grad, &g_full));
-  FLEXGS_RETURN_IF_ERROR(raster_selected_.Backward(loss_s.grad, &g_sel));
+  FLEXGS_RETURN_IF_ERROR(timed([&] { return raster_full_->Backward(loss_f.grad, &g_full); }));
+  FLEXGS_RETURN_IF_ERROR(timed([&] { return raster_selected_->Backward(loss_s.grad, &g_sel); }));
   for (size_t i = 0; i < n; ++i) grad_mask[i] += g_sel.opacity_scale[i];
   std::vector<float> grad_logits(2 * n);
   FLEXGS_RETURN_IF_ERROR(GumbelHardMaskBackward(soft_keep, options_.tau, grad_mask, absl::MakeSpan(grad_logits)));
@@ -457,6 +476,8 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   ForEachFieldTensor(*model_.field, grad_field, step);
   FLEXGS_RETURN_IF_ERROR(st);
   iteration_ = it;
+  stats.seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+  stats.render_seconds = std::chrono::duration<double>(render_time).count();
   return stats;
 }
 

@@ -1,4 +1,5 @@
-// ElasticTrainer: FlexGS's stage-2 loop (reference notes section 5) on the CPU.
+// ElasticTrainer: FlexGS's stage-2 loop (reference notes section 5). Renders go through
+// TrainOptions::raster_factory (CPU or CUDA); everything else runs on the CPU.
 //
 // Each iteration `it` (1-based) trains GsNet, the transform field and the Gaussians
 // jointly for one ratio e = ladder[it mod |ladder|] on one target view:
@@ -82,6 +83,10 @@ struct TrainOptions {
   // the largest camera distance from their mean, as the reference's scene radius).
   double spatial_lr_scale = 0.0;
   TransformFieldConfig field_config;
+  // Makes the two differentiable rasterizers; empty = the CPU DifferentiableRasterizer
+  // with `threads`. Not part of the trajectory, so a run may resume on another device;
+  // the CUDA backend sums gradients with atomics, so its runs repeat only to rounding.
+  DifferentiableRasterFactory raster_factory;
   MaskLossWeights mask_weights;
   HexPlaneRegularizerWeights regularizer_weights;
 
@@ -102,6 +107,10 @@ struct StepStats {
   double kept_fraction = 0.0;  // mean mask
   double gi_agreement = 0.0;   // |mask AND GI pseudo-labels| / |pseudo-labels|
   bool gi_recomputed = false;
+  // Wall time of the step, and the part spent in the two renders' Forward and Backward
+  // (the rest: GI, GsNet, the field, losses, Adam, all on the CPU).
+  double seconds = 0.0;
+  double render_seconds = 0.0;
 };
 
 // Orbit cameras around the cloud's robust bounds (options.orbit_views, width, height,
@@ -167,7 +176,7 @@ class ElasticTrainer {
 
   ThreadPool pool_;
   CpuRasterizer gi_raster_;
-  DifferentiableRasterizer raster_full_, raster_selected_;
+  std::unique_ptr<DifferentiableRasterBackend> raster_full_, raster_selected_;
   Adam adam_;
 };
 

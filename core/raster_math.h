@@ -169,42 +169,41 @@ FLEXGS_HD bool ProjectGaussian(const float* pos, const float* log_scale, const f
   return true;
 }
 
+// Real SH basis functions of bands 1..degree (band 0 is the constant kShC0) at the unit
+// direction (x, y, z), in the INRIA order; returns how many were written (0, 3, 8 or 15).
+FLEXGS_HD int ShBasis(int degree, float x, float y, float z, float* basis) {
+  // Local copies: nvcc treats namespace-scope constexpr arrays as host-only.
+  constexpr float c2[5] = {kShC2[0], kShC2[1], kShC2[2], kShC2[3], kShC2[4]};
+  constexpr float c3[7] = {kShC3[0], kShC3[1], kShC3[2], kShC3[3], kShC3[4], kShC3[5], kShC3[6]};
+  if (degree < 1) return 0;
+  basis[0] = -kShC1 * y;
+  basis[1] = kShC1 * z;
+  basis[2] = -kShC1 * x;
+  if (degree < 2) return 3;
+  const float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+  basis[3] = c2[0] * xy;
+  basis[4] = c2[1] * yz;
+  basis[5] = c2[2] * (2.0f * zz - xx - yy);
+  basis[6] = c2[3] * xz;
+  basis[7] = c2[4] * (xx - yy);
+  if (degree < 3) return 8;
+  basis[8] = c3[0] * y * (3.0f * xx - yy);
+  basis[9] = c3[1] * xy * z;
+  basis[10] = c3[2] * y * (4.0f * zz - xx - yy);
+  basis[11] = c3[3] * z * (2.0f * zz - 3.0f * xx - 3.0f * yy);
+  basis[12] = c3[4] * x * (4.0f * zz - xx - yy);
+  basis[13] = c3[5] * z * (xx - yy);
+  basis[14] = c3[6] * x * (xx - 3.0f * yy);
+  return 15;
+}
+
 // View-dependent colour from SH up to `degree`, +0.5 and clamped at 0 (INRIA).
 // `rest` is channel-major with `k` coefficients per channel (k >= ShRestCoeffs(degree)).
 FLEXGS_HD void EvalShColor(int degree, const float* dc, const float* rest, int k, float dx, float dy,
                            float dz, float* rgb) {
   const float inv = 1.0f / fmaxf(sqrtf(dx * dx + dy * dy + dz * dz), 1e-12f);
-  const float x = dx * inv, y = dy * inv, z = dz * inv;
-  // Local copies: nvcc treats namespace-scope constexpr arrays as host-only.
-  constexpr float c2[5] = {kShC2[0], kShC2[1], kShC2[2], kShC2[3], kShC2[4]};
-  constexpr float c3[7] = {kShC3[0], kShC3[1], kShC3[2], kShC3[3], kShC3[4], kShC3[5], kShC3[6]};
   float basis[15];
-  int n = 0;
-  if (degree >= 1) {
-    basis[0] = -kShC1 * y;
-    basis[1] = kShC1 * z;
-    basis[2] = -kShC1 * x;
-    n = 3;
-    if (degree >= 2) {
-      const float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
-      basis[3] = c2[0] * xy;
-      basis[4] = c2[1] * yz;
-      basis[5] = c2[2] * (2.0f * zz - xx - yy);
-      basis[6] = c2[3] * xz;
-      basis[7] = c2[4] * (xx - yy);
-      n = 8;
-      if (degree >= 3) {
-        basis[8] = c3[0] * y * (3.0f * xx - yy);
-        basis[9] = c3[1] * xy * z;
-        basis[10] = c3[2] * y * (4.0f * zz - xx - yy);
-        basis[11] = c3[3] * z * (2.0f * zz - 3.0f * xx - 3.0f * yy);
-        basis[12] = c3[4] * x * (4.0f * zz - xx - yy);
-        basis[13] = c3[5] * z * (xx - yy);
-        basis[14] = c3[6] * x * (xx - 3.0f * yy);
-        n = 15;
-      }
-    }
-  }
+  const int n = ShBasis(degree, dx * inv, dy * inv, dz * inv, basis);
   for (int ch = 0; ch < 3; ++ch) {
     float v = kShC0 * dc[ch];
     const float* r = rest + ch * k;

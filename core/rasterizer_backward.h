@@ -1,4 +1,6 @@
-// DifferentiableRasterizer: the CPU rasterizer plus its exact backward pass, for training.
+// DifferentiableRasterBackend: a rasterizer with its backward pass, for training, and
+// DifferentiableRasterizer, its CPU implementation (the reference the CUDA one in kernels/
+// is checked against; pick one with CreateDifferentiableRasterBackend in kernels/backend.h).
 //
 // Forward renders through CpuRasterizer::Prepare + Composite (the very code of
 // CpuRasterizer::Render) and keeps the projected, binned and sorted frame. Backward
@@ -12,11 +14,15 @@
 //
 // Determinism: each tile (one thread) writes its gradients to per-intersection cells laid
 // out Gaussian-major; each Gaussian then sums its cells in tile order. No float atomics:
-// the gradients are bit-identical for any thread count.
+// the gradients are bit-identical for any thread count. (The CUDA backend sums with
+// atomics after a per-warp reduction, so its gradients vary in the last bits.)
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <functional>
+#include <memory>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -41,21 +47,46 @@ struct ForwardInputs {
   absl::Span<const float> opacity_scale;
 };
 
-// Thread-compatible: one Forward/Backward at a time per object.
-class DifferentiableRasterizer {
- public:
-  explicit DifferentiableRasterizer(int threads = 0);  // 0 = all hardware threads
+// OK when `scale` is empty or has `count` values in [0, 1]; otherwise INVALID_ARGUMENT
+// naming the first bad value. Every backend's Forward checks its inputs with this.
+absl::Status ValidateOpacityScale(absl::Span<const float> scale, size_t count);
 
-  // Renders like CpuRasterizer::Render (bit-identical image when opacity_scale is empty)
-  // and keeps what Backward needs. `cloud` is referenced, not copied: it must stay alive
-  // and unchanged until Backward. A failed Forward leaves nothing to differentiate.
-  absl::StatusOr<RenderResult> Forward(const GaussianCloud& cloud, const Camera& camera,
-                                       const RenderOptions& options, const ForwardInputs& inputs = {});
+// OK when dL/dImage has width*height*3 floats; otherwise INVALID_ARGUMENT saying so.
+absl::Status ValidateImageGradient(absl::Span<const float> grad_image, int width, int height);
+
+// The contract of every differentiable rasterizer. Thread-compatible: one
+// Forward/Backward at a time per object.
+class DifferentiableRasterBackend {
+ public:
+  virtual ~DifferentiableRasterBackend() = default;
+
+  virtual std::string_view name() const = 0;  // "cpu" or "cuda"
+
+  // Renders like the matching RasterBackend and keeps what Backward needs. `cloud` is
+  // referenced, not copied: it must stay alive and unchanged until Backward. A failed
+  // Forward leaves nothing to differentiate.
+  virtual absl::StatusOr<RenderResult> Forward(const GaussianCloud& cloud, const Camera& camera,
+                                               const RenderOptions& options, const ForwardInputs& inputs) = 0;
 
   // Gradients of a scalar loss given dL/dImage (width*height*3 floats, the layout of
   // Image::pixels) for the last Forward. Overwrites *grads (resized). Can be called
   // repeatedly for the same Forward.
-  absl::Status Backward(absl::Span<const float> grad_image, CloudGradients* grads);
+  virtual absl::Status Backward(absl::Span<const float> grad_image, CloudGradients* grads) = 0;
+};
+
+// Makes a fresh backend (the trainer needs two: the full and the selected render).
+using DifferentiableRasterFactory = std::function<absl::StatusOr<std::unique_ptr<DifferentiableRasterBackend>>()>;
+
+// The CPU implementation. Its Forward is bit-identical to CpuRasterizer::Render when
+// opacity_scale is empty.
+class DifferentiableRasterizer final : public DifferentiableRasterBackend {
+ public:
+  explicit DifferentiableRasterizer(int threads = 0);  // 0 = all hardware threads
+
+  std::string_view name() const override { return "cpu"; }
+  absl::StatusOr<RenderResult> Forward(const GaussianCloud& cloud, const Camera& camera,
+                                       const RenderOptions& options, const ForwardInputs& inputs = {}) override;
+  absl::Status Backward(absl::Span<const float> grad_image, CloudGradients* grads) override;
 
   ThreadPool& pool() { return raster_.pool(); }  // the workers Forward and Backward run on
 

@@ -7,11 +7,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/cpu_rasterizer.h"
+#include "core/status_macros.h"
 #include "spdlog/spdlog.h"
 
 #if defined(FLEXGS_HAS_CUDA)
 #include "kernels/cuda_memory.h"
 #include "kernels/cuda_rasterizer.h"
+#include "kernels/cuda_rasterizer_backward.h"
 #endif
 
 namespace flexgs {
@@ -64,35 +66,57 @@ absl::StatusOr<CudaMemoryInfo> QueryCudaMemory() {
 #endif
 }
 
-absl::StatusOr<std::unique_ptr<RasterBackend>> CreateRasterBackend(Device device, int cpu_threads) {
+namespace {
+
+// Resolves kAuto and checks kCuda: true = use CUDA. Logs the CPU fallback of kAuto once
+// per process (servers and tools create backends repeatedly).
+absl::StatusOr<bool> UseCuda(Device device) {
   switch (device) {
     case Device::kCpu:
-      return std::unique_ptr<RasterBackend>(std::make_unique<CpuRasterizer>(cpu_threads));
+      return false;
     case Device::kCuda: {
       std::string why;
       if (!CudaAvailable(&why)) {
         return absl::FailedPreconditionError(absl::StrCat("CUDA was requested but is unavailable: ", why));
       }
-#if defined(FLEXGS_HAS_CUDA)
-      return NewCudaRasterBackend();
-#else
-      return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
-#endif
+      return true;
     }
     case Device::kAuto: {
       std::string why;
-      if (CudaAvailable(&why)) {
-#if defined(FLEXGS_HAS_CUDA)
-        return NewCudaRasterBackend();
-#endif
-      }
-      // Servers and tools create backends repeatedly; say it once, not per request.
+      if (CudaAvailable(&why)) return true;
       static std::once_flag logged;
       std::call_once(logged, [&why] { spdlog::info("CUDA unavailable ({}); using the CPU path", why); });
-      return std::unique_ptr<RasterBackend>(std::make_unique<CpuRasterizer>(cpu_threads));
+      return false;
     }
   }
   return absl::InvalidArgumentError(absl::StrCat("invalid Device value ", static_cast<int>(device)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RasterBackend>> CreateRasterBackend(Device device, int cpu_threads) {
+  FLEXGS_ASSIGN_OR_RETURN(const bool cuda, UseCuda(device));
+  if (cuda) {
+#if defined(FLEXGS_HAS_CUDA)
+    return std::unique_ptr<RasterBackend>(NewCudaRasterBackend());
+#else
+    return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
+#endif
+  }
+  return std::unique_ptr<RasterBackend>(std::make_unique<CpuRasterizer>(cpu_threads));
+}
+
+absl::StatusOr<std::unique_ptr<DifferentiableRasterBackend>> CreateDifferentiableRasterBackend(Device device,
+                                                                                               int cpu_threads) {
+  FLEXGS_ASSIGN_OR_RETURN(const bool cuda, UseCuda(device));
+  if (cuda) {
+#if defined(FLEXGS_HAS_CUDA)
+    return NewCudaDifferentiableRasterizer();
+#else
+    return absl::InternalError("unreachable: CUDA reported available in a CPU-only build");
+#endif
+  }
+  return std::unique_ptr<DifferentiableRasterBackend>(std::make_unique<DifferentiableRasterizer>(cpu_threads));
 }
 
 }  // namespace flexgs

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/rasterizer.h"
+#include "core/rasterizer_backward.h"
 
 namespace flexgs {
 
@@ -41,5 +42,10 @@ absl::StatusOr<CudaMemoryInfo> QueryCudaMemory();
 // kAuto: CUDA if available else CPU (logging the fallback once). kCuda: CUDA, or
 // FAILED_PRECONDITION naming the reason. kCpu: the CPU rasterizer.
 absl::StatusOr<std::unique_ptr<RasterBackend>> CreateRasterBackend(Device device, int cpu_threads = 0);
+
+// The same choice for the differentiable rasterizer (training): the CUDA one
+// (kernels/cuda_rasterizer_backward.h) or the CPU DifferentiableRasterizer.
+absl::StatusOr<std::unique_ptr<DifferentiableRasterBackend>> CreateDifferentiableRasterBackend(Device device,
+                                                                                               int cpu_threads = 0);
 
 }  // namespace flexgs

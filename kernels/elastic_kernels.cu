@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.cuh"
 #include "kernels/cuda_rasterizer.h"
 
 namespace flexgs {
@@ -43,23 +44,6 @@ constexpr int kConcat = 4 * kHidden;
 constexpr float kMinQuatNorm = 1e-12f;  // core/raster_math.h's threshold
 // Gaussians per field launch: bounds the feature buffer (F floats per Gaussian).
 constexpr size_t kFieldChunk = size_t{1} << 20;
-
-absl::Status CudaError(const char* what, cudaError_t err) {
-  return absl::InternalError(
-      absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(err), " (", cudaGetErrorName(err), ")"));
-}
-
-#define FLEXGS_CUDA_RETURN_IF_ERROR(expr)                                           \
-  do {                                                                              \
-    const cudaError_t flexgs_cuda_err_ = (expr);                                    \
-    if (flexgs_cuda_err_ != cudaSuccess) return CudaError(#expr, flexgs_cuda_err_); \
-  } while (0)
-
-#define FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED(kernel_name)                                              \
-  do {                                                                                                \
-    const cudaError_t flexgs_cuda_err_ = cudaGetLastError();                                          \
-    if (flexgs_cuda_err_ != cudaSuccess) return CudaError("launch of " kernel_name, flexgs_cuda_err_); \
-  } while (0)
 
 #define FLEXGS_RETURN_IF_NOT_OK(expr)     \
   do {                                    \

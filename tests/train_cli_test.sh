@@ -27,7 +27,8 @@ expect_error() { # name, pattern, args...
 digest() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["digest"])' "$1/manifest.json"; }
 
 "$FLEXGS" generate --out "$TMP/s.ply" --count 3000 > /dev/null
-COMMON=(--orbit 4 --width 40 --threads 2 --seed 3)
+# --device cpu: bit-identical resume is a CPU guarantee (CUDA gradients use atomics).
+COMMON=(--orbit 4 --width 40 --threads 2 --seed 3 --device cpu)
 
 # 1. A run, and the same run resumed half way: identical bundles (digest covers every byte).
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/a.flexgs" --iters 6 "${COMMON[@]}" > "$TMP/a.out" 2> "$TMP/a.err"
@@ -139,7 +140,21 @@ expect_error "resume without checkpoint" "no checkpoint" "$TMP/s.ply" --out "$TM
 expect_error "bad selection" "--selection must be" "$TMP/s.ply" --out "$TMP/x.flexgs" --selection magic
 expect_error "nested with reference selection" "nested training needs" "$TMP/s.ply" --out "$TMP/x.flexgs" \
   --nested --selection reference
-expect_error "cuda training" "training runs on the CPU" "$TMP/s.ply" --out "$TMP/x.flexgs" --device cuda
+expect_error "unknown device" "unknown device 'gpu'" "$TMP/s.ply" --out "$TMP/x.flexgs" --device gpu
+# --device cuda: without a usable GPU it fails before any step, naming why; with one it trains.
+"$FLEXGS" train "$TMP/s.ply" --out "$TMP/g.flexgs" --iters 2 --orbit 4 --width 40 --threads 2 --device cuda \
+  > /dev/null 2> "$TMP/g.err"
+rc=$?
+if grep -q "CUDA was requested but is unavailable" "$TMP/g.err"; then
+  echo "  (no usable GPU: $(grep -o 'unavailable: .*' "$TMP/g.err"))"
+  check "cuda without a GPU exits 1 before training" test "$rc" -eq 1
+  check "cuda without a GPU takes no step" bash -c "! grep -q '^step ' '$TMP/g.err'"
+  check "cuda without a GPU writes nothing" test ! -e "$TMP/g.flexgs"
+else
+  check "cuda training exits 0 (got $rc)" test "$rc" -eq 0
+  check "cuda training says so" grep -q " on cuda, " "$TMP/g.err"
+  check "cuda training writes a bundle" test -s "$TMP/g.flexgs/manifest.json"
+fi
 expect_error "bad ladder" "ladder" "$TMP/s.ply" --out "$TMP/x.flexgs" --ladder 0.05,2
 expect_error "resume with other options" "made with seed 3, not 4" "$TMP/s.ply" --out "$TMP/a.flexgs" \
   --iters 8 --resume --orbit 4 --width 40 --threads 2 --seed 4

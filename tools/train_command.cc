@@ -20,6 +20,7 @@
 #include "core/elastic_trainer.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
+#include "kernels/backend.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
 
@@ -52,7 +53,7 @@ struct TrainArgs {
   bool nested = false;
   std::string selection = "served";
   double gi_prior_weight = 1.0;
-  std::string device = "cpu";
+  std::string device = "auto";
   std::string images;   // dataset PNGs (with --cameras)
   std::string cameras;  // cameras.json or COLMAP model
 };
@@ -142,13 +143,16 @@ int RunTrain(const TrainArgs& args) {
   }
   opt.reference_selection = args.selection == "reference";
   opt.gi_prior_weight = opt.reference_selection ? 0.0 : args.gi_prior_weight;
-  if (args.device == "cuda") {
-    // The differentiable rasterizer and the network backwards run on the CPU only.
-    return Fail(absl::UnimplementedError("--device cuda: training runs on the CPU in this build (use --device cpu)"));
-  }
-  if (args.device != "cpu" && args.device != "auto") {
-    return Fail(absl::InvalidArgumentError(absl::StrFormat("--device must be cpu, cuda or auto, got '%s'", args.device)));
-  }
+  // The renders (forward and backward) run on the chosen device; GsNet, the field and
+  // Adam on the CPU. Checked now, so a missing GPU fails before any work.
+  auto device = ParseDevice(args.device);
+  if (!device.ok()) return Fail(device.status());
+  auto probe = CreateDifferentiableRasterBackend(*device, args.threads);
+  if (!probe.ok()) return Fail(probe.status());
+  const std::string device_name((*probe)->name());
+  probe->reset();
+  const Device chosen = device_name == "cuda" ? Device::kCuda : Device::kCpu;
+  opt.raster_factory = [chosen, threads = args.threads] { return CreateDifferentiableRasterBackend(chosen, threads); };
   if (absl::Status st = opt.Validate(); !st.ok()) return Fail(st);
   if (args.out.empty()) return Fail(absl::InvalidArgumentError("--out is empty"));
   const std::string ckpt = args.out + ".ckpt";
@@ -176,9 +180,9 @@ int RunTrain(const TrainArgs& args) {
   if (!trainer.ok()) return Fail(trainer.status());
   ElasticTrainer& t = **trainer;
   *cloud = GaussianCloud{};  // the trainer holds its own copy
-  std::cerr << absl::StrFormat("flexgs train: %s, %d %s views of %dx%d, %s at iteration %d of %d (setup %.1f s)\n",
+  std::cerr << absl::StrFormat("flexgs train: %s, %d %s views of %dx%d on %s, %s at iteration %d of %d (setup %.1f s)\n",
                                args.scene, view_count, target_source["kind"].get<std::string>(), view_width,
-                               view_height,
+                               view_height, device_name,
                                args.resume ? "resumed" : "starting", t.iteration(), opt.iters,
                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count());
 
@@ -267,7 +271,9 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--gi-prior-weight", args->gi_prior_weight, "Weight of log GI in the ranking (served selection)")
       ->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu or auto (training runs on the CPU); cuda is refused")
+  cmd->add_option("--device", args->device,
+                  "Renders and their gradients on cpu, cuda or auto (the networks and Adam run on the CPU); "
+                  "resume is bit-identical on cpu, equal to rounding on cuda")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->callback([args, exit_code] { *exit_code = RunTrain(*args); });

@@ -1,0 +1,19 @@
+// CUDA differentiable rasterizer (kernels/cuda_rasterizer_backward.cu): the GPU twin of
+// DifferentiableRasterizer (core/rasterizer_backward.h), checked against it by
+// tests/rasterizer_backward_cuda_test.cc.
+//
+// Plain C++ header, included by backend.cc in every build; the function exists only
+// when the project is built with CUDA (FLEXGS_HAS_CUDA). Callers go through
+// CreateDifferentiableRasterBackend (kernels/backend.h), which checks availability.
+#pragma once
+
+#include <memory>
+
+#include "core/rasterizer_backward.h"
+
+namespace flexgs {
+
+// Construction does not touch the GPU; the first Forward creates the stream and buffers.
+std::unique_ptr<DifferentiableRasterBackend> NewCudaDifferentiableRasterizer();
+
+}  // namespace flexgs
