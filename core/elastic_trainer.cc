@@ -109,27 +109,6 @@ class Reader {
   size_t pos_ = 0;
 };
 
-FieldNormalization ExtentNormalization(const GaussianCloud& cloud) {
-  FieldNormalization n;
-  if (cloud.empty()) return n;
-  n.aabb_min = {INFINITY, INFINITY, INFINITY};
-  n.aabb_max = {-INFINITY, -INFINITY, -INFINITY};
-  for (size_t i = 0; i < cloud.size(); ++i) {
-    for (int d = 0; d < 3; ++d) {
-      n.aabb_min[d] = std::min(n.aabb_min[d], cloud.positions[i * 3 + d]);
-      n.aabb_max[d] = std::max(n.aabb_max[d], cloud.positions[i * 3 + d]);
-    }
-  }
-  // A flat axis would make the model bundle reject the bounds (it needs min < max).
-  for (int d = 0; d < 3; ++d) {
-    if (!(n.aabb_min[d] < n.aabb_max[d])) {
-      n.aabb_min[d] -= 0.5f;
-      n.aabb_max[d] += 0.5f;
-    }
-  }
-  return n;
-}
-
 std::vector<Camera> CamerasOf(const std::vector<TrainingView>& views) {
   std::vector<Camera> cams;
   cams.reserve(views.size());
@@ -522,7 +501,7 @@ ElasticModel ElasticTrainer::Result() const {
   out.ladder = ladder;
   out.digest.clear();
   out.training_summary_json = nlohmann::json{{"mode", "trained"},
-                                             {"trainer", "flexgs-stage2-cpu"},
+                                             {"trainer", "flexgs-stage2-" + std::string(raster_full_->name())},
                                              {"iterations", iteration_},
                                              {"seed", options_.seed},
                                              {"train_ladder", options_.ladder},

@@ -213,6 +213,16 @@ FLEXGS_HD void EvalShColor(int degree, const float* dc, const float* rest, int k
   }
 }
 
+// Alpha of a Gaussian with (scaled) opacity at falloff exponent `power` <= 0. Every
+// blend loop (CPU forward, CUDA forward, CUDA backward) calls this one expression: the
+// CUDA backward re-derives which pairs the forward composited, and the transmittance
+// before each, from it, so the forward and backward values must agree bit for bit
+// (keep nvcc's fast-math off for the same reason).
+FLEXGS_HD float BlendAlpha(float opacity, float power) {
+  const float alpha = opacity * expf(power);
+  return alpha < kAlphaMax ? alpha : kAlphaMax;  // std::min's rule; a plain select on the CPU
+}
+
 // Gaussian falloff exponent at pixel centre (px, py) (integer pixel indices).
 FLEXGS_HD float FalloffPower(const Projected& p, int px, int py) {
   const float dx = p.mean_x - (static_cast<float>(px) + 0.5f);

@@ -74,7 +74,7 @@ void BlendTile(const RasterFrame& f, size_t tile, float* T, Visitor& visitor) {
         if (done[j]) continue;
         const float power = raster::FalloffPower(p, px, py);
         if (power > 0.0f || power < skip_power) continue;
-        const float alpha = std::min(raster::kAlphaMax, p.opacity * expf(power));
+        const float alpha = raster::BlendAlpha(p.opacity, power);
         if (alpha < raster::kAlphaMin) continue;
         const float next_t = T[j] * (1.0f - alpha);
         if (next_t < raster::kTransmittanceMin) {

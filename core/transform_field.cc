@@ -387,4 +387,24 @@ void ApplyTransformDeltas(absl::Span<const float> deltas, GaussianCloud& cloud) 
   }
 }
 
+FieldNormalization ExtentNormalization(const GaussianCloud& cloud) {
+  FieldNormalization n;
+  if (cloud.empty()) return n;
+  n.aabb_min = {INFINITY, INFINITY, INFINITY};
+  n.aabb_max = {-INFINITY, -INFINITY, -INFINITY};
+  for (size_t i = 0; i < cloud.size(); ++i) {
+    for (int d = 0; d < 3; ++d) {
+      n.aabb_min[d] = std::min(n.aabb_min[d], cloud.positions[i * 3 + d]);
+      n.aabb_max[d] = std::max(n.aabb_max[d], cloud.positions[i * 3 + d]);
+    }
+  }
+  for (int d = 0; d < 3; ++d) {
+    if (!(n.aabb_min[d] < n.aabb_max[d])) {
+      n.aabb_min[d] -= 0.5f;
+      n.aabb_max[d] += 0.5f;
+    }
+  }
+  return n;
+}
+
 }  // namespace flexgs

@@ -67,6 +67,12 @@ struct FieldNormalization {
   float ratio_offset = -1.0f;  // default maps e in [0, 1] onto [-1, 1]
 };
 
+// The box of every elastic model made from `cloud` (trainer, `flexgs elasticize`, PLYs the
+// server elasticizes on load, so all three plan alike): the full extent of the positions,
+// a flat axis widened by 0.5 on both sides (bundles need min < max); the default box
+// for an empty cloud.
+FieldNormalization ExtentNormalization(const GaussianCloud& cloud);
+
 struct TransformFieldWeights {
   static constexpr int kHeadOutputs[3] = {3, 3, 4};  // dX, ds, dq
   static constexpr const char* kHeadNames[3] = {"position", "scale", "rotation"};

@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(kThreads1D)
       const float* pos = positions + 3 * static_cast<size_t>(i);
       float c[3];
       raster::EvalShColor(sh_degree, sh_dc + 3 * static_cast<size_t>(i),
-                          sh_rest + static_cast<size_t>(i) * 3 * rest_coeffs, rest_coeffs, pos[0] - cam.campos[0],
+                          rest_coeffs > 0 ? sh_rest + static_cast<size_t>(i) * 3 * rest_coeffs : nullptr,
+                          rest_coeffs, pos[0] - cam.campos[0],
                           pos[1] - cam.campos[1], pos[2] - cam.campos[2], c);
       xy[i] = make_float2(p.mean_x, p.mean_y);
       conic_opacity[i] = make_float4(p.conic_a, p.conic_b, p.conic_c, p.opacity);
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(kBlockPixels)
       p.conic_c = co.z;
       const float power = raster::FalloffPower(p, px, py);
       if (power > 0.0f) continue;
-      const float alpha = fminf(raster::kAlphaMax, co.w * expf(power));
+      const float alpha = raster::BlendAlpha(co.w, power);
       if (alpha < raster::kAlphaMin) continue;
       const float next_T = T * (1.0f - alpha);
       if (next_T < raster::kTransmittanceMin) {

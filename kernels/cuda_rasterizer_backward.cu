@@ -37,6 +37,7 @@ namespace {
 
 constexpr int kTile = raster::kTileSize;
 constexpr int kBlockPixels = kTile * kTile;
+constexpr int kWarps = kBlockPixels / 32;
 constexpr int kThreads1D = 256;
 constexpr int kIsect = raster::kIsectFloats;
 constexpr unsigned kFullWarp = 0xffffffffu;
@@ -62,6 +63,7 @@ __global__ void __launch_bounds__(kBlockPixels)
   __shared__ float4 s_conic_opacity[kBlockPixels];
   __shared__ float4 s_rgb[kBlockPixels];
   __shared__ uint32_t s_end;
+  __shared__ float s_background[kWarps][3];
 
   const int tid = threadIdx.y * kTile + threadIdx.x;
   const int lane = tid & 31;
@@ -81,12 +83,13 @@ __global__ void __launch_bounds__(kBlockPixels)
     g[2] = grad_image[pix * 3 + 2];
     last = last_index[pix];
   }
-  // C = sum_k c_k alpha_k T_k + T_final * background.
+  // C = sum_k c_k alpha_k T_k + T_final * background: summed per warp, then per block,
+  // so each block issues 3 atomics (not one per warp on the same 3 addresses).
   const float gb0 = WarpSum(g[0] * T), gb1 = WarpSum(g[1] * T), gb2 = WarpSum(g[2] * T);
   if (lane == 0) {
-    atomicAdd(&g_background[0], gb0);
-    atomicAdd(&g_background[1], gb1);
-    atomicAdd(&g_background[2], gb2);
+    s_background[tid / 32][0] = gb0;
+    s_background[tid / 32][1] = gb1;
+    s_background[tid / 32][2] = gb2;
   }
   float behind[3] = {background.x, background.y, background.z};
 
@@ -94,6 +97,11 @@ __global__ void __launch_bounds__(kBlockPixels)
   if (tid == 0) s_end = range.x;
   __syncthreads();
   if (last > range.x) atomicMax(&s_end, last);
+  if (tid < 3) {
+    float sum = 0.0f;
+    for (int w = 0; w < kWarps; ++w) sum += s_background[w][tid];
+    atomicAdd(&g_background[tid], sum);
+  }
   __syncthreads();
   const uint32_t end = s_end;
 
@@ -125,7 +133,7 @@ __global__ void __launch_bounds__(kBlockPixels)
       if (valid) {
         // The forward's tests, in its order (RenderKernel).
         const float power = raster::FalloffPower(p, px, py);
-        alpha = fminf(raster::kAlphaMax, co.w * expf(power));
+        alpha = raster::BlendAlpha(co.w, power);
         valid = !(power > 0.0f) && !(alpha < raster::kAlphaMin);
       }
       float acc[kIsect];

@@ -30,22 +30,6 @@ namespace fs = std::filesystem;
 // Resume tokens carry the scene id; keep ids well inside what they can hold.
 constexpr size_t kMaxSceneIdLength = 256;
 
-// Field/Morton normalisation box = the full extent of the positions (the same rule
-// as `flexgs elasticize`, so a PLY served here plans like its elasticized bundle).
-FieldNormalization NormalizationFromPositions(const GaussianCloud& cloud) {
-  FieldNormalization n;
-  if (cloud.empty()) return n;
-  n.aabb_min = {INFINITY, INFINITY, INFINITY};
-  n.aabb_max = {-INFINITY, -INFINITY, -INFINITY};
-  for (size_t i = 0; i < cloud.size(); ++i) {
-    for (int d = 0; d < 3; ++d) {
-      n.aabb_min[d] = std::min(n.aabb_min[d], cloud.positions[i * 3 + d]);
-      n.aabb_max[d] = std::max(n.aabb_max[d], cloud.positions[i * 3 + d]);
-    }
-  }
-  return n;
-}
-
 // A scene file or bundle as found in the directory.
 struct Candidate {
   std::string id;
@@ -98,7 +82,7 @@ absl::StatusOr<ElasticModel> HeuristicModelFromPlyBytes(const std::string& path,
   model.gaussians = *std::move(cloud);
   model.global_importance = *std::move(gi);
   model.gi = {"flexgs", orbit.count, orbit.width, orbit.height};
-  model.normalization = NormalizationFromPositions(model.gaussians);
+  model.normalization = ExtentNormalization(model.gaussians);
   model.training_summary_json = R"({"mode":"heuristic","source":"ply"})";
   // The digest pins everything the plan depends on: the file's content, how GI was
   // computed (GI is deterministic for a given input and view set), and the ladder.

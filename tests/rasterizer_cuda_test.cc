@@ -525,6 +525,46 @@ TEST(CudaDifferentiableTest, RandomScenesMatchCpu) {
   }
 }
 
+TEST(CudaDifferentiableTest, TruncatedShBandsMatchCpu) {
+  // Colour evaluated below the cloud's degree: sh_rest keeps its full stride and the
+  // unused bands get zero gradient.
+  FLEXGS_REQUIRE_CUDA();
+  auto gpu = MustCreateCudaDifferentiable();
+  ASSERT_NE(gpu, nullptr);
+  const GaussianCloud cloud = RandomScene(17, 3000, 3);
+  RenderOptions options;
+  options.max_sh_degree = 1;
+  ExpectGradientsAgree(cloud, IdentityCamera(), options, {}, *gpu, "sh 3 rendered at 1");
+  // And the CUDA gradient of every coefficient above band 1 is exactly zero.
+  CloudGradients g;
+  ASSERT_TRUE(gpu->Forward(cloud, IdentityCamera(), options, {}).ok());
+  ASSERT_TRUE(gpu->Backward(RandomImageGradient(3, IdentityCamera()), &g).ok());
+  const int k = cloud.rest_coeffs();
+  for (size_t i = 0; i < cloud.size(); ++i)
+    for (int ch = 0; ch < 3; ++ch)
+      for (int j = 3; j < k; ++j) ASSERT_EQ(g.sh_rest[(i * 3 + ch) * k + j], 0.0f);
+}
+
+TEST(CudaDifferentiableTest, RepeatedBackwardAndShrinkingInputsReuseBuffersCleanly) {
+  // Backward twice for one Forward gives the same gradients up to atomic ordering (the
+  // accumulators are cleared), and a big frame followed by smaller ones sees no stale data.
+  FLEXGS_REQUIRE_CUDA();
+  auto gpu = MustCreateCudaDifferentiable();
+  ASSERT_NE(gpu, nullptr);
+  const GaussianCloud cloud = RandomScene(23, 3000, 3);
+  const std::vector<float> grad = RandomImageGradient(4, IdentityCamera());
+  ASSERT_TRUE(gpu->Forward(cloud, IdentityCamera(), RenderOptions{}, {}).ok());
+  CloudGradients first, second;
+  ASSERT_TRUE(gpu->Backward(grad, &first).ok());
+  ASSERT_TRUE(gpu->Backward(grad, &second).ok());
+  EXPECT_LT(Diff(first.positions, second.positions).relative_l2, 1e-5);
+  EXPECT_LT(Diff(first.opacity_logits, second.opacity_logits).relative_l2, 1e-5);
+  EXPECT_LT(Diff(first.sh_rest, second.sh_rest).relative_l2, 1e-5);
+  ExpectGradientsAgree(RandomScene(11, 20000, 3), IdentityCamera(640, 480), RenderOptions{},
+                       RandomOpacityScale(6, 20000), *gpu, "big first");
+  ExpectGradientsAgree(RandomScene(12, 500, 0), IdentityCamera(97, 61), RenderOptions{}, {}, *gpu, "small after");
+}
+
 TEST(CudaDifferentiableTest, DenseSceneMatchesCpu) {
   // > 256 Gaussians per tile (several shared-memory batches, walked back to front) and
   // early termination.

@@ -5,6 +5,7 @@
 #include "core/transform_field.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -165,6 +166,23 @@ void ExpectMatchesReference(const TransformFieldWeights& f, const FieldNormaliza
 }
 
 // ---------------------------------------------------------------------------
+
+TEST(TransformFieldTest, ExtentNormalizationIsThePositionsBoxWithFlatAxesWidened) {
+  GaussianCloud cloud;
+  cloud.Resize(3);
+  // x spans [-2, 4], y is flat at 1.5, z spans [0, 0.25].
+  const float positions[9] = {4.0f, 1.5f, 0.0f, -2.0f, 1.5f, 0.25f, 1.0f, 1.5f, 0.1f};
+  std::copy(positions, positions + 9, cloud.positions.begin());
+  const FieldNormalization n = ExtentNormalization(cloud);
+  EXPECT_EQ(n.aabb_min, (std::array<float, 3>{-2.0f, 1.0f, 0.0f}));
+  EXPECT_EQ(n.aabb_max, (std::array<float, 3>{4.0f, 2.0f, 0.25f}));
+  const FieldNormalization defaults;
+  EXPECT_EQ(n.ratio_scale, defaults.ratio_scale);
+  EXPECT_EQ(n.ratio_offset, defaults.ratio_offset);
+  const FieldNormalization empty = ExtentNormalization(GaussianCloud{});
+  EXPECT_EQ(empty.aabb_min, defaults.aabb_min);
+  EXPECT_EQ(empty.aabb_max, defaults.aabb_max);
+}
 
 TEST(TransformFieldTest, ForwardMatchesFloat64Reference) {
   const TransformFieldConfig config = SmallConfig();

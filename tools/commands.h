@@ -25,7 +25,4 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code);
 // "0.01,0.05,0.10" -> {0.01, 0.05, 0.10} (validated later by the planner).
 absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text);
 
-// Field/Morton normalisation box = the full extent of the Gaussians' positions.
-FieldNormalization NormalizationFromBounds(const GaussianCloud& cloud);
-
 }  // namespace flexgs::tools

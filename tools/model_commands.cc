@@ -66,7 +66,7 @@ int RunElasticize(ElasticizeArgs args) {
   model.global_importance = *std::move(gi);
   model.gi = {args.variant == "flexgs" ? "flexgs" : "lightgaussian_volume", static_cast<int>(cams->size()),
               (*cams)[0].width, (*cams)[0].height};
-  model.normalization = NormalizationFromBounds(model.gaussians);
+  model.normalization = ExtentNormalization(model.gaussians);
   // Which views GI saw, so `flexgs eval` can pick test views that are none of them.
   nlohmann::json gi_cameras =
       args.views.cameras_path.empty()
@@ -172,19 +172,6 @@ absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text) {
     out.push_back(v);
   }
   return out;
-}
-
-FieldNormalization NormalizationFromBounds(const GaussianCloud& cloud) {
-  FieldNormalization n;
-  n.aabb_min = {INFINITY, INFINITY, INFINITY};
-  n.aabb_max = {-INFINITY, -INFINITY, -INFINITY};
-  for (size_t i = 0; i < cloud.size(); ++i)
-    for (int d = 0; d < 3; ++d) {
-      n.aabb_min[d] = std::min(n.aabb_min[d], cloud.positions[i * 3 + d]);
-      n.aabb_max[d] = std::max(n.aabb_max[d], cloud.positions[i * 3 + d]);
-    }
-  if (cloud.empty()) n = FieldNormalization{};
-  return n;
 }
 
 void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
