@@ -51,7 +51,7 @@ METRICS_PORT=$(free_port)
   > "$WORK/server.out" 2> "$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 $((200 * SCALE))); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
+  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out" 2>/dev/null || true)
   [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" && break
   kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
   sleep 0.05

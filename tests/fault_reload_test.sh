@@ -46,7 +46,7 @@ start_server() {  # start_server LOGNAME EXTRA-FLAGS...
     > "$WORK/$name.out" 2> "$WORK/$name.log" &
   SERVER_PID=$!
   for _ in $(seq 1 $((200 * SCALE))); do
-    PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/$name.out")
+    PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/$name.out" 2>/dev/null || true)
     [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/$name.log" && return 0
     kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
     sleep 0.05

@@ -52,7 +52,7 @@ mkdir -p "$WORK/scenes"
 SERVER_PID=$!
 PORT=""
 for _ in $(seq 1 150); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
+  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out" 2>/dev/null || true)
   [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" && break
   kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
   sleep 0.1

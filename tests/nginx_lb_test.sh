@@ -115,7 +115,7 @@ done
 for i in $(seq 1 $REPLICAS); do
   pid=${PIDS[$((i - 1))]} port=""
   for _ in $(seq 1 200); do
-    port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/replica$i.out")
+    port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/replica$i.out" 2>/dev/null || true)
     # "SERVING N scene(s)": a bare "SERVING" also matches "NOT_SERVING until scenes are loaded".
     [[ -n "$port" ]] && grep -q "SERVING [0-9]* scene" "$WORK/replica$i.log" && break
     kill -0 "$pid" 2>/dev/null || fail "replica $i exited during startup"
