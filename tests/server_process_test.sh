@@ -99,23 +99,36 @@ START=$(date +%s.%N)
 kill -TERM "$SERVER_PID"
 set +e
 # Measure with `wait`, not by polling `kill -0`: an exited child stays visible to
-# kill -0 until the shell reaps it. A timer kills a server that does not exit in 10 s.
-( exec > /dev/null 2>&1; sleep 10; kill -KILL "$SERVER_PID" ) &
+# kill -0 until the shell reaps it. A timer kills a server that does not exit in 30 s.
+( exec > /dev/null 2>&1; sleep 30; kill -KILL "$SERVER_PID" ) &
 KILL_TIMER=$!
 wait "$SERVER_PID"; server_rc=$?
 ELAPSED=$(python3 -c "import time; print(f'{time.time() - $START:.2f}')")
 pkill -P "$KILL_TIMER" 2>/dev/null; kill "$KILL_TIMER" 2>/dev/null; wait "$KILL_TIMER" 2>/dev/null
-[[ $server_rc != 137 ]] || fail "server still running 10 s after SIGTERM"
+[[ $server_rc != 137 ]] || fail "server still running 30 s after SIGTERM"
 kill "$CLIENT_PID" 2>/dev/null  # it may still be reading what was buffered; not needed
 wait "$CLIENT_PID"; client_rc=$?
 set -e
 SERVER_PID=""
 [[ $server_rc == 0 ]] || fail "server exit code $server_rc after SIGTERM"
-# Drain deadline 2 s, then gRPC teardown, the metrics exposer stop (~1 s) and process
-# teardown: measured 3.2-5.2 s on a loaded 2-core machine. 6 s of slack over the drain
-# deadline still catches a shutdown that ignores the deadline (the slow stream here
-# would run for ~8 s more).
-python3 -c "import sys; sys.exit(0 if $ELAPSED <= 2 + 6 else 1)" || fail "shutdown took $ELAPSED s (drain 2 s)"
 grep -q "SIGTERM: draining for up to 2 s" "$WORK/server.log" || fail "no drain log line (FLEXGS_DRAIN_SECONDS=2)"
-echo "SIGTERM: server exit 0 after $ELAPSED s (slow client exit $client_rc)"
+# The deadline is judged on the server's own clock, from its SIGTERM line to its
+# "stopped" line: drain 2 s, then gRPC teardown and the metrics exposer stop (~1 s).
+# 4 s of slack still catches a shutdown that ignores the deadline (the slow stream here
+# would run for ~8 s more). The wall time seen by this shell also counts process
+# teardown and scheduling, which reached 9.5 s on 2 cores busy with other tests.
+SERVER_STOP=$(python3 - "$WORK/server.log" <<'PY'
+import re, sys, datetime
+t = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]", line)
+    if m and ("SIGTERM: draining" in line or line.rstrip().endswith("] stopped")):
+        t["sigterm" if "SIGTERM" in line else "stopped"] = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+print(f"{(t['stopped'] - t['sigterm']).total_seconds():.2f}" if len(t) == 2 else "missing")
+PY
+)
+[[ $SERVER_STOP != missing ]] || fail "no SIGTERM/stopped lines in the server log"
+python3 -c "import sys; sys.exit(0 if $SERVER_STOP <= 2 + 4 else 1)" ||
+  fail "the server took $SERVER_STOP s from SIGTERM to stopped (drain 2 s)"
+echo "SIGTERM: server stopped $SERVER_STOP s after it, exit 0 after $ELAPSED s wall (slow client exit $client_rc)"
 echo "PASS"
