@@ -88,7 +88,6 @@ class DifferentiableRasterizer final : public DifferentiableRasterBackend {
                                        const RenderOptions& options, const ForwardInputs& inputs = {}) override;
   absl::Status Backward(absl::Span<const float> grad_image, CloudGradients* grads) override;
 
-  ThreadPool& pool() { return raster_.pool(); }  // the workers Forward and Backward run on
 
  private:
   // One composited (pixel, Gaussian) pair of a tile's replayed blend.
