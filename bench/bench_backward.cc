@@ -2,8 +2,8 @@
 // (CPU, and CUDA when a GPU is present) at 256x256, forward alone and forward + backward
 // (all parameter gradients), on guitar.ply and a guitar-sized synthetic scene with SH
 // degree 3, over 8 orbit views; and on CUDA a synthetic 1M-Gaussian scene at 1280x720.
-// BM_TrainerStep: whole ElasticTrainer steps (two renders and their backward, GsNet, the
-// field, Adam) with the renders on each device, and the time 35k steps (the reference's
+// BM_TrainerStep: whole ElasticTrainer steps (the target or full render, the selected
+// render and its backward, GsNet, the field, Adam; per Recipe) with the renders on each device, and the time 35k steps (the reference's
 // stage 2) would take at that rate.
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +17,7 @@
 #include "core/ply_io.h"
 #include "core/rasterizer_backward.h"
 #include "core/synthetic_scene.h"
+#include "core/view_sampler.h"
 #include "kernels/backend.h"
 
 namespace flexgs {
@@ -105,7 +106,13 @@ void BM_Differentiable(benchmark::State& state, const std::string& scene, bool b
   state.counters["isect_per_frame"] = static_cast<double>(intersections) / state.iterations();
 }
 
-void BM_TrainerStep(benchmark::State& state, const std::string& scene, Device device, int width, int height) {
+// What a step trains: the default (a sampled view, frozen Gaussians, one pose ratio),
+// the reference's joint tuning on fixed orbit targets (the recipe before view sampling),
+// or nested selection with poses fixed at insertion (one field pass per rung).
+enum class Recipe { kDefault, kTunedOrbit, kNestedInsertion };
+
+void BM_TrainerStep(benchmark::State& state, const std::string& scene, Device device, int width, int height,
+                    Recipe recipe = Recipe::kDefault) {
   const GaussianCloud* cloud = Scene(scene);
   if (!cloud) {
     state.SkipWithError(("scene " + scene + " not found (set FLEXGS_DATA_DIR)").c_str());
@@ -117,6 +124,15 @@ void BM_TrainerStep(benchmark::State& state, const std::string& scene, Device de
   options.height = height;
   options.orbit_views = 4;
   options.raster_factory = [device] { return CreateDifferentiableRasterBackend(device); };
+  if (recipe == Recipe::kTunedOrbit) {
+    options.tune_gaussians = true;
+  } else {
+    ViewDistribution views;
+    views.width = width;
+    views.height = height;
+    options.view_sampling = views;
+    options.nested = options.pose_at_insertion = recipe == Recipe::kNestedInsertion;
+  }
   auto targets = MakeOrbitTargets(*cloud, options);
   if (!targets.ok()) {
     state.SkipWithError(std::string(targets.status().message()).c_str());
@@ -168,7 +184,13 @@ FLEXGS_DIFF_BENCH(synthetic_90k_sh3_cuda, "synthetic_90k_sh3", Device::kCuda, 25
 FLEXGS_DIFF_BENCH(synthetic_1m_720p_cuda, "synthetic_1m", Device::kCuda, 1280, 720);
 
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu, std::string("guitar.ply"), Device::kCpu, 256, 256)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu_tuned_orbit, std::string("guitar.ply"), Device::kCpu, 256, 256,
+                  Recipe::kTunedOrbit)
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu_nested_insertion, std::string("guitar.ply"), Device::kCpu, 256, 256,
+                  Recipe::kNestedInsertion)
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
 BENCHMARK_CAPTURE(BM_TrainerStep, synthetic_1m_720p_cpu, std::string("synthetic_1m"), Device::kCpu, 1280, 720)
     ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cuda, std::string("guitar.ply"), Device::kCuda, 256, 256)

@@ -158,4 +158,33 @@ absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
   return sheet;
 }
 
+absl::StatusOr<Image> StackWithCaptions(const std::vector<CaptionedImage>& parts, int scale) {
+  if (parts.empty()) return absl::InvalidArgumentError("nothing to stack");
+  if (scale < 1 || scale > 8) {
+    return absl::InvalidArgumentError(absl::StrCat("caption scale ", scale, " is outside 1..8"));
+  }
+  const int pad = 4 * scale;
+  const int caption_height = kGlyphHeight * scale + 2 * pad;
+  int width = 0, height = 0;
+  for (const CaptionedImage& p : parts) {
+    if (!p.image || p.image->channels < 3) {
+      return absl::InvalidArgumentError(absl::StrCat("stacked part '", p.caption, "' has no RGB image"));
+    }
+    width = std::max({width, p.image->width, 2 * pad + TextWidth(p.caption, scale)});
+    height += caption_height + p.image->height;
+  }
+  Image out(width, height, 3);
+  FillRect(out, 0, 0, width, height, kSheetBackground);
+  int y0 = 0;
+  for (const CaptionedImage& p : parts) {
+    DrawText(out, pad, y0 + pad, p.caption, scale, kInk);
+    y0 += caption_height;
+    for (int y = 0; y < p.image->height; ++y)
+      for (int x = 0; x < p.image->width; ++x)
+        for (int k = 0; k < 3; ++k) out.at(x, y0 + y, k) = p.image->at(x, y, k);
+    y0 += p.image->height;
+  }
+  return out;
+}
+
 }  // namespace flexgs

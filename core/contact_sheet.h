@@ -37,4 +37,17 @@ absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
                                           const std::vector<std::vector<const Image*>>& cells, int cell_width,
                                           int cell_height);
 
+// One part of a stacked image: a caption line and the image under it (3 channels).
+struct CaptionedImage {
+  std::string caption;
+  const Image* image = nullptr;
+};
+
+// Stacks `parts` top to bottom on the contact sheet's background, each under its
+// caption drawn at `scale`, left-aligned; as wide as the widest part. Lets one
+// contact.png show several views (a framed one and a close-up) with the sheet's
+// labels intact. No parts, a null or non-RGB image, or a scale outside 1..8 is
+// InvalidArgument.
+absl::StatusOr<Image> StackWithCaptions(const std::vector<CaptionedImage>& parts, int scale);
+
 }  // namespace flexgs

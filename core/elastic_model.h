@@ -38,6 +38,19 @@ struct ElasticModel {
   // geometry alone (which it cannot see opacity in), so an untrained selector with a
   // zero head ranks exactly like GI top-k.
   double gi_prior_weight = 0.0;
+  // Share of each ratio's count reserved for spatial coverage (0 = off): the
+  // representatives of the finest octree cells that still fit in that share rank first
+  // (see CoverageLevels in elastic_selection.h). Ranking by importance alone empties
+  // thin parts of an object at small ratios (a guitar keeps its body and loses its
+  // neck), which decimation's pairwise merging never does.
+  double coverage_share = 0.0;
+  // When a kept Gaussian takes its transformed pose (trained models only):
+  //  * false: at every ratio e, as the reference does -- so each nested level re-sends
+  //    every earlier Gaussian's pose as a patch (8-9 bytes each, every level);
+  //  * true: at the ratio of the level that first sends it, fixed from then on, so later
+  //    levels only add Gaussians and carry no patches. The trainer trains exactly that
+  //    (TrainOptions::pose_at_insertion). Either way a ratio of 1 is the original scene.
+  bool pose_at_insertion = false;
   FieldNormalization normalization;                  // bounds + ratio mapping of the field
   std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
   std::string training_summary_json = "{}";          // free-form JSON object

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/level_planner.h"
 
 namespace flexgs {
 
@@ -33,16 +34,84 @@ std::vector<float> GiLogPrior(absl::Span<const float> global_importance) {
   return prior;
 }
 
-std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool) {
-  if (model.heuristic()) return model.global_importance;
-  std::vector<float> delta(model.gaussians.size());
-  GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(delta), pool);
-  if (model.gi_prior_weight != 0.0 && model.global_importance.size() == delta.size()) {
-    const std::vector<float> prior = GiLogPrior(model.global_importance);
-    const float w = static_cast<float>(model.gi_prior_weight);
-    for (size_t i = 0; i < delta.size(); ++i) delta[i] += w * prior[i];
+std::vector<uint8_t> CoverageLevels(const ElasticModel& model) {
+  const size_t n = model.gaussians.size();
+  std::vector<uint8_t> levels(n, kNoCoverageLevel);
+  if (n == 0 || model.global_importance.size() != n) return levels;
+  std::vector<std::pair<uint64_t, uint32_t>> order(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    order[i] = {MortonCode(&model.gaussians.positions[3 * static_cast<size_t>(i)], model.normalization.aabb_min,
+                           model.normalization.aabb_max),
+                i};
   }
-  return delta;
+  std::sort(order.begin(), order.end());
+  const absl::Span<const float> gi = model.global_importance;
+  const auto better = [&](uint32_t a, uint32_t b) { return gi[a] > gi[b] || (gi[a] == gi[b] && a < b); };
+  // Level l keeps the top 3l bits of the 63-bit code: cells are runs of equal prefixes.
+  for (int level = 0; level < kNoCoverageLevel; ++level) {
+    const int shift = 3 * (21 - level);
+    for (size_t begin = 0; begin < n;) {
+      const uint64_t cell = order[begin].first >> shift;
+      uint32_t best = order[begin].second;
+      size_t end = begin + 1;
+      for (; end < n && order[end].first >> shift == cell; ++end) {
+        if (better(order[end].second, best)) best = order[end].second;
+      }
+      if (levels[best] == kNoCoverageLevel) levels[best] = static_cast<uint8_t>(level);
+      begin = end;
+    }
+  }
+  return levels;
+}
+
+int CoverageCutoff(absl::Span<const uint8_t> levels, uint32_t count, double share) {
+  uint64_t hist[kNoCoverageLevel] = {};
+  for (uint8_t l : levels) {
+    if (l < kNoCoverageLevel) ++hist[l];
+  }
+  const double budget = share * static_cast<double>(count);
+  int cutoff = -1;
+  uint64_t cells = 0;
+  for (int l = 0; l < kNoCoverageLevel; ++l) {
+    cells += hist[l];
+    if (static_cast<double>(cells) > budget) break;
+    cutoff = l;
+  }
+  return cutoff;
+}
+
+void AddCoverageBonus(absl::Span<const uint8_t> levels, uint32_t count, double share, absl::Span<float> scores) {
+  const int cutoff = CoverageCutoff(levels, count, share);
+  for (size_t i = 0; i < scores.size() && i < levels.size(); ++i) {
+    if (static_cast<int>(levels[i]) <= cutoff) scores[i] += kCoverageBonus;
+  }
+}
+
+std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool,
+                                 const std::vector<uint8_t>* coverage) {
+  const size_t n = model.gaussians.size();
+  std::vector<float> scores;
+  if (model.heuristic()) {
+    if (!(model.coverage_share > 0.0)) return model.global_importance;
+    scores = GiLogPrior(model.global_importance);
+  } else {
+    scores.resize(n);
+    GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(scores), pool);
+    if (model.gi_prior_weight != 0.0 && model.global_importance.size() == n) {
+      const std::vector<float> prior = GiLogPrior(model.global_importance);
+      const float w = static_cast<float>(model.gi_prior_weight);
+      for (size_t i = 0; i < n; ++i) scores[i] += w * prior[i];
+    }
+  }
+  if (model.coverage_share > 0.0) {
+    std::vector<uint8_t> computed;
+    if (coverage == nullptr) {
+      computed = CoverageLevels(model);
+      coverage = &computed;
+    }
+    AddCoverageBonus(*coverage, ElasticCount(n, e), model.coverage_share, absl::MakeSpan(scores));
+  }
+  return scores;
 }
 
 std::vector<uint32_t> TopK(absl::Span<const float> scores, size_t count, const std::vector<uint8_t>* exclude) {
@@ -65,15 +134,20 @@ std::vector<uint32_t> TopK(absl::Span<const float> scores, size_t count, const s
 }
 
 std::vector<std::vector<uint32_t>> NestedAdditions(const ElasticModel& model, absl::Span<const double> ratios,
-                                                   ThreadPool* pool) {
+                                                   ThreadPool* pool, const std::vector<uint8_t>* coverage) {
   const size_t n = model.gaussians.size();
   std::vector<uint8_t> chosen(n, 0);
   size_t held = 0;
   std::vector<std::vector<uint32_t>> levels;
   levels.reserve(ratios.size());
+  std::vector<uint8_t> computed;
+  if (model.coverage_share > 0.0 && coverage == nullptr) {
+    computed = CoverageLevels(model);
+    coverage = &computed;
+  }
   for (double e : ratios) {
     const size_t count = ElasticCount(n, e);
-    const std::vector<float> scores = RankingScores(model, e, pool);
+    const std::vector<float> scores = RankingScores(model, e, pool, coverage);
     std::vector<uint32_t> added = TopK(scores, count > held ? count - held : 0, &chosen);
     for (uint32_t id : added) chosen[id] = 1;
     held += added.size();
@@ -85,7 +159,7 @@ std::vector<std::vector<uint32_t>> NestedAdditions(const ElasticModel& model, ab
 GaussianCloud TransformedSubset(const ElasticModel& model, absl::Span<const uint32_t> indices, double e,
                                 ThreadPool* pool) {
   GaussianCloud subset = model.gaussians.Gather(indices);
-  if (model.field.has_value() && !subset.empty()) {
+  if (model.field.has_value() && !subset.empty() && e < 1.0) {
     std::vector<float> deltas(subset.size() * kDeltaStride);
     EvalTransformField(*model.field, model.normalization, subset.positions, static_cast<float>(e),
                        absl::MakeSpan(deltas), pool);

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <utility>
 
@@ -136,6 +137,30 @@ absl::Status TrainOptions::Validate() const {
   if (nested && reference_selection) {
     return absl::InvalidArgumentError("nested training needs the served selection (not the reference's Gumbel sampling)");
   }
+  if (pose_at_insertion && !nested) {
+    return absl::InvalidArgumentError("poses fixed at insertion need nested training (--nested)");
+  }
+  if (!(near_view_jitter >= 0.0 && near_view_jitter <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("near-view jitter must be in [0, 1], got ", near_view_jitter));
+  }
+  if (near_view_jitter > 0.0 && (tune_gaussians || view_sampling.has_value())) {
+    return absl::InvalidArgumentError(
+        "views near the targets distil the frozen input and replace sampled views: they need frozen Gaussians and "
+        "no view sampling");
+  }
+  if (view_sampling.has_value()) {
+    if (tune_gaussians) {
+      return absl::InvalidArgumentError(
+          "sampled views distil the frozen input scene; tuning the Gaussians needs fixed targets");
+    }
+    FLEXGS_RETURN_IF_ERROR(view_sampling->Validate());
+  }
+  if (!(coverage_share >= 0.0 && coverage_share <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("coverage share ", coverage_share, " is not in [0, 1]"));
+  }
+  if (coverage_share > 0.0 && reference_selection) {
+    return absl::InvalidArgumentError("a coverage share needs the served selection");
+  }
   if (!(gi_prior_weight >= 0.0 && gi_prior_weight <= 100.0)) {
     return absl::InvalidArgumentError(absl::StrCat("gi_prior_weight ", gi_prior_weight, " is not in [0, 100]"));
   }
@@ -199,6 +224,8 @@ absl::StatusOr<ElasticModel> InitialElasticModel(const GaussianCloud& cloud, con
     std::fill(model.gsnet->head.bias.begin(), model.gsnet->head.bias.end(), 0.0f);
   }
   model.field = TransformFieldWeights::Init(options.field_config, options.seed);
+  model.pose_at_insertion = options.pose_at_insertion;
+  model.coverage_share = options.coverage_share;
   model.normalization = ExtentNormalization(cloud);
   std::vector<double> ladder = options.ladder;
   std::sort(ladder.begin(), ladder.end());
@@ -252,6 +279,11 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::Create(ElasticMo
 
 absl::Status ElasticTrainer::Init() {
   model_.gi_prior_weight = options_.reference_selection ? 0.0 : options_.gi_prior_weight;
+  model_.pose_at_insertion = options_.pose_at_insertion;
+  model_.coverage_share = options_.coverage_share;
+  view_bounds_ = RobustBounds(model_.gaussians);
+  // A checkpoint restores GI without recomputing it: the coverage follows it here.
+  if (model_.coverage_share > 0.0) coverage_ = CoverageLevels(model_);
   // The GI is always the trainer's, over the targets (a checkpoint does not store this).
   model_.gi = {"flexgs", static_cast<int>(targets_.size()), targets_[0].camera.width, targets_[0].camera.height};
   spatial_lr_scale_ = options_.spatial_lr_scale;
@@ -272,7 +304,7 @@ absl::Status ElasticTrainer::Init() {
     if (st.ok() && !p.empty()) st = adam_.AddParameter(group, name, p.size());
   };
   const GaussianCloud& c = model_.gaussians;
-  ForEachCloudTensor(c, c, add);
+  if (options_.tune_gaussians) ForEachCloudTensor(c, c, add);
   ForEachGsNetTensor(*model_.gsnet, *model_.gsnet, add);
   ForEachFieldTensor(*model_.field, *model_.field, add);
   return st;
@@ -283,6 +315,7 @@ absl::Status ElasticTrainer::RecomputeGi() {
                    ComputeGlobalImportance(model_.gaussians, CamerasOf(targets_), {}, gi_raster_));
   model_.global_importance = std::move(gi);
   model_.gi = {"flexgs", static_cast<int>(targets_.size()), targets_[0].camera.width, targets_[0].camera.height};
+  if (model_.coverage_share > 0.0) coverage_ = CoverageLevels(model_);
   return absl::OkStatus();
 }
 
@@ -303,17 +336,41 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   const double e = options_.ladder[static_cast<size_t>(it) % options_.ladder.size()];
   const float ef = static_cast<float>(e);
   stats.ratio = e;
-  const int view = static_cast<int>(IterationKey(options_.seed ^ kViewSalt, it) % targets_.size());
-  stats.view = view;
-  const Camera& cam = targets_[view].camera;
-  const Image& target = targets_[view].target;
   ThreadPool* pool = &pool_;
   GaussianCloud& cloud = model_.gaussians;
   const GsNetWeights& net = *model_.gsnet;
   const TransformFieldWeights& field = *model_.field;
   const size_t n = cloud.size();
+  const bool tune = options_.tune_gaussians;
+  RenderOptions ro;
+  ro.background = options_.background;
+  ro.want_aux = false;
 
-  if (it == 1 || it % options_.gi_every == 0) {
+  // The view: a fresh camera from the distribution and the (frozen) input's render there,
+  // or one of the fixed targets.
+  const uint64_t view_key = IterationKey(options_.seed ^ kViewSalt, it);
+  Camera sampled_camera;
+  Image sampled_target;
+  const bool near_view = options_.near_view_jitter > 0.0 && it % 2 == 0;
+  if (options_.view_sampling.has_value() || near_view) {
+    if (near_view) {
+      const Camera& base = targets_[view_key % targets_.size()].camera;
+      sampled_camera = SampleNearView(base, LookAtPoint(base, view_bounds_), options_.near_view_jitter, view_key);
+    } else {
+      sampled_camera = SampleView(view_bounds_, *options_.view_sampling, view_key);
+    }
+    FLEXGS_ASSIGN_OR_RETURN(RenderResult teacher,
+                            timed([&] { return raster_full_->Forward(cloud, sampled_camera, ro, {}); }));
+    sampled_target = std::move(teacher.color);
+    stats.view = -1;
+  } else {
+    stats.view = static_cast<int>(view_key % targets_.size());
+  }
+  const Camera& cam = stats.view < 0 ? sampled_camera : targets_[stats.view].camera;
+  const Image& target = stats.view < 0 ? sampled_target : targets_[stats.view].target;
+
+  // A frozen cloud's GI never changes: computed once (or restored from a checkpoint).
+  if (it == 1 || (tune && it % options_.gi_every == 0)) {
     FLEXGS_RETURN_IF_ERROR(RecomputeGi());
     stats.gi_recomputed = true;
   }
@@ -324,25 +381,48 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   if (options_.reference_selection) {
     FLEXGS_RETURN_IF_ERROR(GumbelHardMask(logits, options_.tau, IterationKey(options_.seed, it), absl::MakeSpan(mask),
                                           absl::MakeSpan(soft_keep), pool));
-  } else {
-    ServedMask(logits, e, absl::MakeSpan(mask), absl::MakeSpan(soft_keep), pool);
   }
+  std::vector<std::vector<uint32_t>> nested_levels;
+  std::vector<double> rungs;
+  if (!options_.reference_selection) {
+    ServedMask(logits, e, absl::MakeSpan(mask), absl::MakeSpan(soft_keep), &nested_levels, &rungs, pool);
+  }
+  // S, and the ratio the field poses each part of it at: [begin, end) of `sel` at ratio.
+  struct PoseRange {
+    size_t begin, end;
+    float ratio;
+  };
   std::vector<uint32_t> sel;
-  for (size_t i = 0; i < n; ++i) {
-    if (mask[i] > 0.5f) sel.push_back(static_cast<uint32_t>(i));
+  std::vector<PoseRange> ranges;
+  if (options_.pose_at_insertion) {
+    for (size_t k = 0; k < nested_levels.size(); ++k) {
+      const size_t begin = sel.size();
+      sel.insert(sel.end(), nested_levels[k].begin(), nested_levels[k].end());
+      ranges.push_back({begin, sel.size(), static_cast<float>(rungs[k])});
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      if (mask[i] > 0.5f) sel.push_back(static_cast<uint32_t>(i));
+    }
+    ranges.push_back({0, sel.size(), ef});
   }
   const size_t m = sel.size();
 
-  // 2. Full render.
-  RenderOptions ro;
-  ro.background = options_.background;
-  ro.want_aux = false;
-  FLEXGS_ASSIGN_OR_RETURN(RenderResult full, timed([&] { return raster_full_->Forward(cloud, cam, ro, {}); }));
+  // 2. Full render (its loss only moves the Gaussians).
+  RenderResult full;
+  if (tune) {
+    FLEXGS_ASSIGN_OR_RETURN(full, timed([&] { return raster_full_->Forward(cloud, cam, ro, {}); }));
+  }
 
   // 3. Selected render: S moved by the field, everything's opacity scaled by its mask bit.
   const GaussianCloud subset = cloud.Gather(sel);  // untransformed, for the backward
   std::vector<float> deltas(m * kDeltaStride);
-  EvalTransformField(field, model_.normalization, subset.positions, ef, absl::MakeSpan(deltas), pool);
+  for (const PoseRange& r : ranges) {
+    EvalTransformField(field, model_.normalization,
+                       absl::MakeConstSpan(subset.positions).subspan(r.begin * 3, (r.end - r.begin) * 3), r.ratio,
+                       absl::MakeSpan(deltas).subspan(r.begin * kDeltaStride, (r.end - r.begin) * kDeltaStride),
+                       pool);
+  }
   GaussianCloud moved = subset;
   ApplyTransformDeltas(deltas, moved);
   GaussianCloud composite = cloud;
@@ -359,7 +439,10 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 
   // 4. Loss.
   FLEXGS_ASSIGN_OR_RETURN(ImageLossResult loss_s, ImageLoss(selected.color, target, kStage2SelectedRenderLoss, pool));
-  FLEXGS_ASSIGN_OR_RETURN(ImageLossResult loss_f, ImageLoss(full.color, target, kStage2FullRenderLoss, pool));
+  ImageLossResult loss_f;
+  if (tune) {
+    FLEXGS_ASSIGN_OR_RETURN(loss_f, ImageLoss(full.color, target, kStage2FullRenderLoss, pool));
+  }
   const std::vector<float> labels = GiPseudoLabels(model_.global_importance, e);
   std::vector<float> grad_mask(n);
   FLEXGS_ASSIGN_OR_RETURN(MaskLoss mask_loss,
@@ -377,7 +460,11 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
                                                it, loss_s.value, loss_f.value, mask_loss.value, reg.value));
   }
   FLEXGS_ASSIGN_OR_RETURN(stats.psnr_selected, Psnr(selected.color, target));
-  FLEXGS_ASSIGN_OR_RETURN(stats.psnr_full, Psnr(full.color, target));
+  if (tune) {
+    FLEXGS_ASSIGN_OR_RETURN(stats.psnr_full, Psnr(full.color, target));
+  } else {
+    stats.psnr_full = std::numeric_limits<double>::quiet_NaN();
+  }
   stats.kept_fraction = n > 0 ? static_cast<double>(m) / static_cast<double>(n) : 0.0;
   {
     size_t labelled = 0, agree = 0;
@@ -390,7 +477,9 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 
   // 5. Backward. Every backward ADDS into freshly zeroed buffers.
   CloudGradients g_full, g_sel;
-  FLEXGS_RETURN_IF_ERROR(timed([&] { return raster_full_->Backward(loss_f.grad, &g_full); }));
+  if (tune) {
+    FLEXGS_RETURN_IF_ERROR(timed([&] { return raster_full_->Backward(loss_f.grad, &g_full); }));
+  }
   FLEXGS_RETURN_IF_ERROR(timed([&] { return raster_selected_->Backward(loss_s.grad, &g_sel); }));
   for (size_t i = 0; i < n; ++i) grad_mask[i] += g_sel.opacity_scale[i];
   std::vector<float> grad_logits(2 * n);
@@ -398,10 +487,18 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 
   // Cloud gradients: opacity and SH of both renders reach the raw attributes directly;
   // the selected render's geometry of S goes through the transform first.
-  GaussianCloud grad = cloud;  // same layout; overwritten below
+  // Frozen: only the geometry arrays are kept, as sinks for the networks' backward.
+  GaussianCloud grad;
+  if (!tune) {
+    grad.positions.assign(n * 3, 0.0f);
+    grad.log_scales.assign(n * 3, 0.0f);
+    grad.rotations.assign(n * 4, 0.0f);
+  } else {
+    grad = cloud;  // same layout; overwritten below
+  }
   std::vector<uint8_t> in_s(n, 0);
   for (uint32_t i : sel) in_s[i] = 1;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; tune && i < n; ++i) {
     const bool direct = !in_s[i];
     for (int d = 0; d < 3; ++d) {
       grad.positions[i * 3 + d] = g_full.positions[i * 3 + d] + (direct ? g_sel.positions[i * 3 + d] : 0.0f);
@@ -411,11 +508,13 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
       grad.rotations[i * 4 + d] = g_full.rotations[i * 4 + d] + (direct ? g_sel.rotations[i * 4 + d] : 0.0f);
     }
   }
-  for (size_t k = 0; k < grad.opacity_logits.size(); ++k) {
-    grad.opacity_logits[k] = g_full.opacity_logits[k] + g_sel.opacity_logits[k];
+  if (tune) {
+    for (size_t k = 0; k < grad.opacity_logits.size(); ++k) {
+      grad.opacity_logits[k] = g_full.opacity_logits[k] + g_sel.opacity_logits[k];
+    }
+    for (size_t k = 0; k < grad.sh_dc.size(); ++k) grad.sh_dc[k] = g_full.sh_dc[k] + g_sel.sh_dc[k];
+    for (size_t k = 0; k < grad.sh_rest.size(); ++k) grad.sh_rest[k] = g_full.sh_rest[k] + g_sel.sh_rest[k];
   }
-  for (size_t k = 0; k < grad.sh_dc.size(); ++k) grad.sh_dc[k] = g_full.sh_dc[k] + g_sel.sh_dc[k];
-  for (size_t k = 0; k < grad.sh_rest.size(); ++k) grad.sh_rest[k] = g_full.sh_rest[k] + g_sel.sh_rest[k];
 
   std::vector<float> out_pos(m * 3), out_ls(m * 3), out_rot(m * 4);
   for (size_t j = 0; j < m; ++j) {
@@ -429,8 +528,13 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
                                                absl::MakeSpan(grad_deltas),
                                                {absl::MakeSpan(sub_pos), absl::MakeSpan(sub_ls),
                                                 absl::MakeSpan(sub_rot)}));
-  FLEXGS_RETURN_IF_ERROR(TransformFieldBackward(field, model_.normalization, subset.positions, ef, grad_deltas, &grad_field,
-                                         absl::MakeSpan(sub_pos), pool));
+  for (const PoseRange& r : ranges) {
+    const size_t len = r.end - r.begin;
+    FLEXGS_RETURN_IF_ERROR(TransformFieldBackward(
+        field, model_.normalization, absl::MakeConstSpan(subset.positions).subspan(r.begin * 3, len * 3), r.ratio,
+        absl::MakeConstSpan(grad_deltas).subspan(r.begin * kDeltaStride, len * kDeltaStride), &grad_field,
+        absl::MakeSpan(sub_pos).subspan(r.begin * 3, len * 3), pool));
+  }
   for (size_t j = 0; j < m; ++j) {
     const size_t i = sel[j];
     for (int d = 0; d < 3; ++d) {
@@ -450,7 +554,7 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   auto step = [&](const char*, const std::string& name, std::vector<float>& p, std::vector<float>& g) {
     if (st.ok() && !p.empty()) st = adam_.Step(name, absl::MakeSpan(p), g, it, pool);
   };
-  ForEachCloudTensor(cloud, grad, step);
+  if (tune) ForEachCloudTensor(cloud, grad, step);
   ForEachGsNetTensor(*model_.gsnet, grad_net, step);
   ForEachFieldTensor(*model_.field, grad_field, step);
   FLEXGS_RETURN_IF_ERROR(st);
@@ -461,7 +565,8 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 }
 
 void ElasticTrainer::ServedMask(absl::Span<const float> logits, double e, absl::Span<float> mask,
-                                absl::Span<float> soft_keep, ThreadPool* pool) const {
+                                absl::Span<float> soft_keep, std::vector<std::vector<uint32_t>>* levels,
+                                std::vector<double>* rungs_out, ThreadPool* pool) const {
   const size_t n = model_.gaussians.size();
   // Scores exactly as RankingScores computes them for the current model.
   const std::vector<float> prior = GiLogPrior(model_.global_importance);
@@ -470,6 +575,7 @@ void ElasticTrainer::ServedMask(absl::Span<const float> logits, double e, absl::
   for (size_t i = 0; i < n; ++i) score[i] = (logits[2 * i + 1] - logits[2 * i]) + w * prior[i];
   std::fill(mask.begin(), mask.end(), 0.0f);
   const uint32_t count = ElasticCount(n, e);
+  if (model_.coverage_share > 0.0) AddCoverageBonus(coverage_, count, model_.coverage_share, absl::MakeSpan(score));
   if (options_.nested) {
     std::vector<double> rungs;
     for (double r : options_.ladder) {
@@ -478,9 +584,11 @@ void ElasticTrainer::ServedMask(absl::Span<const float> logits, double e, absl::
     std::sort(rungs.begin(), rungs.end());
     rungs.erase(std::unique(rungs.begin(), rungs.end()), rungs.end());
     rungs.push_back(e);
-    for (const std::vector<uint32_t>& level : NestedAdditions(model_, rungs, pool)) {
+    *levels = NestedAdditions(model_, rungs, pool, &coverage_);
+    for (const std::vector<uint32_t>& level : *levels) {
       for (uint32_t i : level) mask[i] = 1.0f;
     }
+    *rungs_out = std::move(rungs);
   } else {
     for (uint32_t i : TopK(score, count)) mask[i] = 1.0f;
   }
@@ -500,7 +608,7 @@ ElasticModel ElasticTrainer::Result() const {
   ladder.erase(std::unique(ladder.begin(), ladder.end()), ladder.end());
   out.ladder = ladder;
   out.digest.clear();
-  out.training_summary_json = nlohmann::json{{"mode", "trained"},
+  nlohmann::json summary = nlohmann::json{{"mode", "trained"},
                                              {"trainer", "flexgs-stage2-" + std::string(raster_full_->name())},
                                              {"iterations", iteration_},
                                              {"seed", options_.seed},
@@ -509,11 +617,24 @@ ElasticModel ElasticTrainer::Result() const {
                                                            : options_.nested               ? "served-nested"
                                                                                            : "served-independent"},
                                              {"gi_prior_weight", model_.gi_prior_weight},
+                                             {"base", options_.tune_gaussians ? "tuned" : "frozen"},
+                                             {"coverage_share", options_.coverage_share},
+                                             {"field_pose", options_.pose_at_insertion ? "insertion" : "per-level"},
                                              {"views", targets_.size()},
                                              {"width", targets_[0].camera.width},
                                              {"height", targets_[0].camera.height},
-                                             {"spatial_lr_scale", spatial_lr_scale_}}
-                                  .dump();
+                                             {"spatial_lr_scale", spatial_lr_scale_}};
+  if (options_.near_view_jitter > 0.0) summary["near_view_jitter"] = options_.near_view_jitter;
+  if (options_.view_sampling.has_value()) {
+    const ViewDistribution& d = *options_.view_sampling;
+    summary["view_sampling"] = {{"directions", ViewDirectionsName(d.directions)},
+                                {"distance", {d.min_distance, d.max_distance}},
+                                {"fov_deg", {d.min_fov_deg, d.max_fov_deg}},
+                                {"target_jitter", d.target_jitter},
+                                {"width", d.width},
+                                {"height", d.height}};
+  }
+  out.training_summary_json = summary.dump();
   return out;
 }
 
@@ -533,6 +654,18 @@ uint32_t ElasticTrainer::Fingerprint() const {
   Put(b, options_.regularizer_weights.plane_tv);
   Put(b, options_.regularizer_weights.time_smoothness);
   Put(b, options_.regularizer_weights.l1_time_planes);
+  Put(b, static_cast<uint8_t>(options_.tune_gaussians));
+  Put(b, static_cast<uint8_t>(options_.pose_at_insertion));
+  if (options_.coverage_share > 0.0) Put(b, options_.coverage_share);
+  if (options_.near_view_jitter > 0.0) Put(b, options_.near_view_jitter);
+  if (options_.view_sampling.has_value()) {
+    const ViewDistribution& d = *options_.view_sampling;
+    Put(b, static_cast<uint8_t>(d.directions));
+    for (double v : {d.min_distance, d.max_distance, d.min_fov_deg, d.max_fov_deg, d.target_jitter}) Put(b, v);
+    Put(b, d.width);
+    Put(b, d.height);
+    for (int k = 0; k < 3; ++k) Put(b, d.up[k]);
+  }
   uint32_t crc = Crc32c(b);
   for (const TrainingView& v : targets_) {
     const Camera& c = v.camera;

@@ -1,15 +1,19 @@
 // ElasticTrainer: FlexGS's stage-2 loop (reference notes section 5). Renders go through
 // TrainOptions::raster_factory (CPU or CUDA); everything else runs on the CPU.
 //
-// Each iteration `it` (1-based) trains GsNet, the transform field and the Gaussians
-// jointly for one ratio e = ladder[it mod |ladder|] on one target view:
+// Each iteration `it` (1-based) trains GsNet and the transform field (and, only with
+// TrainOptions::tune_gaussians, the Gaussians) for one ratio e = ladder[it mod |ladder|]
+// on one target view -- by default a fresh camera drawn from TrainOptions::view_sampling
+// and the input scene's render there (distillation from the whole view space):
 //   mask  = the served selection at e (top-k of GsNet margin + w log GI, or the nested
 //           set), or with reference_selection GumbelHardMask(GsNetLogits, tau = 1)
-//   I_f   = render of the full cloud
+//   I_f   = render of the full cloud (only when tuning the Gaussians)
 //   I_s   = render of the cloud with S = {mask = 1} moved by the transform field and
 //           every opacity multiplied by its mask bit
 //   L     = ImageLoss(I_s, kStage2SelectedRenderLoss) + ImageLoss(I_f, kStage2FullRenderLoss)
 //         + SelectionMaskLoss(mask, GiPseudoLabels(GI, e), e) + HexPlaneRegularization
+// (with poses fixed at insertion, each nested level's additions in S are moved by the
+// field at their own rung, as the planner sends them).
 // then one Adam step per tensor with ReferenceStage2Groups. GI is recomputed on the
 // current full cloud over all target views at iteration 1 and every gi_every.
 //
@@ -23,9 +27,14 @@
 //  * the view of iteration `it` and the Gumbel noise are pure functions of (seed, it)
 //    (counter-based hashes) instead of draws from a global generator, so a run is
 //    reproducible and a resumed run continues bit-identically without saving RNG state;
-//  * with no dataset images, the targets are renders of the input model from orbit
-//    cameras (distillation), which is what an elastic model of a finished 3DGS scene
-//    should reproduce.
+//  * with no dataset images, the targets are renders of the input model (distillation),
+//    which is what an elastic model of a finished 3DGS scene should reproduce; drawn
+//    from all around (view_sampling), because a fixed orbit ring trained levels that
+//    held up near the ring and fell to decimation's quality from above, below and close;
+//  * the Gaussians are frozen by default: the input is the teacher, so a 100% request
+//    serves it bit for bit, and the full render's loss (which only moves the Gaussians)
+//    is skipped. The reference tunes them jointly, which drifted the full scene 35 dB
+//    from the input on views away from the training ring.
 //
 // Determinism: every building block is bit-identical for any thread count, so a run is
 // a pure function of (inputs, options) and resume equals an uninterrupted run.
@@ -34,6 +43,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +58,7 @@
 #include "core/rasterizer_backward.h"
 #include "core/thread_pool.h"
 #include "core/transform_field_backward.h"
+#include "core/view_sampler.h"
 
 namespace flexgs {
 
@@ -77,7 +88,25 @@ struct TrainOptions {
   //    nesting): each Gaussian kept with probability sigmoid(l1 - l0).
   bool reference_selection = false;
   double gi_prior_weight = 1.0;  // ignored (0) with reference_selection
+  // ElasticModel::coverage_share of the trained model (served selection only).
+  double coverage_share = 0.0;
   bool nested = false;           // level k's set contains level k-1's, as streamed
+  // Each nested level's additions posed at their own rung and fixed there, as the planner
+  // then streams them without patches (ElasticModel::pose_at_insertion). Needs `nested`.
+  bool pose_at_insertion = false;
+  // Also train the Gaussians (the reference's joint tuning); false keeps them bit for bit.
+  bool tune_gaussians = false;
+  // Set: every step draws its camera from this distribution (a pure function of seed and
+  // iteration) and distils the input scene's render there; the `targets` given to the
+  // trainer then serve only as GI views. Unset: the step uses one of the targets. Needs
+  // frozen Gaussians (the input is the teacher).
+  std::optional<ViewDistribution> view_sampling;
+  // With fixed targets (dataset photos or renders at dataset cameras): every second step
+  // distils the frozen input at a camera near a random target camera instead (centre
+  // moved by up to this fraction of its distance to what it looks at), so the model also
+  // sees views between and around the dataset's. 0 = off. Needs frozen Gaussians and no
+  // view_sampling.
+  double near_view_jitter = 0.0;
   double tau = kReferenceGumbelTau;
   // Multiplies the reference learning-rate scale (0 = derive it from the cameras: 1.1 x
   // the largest camera distance from their mean, as the reference's scene radius).
@@ -96,14 +125,14 @@ struct TrainOptions {
 struct StepStats {
   int64_t iteration = 0;  // 1-based iteration just taken
   double ratio = 0.0;
-  int view = 0;
+  int view = 0;                // index into the targets; -1 for a sampled view
   double loss = 0.0;           // total
   double selected_loss = 0.0;  // ImageLoss(I_s)
   double full_loss = 0.0;      // ImageLoss(I_f)
   double mask_loss = 0.0;      // SelectionMaskLoss value
   double regularization = 0.0;
   double psnr_selected = 0.0;  // PSNR(I_s, target)
-  double psnr_full = 0.0;      // PSNR(I_f, target)
+  double psnr_full = 0.0;      // PSNR(I_f, target); NaN when the Gaussians are frozen
   double kept_fraction = 0.0;  // mean mask
   double gi_agreement = 0.0;   // |mask AND GI pseudo-labels| / |pseudo-labels|
   bool gi_recomputed = false;
@@ -165,8 +194,10 @@ class ElasticTrainer {
   uint32_t Fingerprint() const;  // of the trajectory-defining options and the targets
   // The served selection at ratio e (see TrainOptions::reference_selection) and its
   // straight-through surrogate, from GsNetLogits' (l0, l1) pairs.
+  // With `nested`, `levels` receives the nested additions per rung (ascending, ending
+  // at e) and `rungs` their ratios; otherwise both are left empty.
   void ServedMask(absl::Span<const float> logits, double e, absl::Span<float> mask, absl::Span<float> soft_keep,
-                  ThreadPool* pool) const;
+                  std::vector<std::vector<uint32_t>>* levels, std::vector<double>* rungs, ThreadPool* pool) const;
 
   TrainOptions options_;
   std::vector<TrainingView> targets_;
@@ -174,6 +205,8 @@ class ElasticTrainer {
   int64_t iteration_ = 0;
   double spatial_lr_scale_ = 1.0;
 
+  SceneBounds view_bounds_;  // of the input scene, for view_sampling
+  std::vector<uint8_t> coverage_;  // CoverageLevels(model_) for the current GI
   ThreadPool pool_;
   CpuRasterizer gi_raster_;
   std::unique_ptr<DifferentiableRasterBackend> raster_full_, raster_selected_;

@@ -86,11 +86,12 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
   const std::array<float, 3>& hi = model.normalization.aabb_max;
   std::vector<uint8_t> chosen(n, 0);
   std::vector<uint32_t> sent;  // client order: concatenation of every level's `added`
+  const std::vector<uint8_t> coverage = model.coverage_share > 0.0 ? CoverageLevels(model) : std::vector<uint8_t>();
   for (double e : *ratios) {
     PlanLevel level;
     level.ratio = e;
     level.count = ElasticCount(n, e);
-    const std::vector<float> scores = RankingScores(model, e, pool);
+    const std::vector<float> scores = RankingScores(model, e, pool, &coverage);
     const size_t need = level.count > sent.size() ? level.count - sent.size() : 0;
     level.added = TopK(scores, need, &chosen);
     std::vector<std::pair<uint64_t, uint32_t>> order;
@@ -102,23 +103,30 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     const size_t previously_sent = sent.size();
     sent.insert(sent.end(), level.added.begin(), level.added.end());
     level.count = static_cast<uint32_t>(sent.size());
-    // One evaluation of the whole held set in client order, sliced into patches (the
-    // Gaussians sent before) and additions: the client's state after this level is then
-    // bit-for-bit TransformedSubset(model, sent, e), independent of how the field
-    // batches its work.
-    GaussianCloud held = TransformedSubset(model, sent, e, pool);
-    if (model.field.has_value() && previously_sent > 0) {
-      level.patches.resize(previously_sent * kPatchStride);
-      for (size_t i = 0; i < previously_sent; ++i) {
-        float* out = &level.patches[i * kPatchStride];
-        std::memcpy(out, &held.positions[i * 3], 3 * sizeof(float));
-        std::memcpy(out + 3, &held.log_scales[i * 3], 3 * sizeof(float));
-        std::memcpy(out + 6, &held.rotations[i * 4], 4 * sizeof(float));
+    if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
+      // Poses fixed at insertion: the new Gaussians take their pose at this level's
+      // ratio and nothing sent before changes, so the level carries no patches.
+      level.added_gaussians = TransformedSubset(model, level.added, e, pool);
+    } else {
+      // One evaluation of the whole held set in client order, sliced into patches (the
+      // Gaussians sent before) and additions: the client's state after this level is then
+      // bit-for-bit TransformedSubset(model, sent, e), independent of how the field
+      // batches its work. (With poses fixed at insertion this is only the final e = 1
+      // level, whose patches restore the original poses.)
+      GaussianCloud held = TransformedSubset(model, sent, e, pool);
+      if (model.field.has_value() && previously_sent > 0) {
+        level.patches.resize(previously_sent * kPatchStride);
+        for (size_t i = 0; i < previously_sent; ++i) {
+          float* out = &level.patches[i * kPatchStride];
+          std::memcpy(out, &held.positions[i * 3], 3 * sizeof(float));
+          std::memcpy(out + 3, &held.log_scales[i * 3], 3 * sizeof(float));
+          std::memcpy(out + 6, &held.rotations[i * 4], 4 * sizeof(float));
+        }
       }
+      std::vector<uint32_t> tail(level.added.size());
+      for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
+      level.added_gaussians = held.Gather(tail);
     }
-    std::vector<uint32_t> tail(level.added.size());
-    for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
-    level.added_gaussians = held.Gather(tail);
     // How far nesting moved this level from the independent top-k at e.
     const std::vector<uint32_t> independent = TopK(scores, level.count);
     size_t overlap = 0;

@@ -2,10 +2,12 @@
 //
 // Level k holds floor(e_k N) Gaussians (at least 1) and contains level k-1: it keeps
 // every Gaussian already sent and adds the best-ranked ones at e_k that are not yet
-// chosen. Because the transform depends on e, each level also carries patches: the
-// geometry of every previously sent Gaussian re-transformed at e_k (none for
-// heuristic models, whose transform is the identity). After applying level k's
-// additions and patches a client holds exactly the planner's level k.
+// chosen. Because the transform depends on e, each level of a trained model also
+// carries patches: the geometry of every previously sent Gaussian re-transformed at e_k
+// (none for heuristic models, whose transform is the identity, and none for models
+// whose poses are fixed at insertion, ElasticModel::pose_at_insertion, except at e = 1
+// where the patches restore the original scene). After applying level k's additions and
+// patches a client holds exactly the planner's level k.
 //
 // A plan is a pure function of (model, request): byte-identical for any thread count,
 // so plans can be cached and streams resumed at any point.

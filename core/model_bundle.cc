@@ -21,6 +21,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "absl/strings/str_join.h"
 #include "core/file_io.h"
 #include "core/ply_io.h"
@@ -245,7 +246,7 @@ absl::StatusOr<const json*> Member(const json& obj, const char* key, absl::strin
 }
 
 // `obj` must be an object with exactly `keys`.
-absl::Status CheckKeys(const json& obj, std::initializer_list<const char*> keys, absl::string_view where) {
+absl::Status CheckKeys(const json& obj, absl::Span<const char* const> keys, absl::string_view where) {
   if (!obj.is_object()) return BadManifest(absl::StrCat("\"", where, "\" is not an object"));
   const std::string dotted = where.empty() ? "" : absl::StrCat(where, ".");
   for (const char* key : keys) {
@@ -526,6 +527,12 @@ absl::Status ValidateModel(const ElasticModel& model) {
   if (model.gi_prior_weight != 0.0 && !model.gsnet) {
     return absl::InvalidArgumentError("gi_prior_weight is set but the model has no GsNet");
   }
+  if (!(model.coverage_share >= 0.0 && model.coverage_share <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("coverage_share ", model.coverage_share, " is not in [0, 1]"));
+  }
+  if (model.pose_at_insertion && !model.field) {
+    return absl::InvalidArgumentError("pose_at_insertion is set but the model has no transform field");
+  }
   if (model.field) {
     FLEXGS_RETURN_IF_ERROR(CheckFieldConfigBounds(model.field->config));
     FLEXGS_RETURN_IF_ERROR(model.field->Validate());
@@ -693,7 +700,10 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
          {{kBundlePlyFile, {{"sha256", Sha256Hex(ply)}, {"bytes", ply.size()}}},
           {kBundleTensorFile, {{"sha256", Sha256Hex(safetensors)}, {"bytes", safetensors.size()}}}}},
     };
-    if (model.gi_prior_weight != 0.0) manifest["selector"] = {{"gi_prior_weight", model.gi_prior_weight}};
+    if (model.gi_prior_weight != 0.0) manifest["selector"]["gi_prior_weight"] = model.gi_prior_weight;
+    if (model.coverage_share != 0.0) manifest["selector"]["coverage_share"] = model.coverage_share;
+    // Optional, written only when set, so bundles without it keep their bytes and digests.
+    if (model.pose_at_insertion) manifest["field_pose"] = "insertion";
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -716,33 +726,53 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
                                         const std::string* files_dir) {
   auto bad = [&](const absl::Status& s) { return Prefixed(manifest_path, s); };
 
-  // "selector" is optional (written only for a GI-prior ranking); the rest is required.
+  // "selector" (written only for a GI-prior ranking) and "field_pose" (only for poses
+  // fixed at insertion) are optional; the rest is required.
   const bool has_selector = manifest.is_object() && manifest.contains("selector");
-  absl::Status keys = has_selector
-                          ? CheckKeys(manifest,
-                                      {"format", "format_version", "gaussians", "sh_degree", "ladder", "bounds",
-                                       "ratio_normalization", "field_config", "has_gsnet", "gi", "training", "files",
-                                       "digest", "selector"},
-                                      "")
-                          : CheckKeys(manifest,
-                                      {"format", "format_version", "gaussians", "sh_degree", "ladder", "bounds",
-                                       "ratio_normalization", "field_config", "has_gsnet", "gi", "training", "files",
-                                       "digest"},
-                                      "");
+  const bool has_field_pose = manifest.is_object() && manifest.contains("field_pose");
+  std::vector<const char*> key_names = {"format", "format_version", "gaussians", "sh_degree", "ladder",
+                                        "bounds", "ratio_normalization", "field_config", "has_gsnet", "gi",
+                                        "training", "files", "digest"};
+  if (has_selector) key_names.push_back("selector");
+  if (has_field_pose) key_names.push_back("field_pose");
+  absl::Status keys = CheckKeys(manifest, key_names, "");
   if (!keys.ok()) return bad(keys);
 
   // Everything goes into a local model that is returned only when complete.
   ElasticModel model;
-  if (has_selector) {
-    const json& selector = manifest.at("selector");
-    if (absl::Status s = CheckKeys(selector, {"gi_prior_weight"}, "selector"); !s.ok()) return bad(s);
-    absl::StatusOr<float> w = AsFiniteFloat(selector.at("gi_prior_weight"), "selector.gi_prior_weight");
-    if (!w.ok()) return bad(w.status());
-    if (!(*w > 0.0f && *w <= kMaxGiPriorWeight)) {
-      return bad(BadManifest(absl::StrCat("\"selector.gi_prior_weight\" ", *w, " is not in (0, ", kMaxGiPriorWeight,
-                                          "]")));
+  if (has_field_pose) {
+    const json& pose = manifest.at("field_pose");
+    if (!pose.is_string() || pose.get<std::string>() != "insertion") {
+      return bad(BadManifest("\"field_pose\" must be \"insertion\" when present"));
     }
-    model.gi_prior_weight = selector.at("gi_prior_weight").get<double>();
+    model.pose_at_insertion = true;
+  }
+  if (has_selector) {
+    // Each key is optional, written only when set; an empty selector is refused.
+    const json& selector = manifest.at("selector");
+    std::vector<const char*> selector_keys;
+    for (const char* key : {"gi_prior_weight", "coverage_share"}) {
+      if (selector.is_object() && selector.contains(key)) selector_keys.push_back(key);
+    }
+    if (selector_keys.empty() && selector.is_object()) return bad(BadManifest("\"selector\" is empty"));
+    if (absl::Status s = CheckKeys(selector, selector_keys, "selector"); !s.ok()) return bad(s);
+    if (selector.contains("gi_prior_weight")) {
+      absl::StatusOr<float> w = AsFiniteFloat(selector.at("gi_prior_weight"), "selector.gi_prior_weight");
+      if (!w.ok()) return bad(w.status());
+      if (!(*w > 0.0f && *w <= kMaxGiPriorWeight)) {
+        return bad(BadManifest(absl::StrCat("\"selector.gi_prior_weight\" ", *w, " is not in (0, ",
+                                            kMaxGiPriorWeight, "]")));
+      }
+      model.gi_prior_weight = selector.at("gi_prior_weight").get<double>();
+    }
+    if (selector.contains("coverage_share")) {
+      absl::StatusOr<float> c = AsFiniteFloat(selector.at("coverage_share"), "selector.coverage_share");
+      if (!c.ok()) return bad(c.status());
+      if (!(*c > 0.0f && *c <= 1.0f)) {
+        return bad(BadManifest(absl::StrCat("\"selector.coverage_share\" ", *c, " is not in (0, 1]")));
+      }
+      model.coverage_share = selector.at("coverage_share").get<double>();
+    }
   }
   absl::StatusOr<int64_t> gaussians = GetInt(manifest, "gaussians", 1, std::numeric_limits<uint32_t>::max());
   if (!gaussians.ok()) return bad(gaussians.status());

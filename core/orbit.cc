@@ -61,6 +61,16 @@ SceneBounds RobustBounds(const GaussianCloud& cloud, double lo_quantile, double 
   return b;
 }
 
+double FitDistance(double radius, double fov_x_deg, int width, int height, double scale) {
+  if (!(radius > 1e-12) || !std::isfinite(radius)) radius = 1.0;
+  // The sphere of radius r at distance d subtends a half-angle asin(r/d): fit it
+  // into the narrower half field of view (fy = fx, so fov_y follows the aspect).
+  const double half_x = 0.5 * Deg2Rad(fov_x_deg);
+  const double half_y = std::atan(std::tan(half_x) * height / width);
+  const double half = std::min(half_x, half_y);
+  return kFitMargin * scale * radius / std::sin(half);
+}
+
 std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& options) {
   const int count = std::max(options.count, 0);
   std::vector<Camera> cameras;
@@ -73,15 +83,8 @@ std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& 
   const Eigen::Vector3d e2 = up.cross(e1);
 
   const Eigen::Vector3d centre = bounds.centre();
-  double radius = bounds.radius();
-  if (!(radius > 1e-12) || !std::isfinite(radius)) radius = 1.0;
-
-  // The sphere of radius r at distance d subtends a half-angle asin(r/d): fit it
-  // into the narrower half field of view (fy = fx, so fov_y follows the aspect).
-  const double half_x = 0.5 * Deg2Rad(options.fov_x_deg);
-  const double half_y = std::atan(std::tan(half_x) * options.height / options.width);
-  const double half = std::min(half_x, half_y);
-  const double distance = kFitMargin * options.distance_scale * radius / std::sin(half);
+  const double distance =
+      FitDistance(bounds.radius(), options.fov_x_deg, options.width, options.height, options.distance_scale);
 
   int digits = 3;
   for (int n = count - 1; n >= 1000; n /= 10) ++digits;

@@ -51,6 +51,11 @@ struct OrbitOptions {
 // valid (see MakeOrbitCameras).
 std::vector<Camera> OrbitCameras(const SceneBounds& bounds, const OrbitOptions& options);
 
+// The distance from the centre at which a sphere of `radius` (a degenerate radius counts
+// as 1) fits the narrower field of view of a width x height image with a small margin,
+// times `scale`: the framing of OrbitCameras and of the view sampler.
+double FitDistance(double radius, double fov_x_deg, int width, int height, double scale = 1.0);
+
 // Validates `options` and returns OrbitCameras(RobustBounds(cloud), options).
 absl::StatusOr<std::vector<Camera>> MakeOrbitCameras(const GaussianCloud& cloud, const OrbitOptions& options);
 

@@ -121,6 +121,7 @@ absl::StatusOr<StreamScript> BuildStreamScript(const Plan& plan, const ScriptOpt
           absl::MakeConstSpan(l.patches).subspan(first * kPatchStride, count * kPatchStride), options.encoding);
       FLEXGS_RETURN_IF_ERROR(CheckBlock(data, block_bytes, k));
       summary.payload_bytes += data.size();
+      summary.patch_bytes += data.size();
       script.items.push_back({.kind = StreamItemKind::kPatches,
                               .level = level,
                               .first = first,

@@ -35,6 +35,7 @@ struct StreamLevelSummary {
   uint64_t added = 0;
   uint64_t patched = 0;
   uint64_t payload_bytes = 0;  // encoded block bytes
+  uint64_t patch_bytes = 0;    // of which patch blocks (the rest: added Gaussians)
   uint64_t first_item = 0;
   uint64_t level_end_item = 0;
 };

@@ -14,6 +14,7 @@
 #include "core/global_importance.h"
 #include "core/image_metrics.h"
 #include "core/level_planner.h"
+#include "core/stream_script.h"
 #include "core/synthetic_scene.h"
 
 namespace flexgs {
@@ -235,6 +236,7 @@ absl::StatusOr<CloudScore> ScoreCloud(const GaussianCloud& cloud, absl::Span<con
         absl::StrCat(cameras.size(), " cameras but ", targets.size(), " target images"));
   }
   CloudScore score;
+  score.contacts.resize(options.contact_views.size());
   score.count = static_cast<uint32_t>(cloud.size());
   score.raw_bytes = RawBytesPerGaussian(cloud.sh_degree) * cloud.size();
   RenderOptions render = options.render;
@@ -252,7 +254,9 @@ absl::StatusOr<CloudScore> ScoreCloud(const GaussianCloud& cloud, absl::Span<con
     if (!ssim.ok()) return ssim.status();
     score.psnr.push_back(*psnr);
     score.ssim.push_back(*ssim);
-    if (v == options.contact_view) score.contact = std::move(img);
+    for (size_t c = 0; c < options.contact_views.size(); ++c) {
+      if (options.contact_views[c] == v) score.contacts[c] = img;
+    }
   }
   score.mean_psnr = Mean(score.psnr);
   score.mean_ssim = Mean(score.ssim);
@@ -264,9 +268,10 @@ absl::StatusOr<EvalResult> EvaluateMethods(const ElasticModel& model, absl::Span
                                            bool include_full, const std::vector<EvalMethod>& methods,
                                            const EvalOptions& options, RasterBackend& backend) {
   if (cameras.empty()) return absl::InvalidArgumentError("evaluation needs at least one view");
-  if (options.contact_view >= cameras.size()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("contact view ", options.contact_view, " is outside the ", cameras.size(), " views"));
+  for (size_t view : options.contact_views) {
+    if (view >= cameras.size()) {
+      return absl::OutOfRangeError(absl::StrCat("contact view ", view, " is outside the ", cameras.size(), " views"));
+    }
   }
   EvalResult result;
   result.ratios.assign(ratios.begin(), ratios.end());
@@ -317,6 +322,55 @@ absl::StatusOr<EvalResult> EvaluateMethods(const ElasticModel& model, absl::Span
     result.rows.push_back(std::move(row));
   }
   return result;
+}
+
+namespace {
+
+// Each level's encoded payload in the script the server builds for `request`.
+absl::StatusOr<std::vector<uint64_t>> ScriptLevelBytes(const ElasticModel& model, const PlanRequest& request,
+                                                       ThreadPool* pool) {
+  auto plan = PlanLevels(model, request, pool);
+  if (!plan.ok()) return plan.status();
+  ScriptOptions options;  // the server's defaults: quantized, 256 KiB chunks
+  options.sh_degree = plan->sh_degree;
+  auto script = BuildStreamScript(*plan, options);
+  if (!script.ok()) return script.status();
+  std::vector<uint64_t> bytes;
+  for (const StreamLevelSummary& level : script->levels) bytes.push_back(level.payload_bytes);
+  return bytes;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint64_t>> NestedStreamLevelBytes(const ElasticModel& model,
+                                                             absl::Span<const double> ratios, ThreadPool* pool) {
+  if (ratios.empty()) return std::vector<uint64_t>{};
+  PlanRequest request;
+  request.ladder.assign(ratios.begin(), ratios.end());
+  request.top_ratio = ratios.back();
+  auto bytes = ScriptLevelBytes(model, request, pool);
+  if (bytes.ok() && bytes->size() != ratios.size()) {
+    return absl::InternalError(absl::StrCat("stream has ", bytes->size(), " levels for ", ratios.size(),
+                                            " ratios (ratios must be strictly increasing)"));
+  }
+  return bytes;
+}
+
+absl::StatusOr<std::vector<uint64_t>> SingleLevelStreamBytes(const ElasticModel& model,
+                                                             absl::Span<const double> ratios, ThreadPool* pool) {
+  std::vector<uint64_t> out;
+  for (double e : ratios) {
+    PlanRequest request;
+    request.ladder = {e};
+    request.top_ratio = e;
+    auto bytes = ScriptLevelBytes(model, request, pool);
+    if (!bytes.ok()) return bytes.status();
+    if (bytes->size() != 1) {
+      return absl::InternalError(absl::StrCat("a one-ratio stream at ", e, " has ", bytes->size(), " levels"));
+    }
+    out.push_back(bytes->front());
+  }
+  return out;
 }
 
 Image ResizeArea(const Image& image, int width, int height) {

@@ -97,7 +97,8 @@ struct EvalOptions {
   RenderOptions render;
   // Compare 8-bit images, as the reference metrics.py does (it reloads saved PNGs).
   bool quantize_8bit = true;
-  size_t contact_view = 0;  // the view whose renders are kept for a contact sheet
+  // The views whose renders are kept for contact sheets (e.g. a framed view and a close-up).
+  std::vector<size_t> contact_views = {0};
 };
 
 // One cloud rendered from every view and scored against the targets.
@@ -107,7 +108,7 @@ struct CloudScore {
   uint64_t raw_bytes = 0;          // float32 attribute bytes (RawBytesPerGaussian * count)
   std::vector<double> psnr, ssim;  // per view; PSNR is +inf for an identical image
   double mean_psnr = 0, mean_ssim = 0;  // averaged over views (as the reference does)
-  Image contact;                   // the render of EvalOptions::contact_view
+  std::vector<Image> contacts;     // the renders of EvalOptions::contact_views, in that order
 };
 
 // Renders `cloud` from each camera and scores it against targets[i] (same size as
@@ -140,6 +141,20 @@ absl::StatusOr<EvalResult> EvaluateMethods(const ElasticModel& model, absl::Span
                                            std::vector<Image> targets, absl::Span<const double> ratios,
                                            bool include_full, const std::vector<EvalMethod>& methods,
                                            const EvalOptions& options, RasterBackend& backend);
+
+// Bytes on the wire: the encoded payload (chunk_codec blocks, quantized, at the model's
+// SH degree and the server's default chunk size) of the streams our server sends, one
+// entry per ratio of `ratios` (as NormalizeEvalRatios returns them). Protobuf framing
+// (under 64 bytes a chunk) is not counted.
+//   Nested: one stream whose ladder is `ratios` up to the largest; entry k is level k's
+//   own blocks (additions and patches), so a client holding level k has received the
+//   sum of entries 0..k.
+//   Single level: for each ratio a separate stream of that ratio alone (a client that
+//   asks for exactly it), as elastic-independent's subsets would be delivered.
+absl::StatusOr<std::vector<uint64_t>> NestedStreamLevelBytes(const ElasticModel& model,
+                                                             absl::Span<const double> ratios, ThreadPool* pool);
+absl::StatusOr<std::vector<uint64_t>> SingleLevelStreamBytes(const ElasticModel& model,
+                                                             absl::Span<const double> ratios, ThreadPool* pool);
 
 // Resamples `image` to width x height by area averaging (each output pixel is the mean
 // of the input area it covers), for comparing against renders at a reduced size.

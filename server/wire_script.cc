@@ -76,6 +76,7 @@ absl::StatusOr<WireScript> BuildWireScript(const ElasticModel& model, const Stre
           l->set_added(s.added);
           l->set_patched(s.patched);
           l->set_payload_bytes(s.payload_bytes);
+          l->set_patch_payload_bytes(s.patch_bytes);
           l->set_first_sequence(s.first_item);
           l->set_last_sequence(s.level_end_item);
         }

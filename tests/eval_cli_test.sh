@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `flexgs eval` end to end on a small synthetic scene: the report covers every method x
-# ratio, scores behave, the contact sheet has the size it claims, images mode works, and
-# bad input fails with exit 1 and a message. splat-transform is part of the run when it
-# is on PATH; the "skipped" note is checked with a PATH that lacks it.
+# ratio, scores behave, the contact sheet has the size it claims, images mode works,
+# --views sphere:N scores views over the sphere with close-ups, bytes on the wire are
+# reported per format with rd.png, and bad input fails with exit 1 and a message.
+# splat-transform (and with it the SOG, SPZ and LOD-pyramid bytes) is part of the runs
+# when it is on PATH; the "skipped" note is checked with a PATH that lacks it.
 #   usage: eval_cli_test.sh <path-to-flexgs>
 set -u
 FLEXGS="$1"
@@ -81,6 +83,79 @@ EOF
   check "report.md says heuristic model" grep -q "heuristic model" "$TMP/R/report.md"
   check "report.md has the PSNR table" grep -q "^| gi-topk |" "$TMP/R/report.md"
   check "stdout prints the table" grep -q "gi-topk" "$TMP/eval.txt"
+  check "report.md has the bytes table" grep -q "^| elastic-nested | 5% |" "$TMP/R/report.md"
+  check "orbit run writes rd.png" test -s "$TMP/R/rd.png"
+fi
+
+# Views over the sphere (every third a close-up), bytes on the wire for every format, rd.png.
+SPHERE_METHODS=elastic-nested,elastic-independent,gi-topk
+[ "$HAVE_ST" -eq 1 ] && SPHERE_METHODS="$SPHERE_METHODS,splat-transform"
+"$FLEXGS" eval "$TMP/s.flexgs" --views sphere:3 --width 48 --height 48 --ratios 0.05,0.15 --threads 2 \
+  --methods "$SPHERE_METHODS" --out "$TMP/RS" > "$TMP/rs.txt" 2>&1
+rc=$?
+check "eval --views sphere:3 exits 0 (got $rc)" test "$rc" -eq 0
+[ "$rc" -eq 0 ] || cat "$TMP/rs.txt"
+for f in report.json report.md contact.png rd.png; do check "sphere eval writes $f" test -s "$TMP/RS/$f"; done
+if [ -s "$TMP/RS/report.json" ]; then
+  python3 - "$TMP/RS" "$HAVE_ST" << 'EOF' > "$TMP/check.txt" 2>&1
+import json, os, struct, sys
+d, have_st = sys.argv[1], sys.argv[2] == "1"
+j = json.load(open(os.path.join(d, "report.json")))
+errors = []
+v = j["views"]
+names = [c["name"] for c in v["cameras"]]
+if v["kind"] != "sphere" or v["count"] != 3 or names != ["sphere_000", "sphere_001", "sphere_002"]:
+    errors.append(f"views: {v['kind']} {v['count']} {names}")
+if [c["distance_factor"] for c in v["cameras"]] != [1.0, 0.7, 0.5]:
+    errors.append(f"distance factors: {v['cameras']}")
+if j["contact"]["views"] != ["sphere_000", "sphere_002"]:
+    errors.append(f"contact views (framed + close-up): {j['contact']['views']}")
+cell = next(r for r in j["results"] if r["method"] == "elastic-nested")
+if sorted(cell["psnr_by_distance"]) != ["0.5", "0.7", "1"]:
+    errors.append(f"psnr_by_distance: {cell['psnr_by_distance']}")
+# rd.png is a PNG of the size the chart is drawn at.
+png = open(os.path.join(d, "rd.png"), "rb").read(32)
+if png[:8] != b"\x89PNG\r\n\x1a\n" or struct.unpack(">II", png[16:24]) != (760, 440):
+    errors.append("rd.png is not a 760x440 PNG")
+wire = {w["name"]: w for w in j["wire"]}
+expected = ["elastic-nested", "elastic-independent"]
+if have_st:
+    expected += ["decimation-sog", "decimation-spz", "lod-pyramid"]
+if sorted(wire) != sorted(expected):
+    errors.append(f"wire series {sorted(wire)}, expected {sorted(expected)}")
+for name, w in wire.items():
+    pts = w["points"]
+    if [p["ratio"] for p in pts] != [0.05, 0.15] or any(p["level_bytes"] <= 0 for p in pts):
+        errors.append(f"{name}: points {pts}")
+    if any(p["bytes"] != p[w["bytes_are"]] for p in pts):
+        errors.append(f"{name}: bytes is not {w['bytes_are']}")
+nested = wire.get("elastic-nested", {"points": []})["points"]
+if len(nested) == 2:
+    n0, n1 = nested
+    if not (n0["bytes"] < n1["bytes"] and n1["bytes"] == n0["level_bytes"] + n1["level_bytes"]):
+        errors.append(f"elastic-nested bytes are not cumulative: {nested}")
+    if n0["count"] != 1000 or n1["count"] != 3000:
+        errors.append(f"elastic-nested counts {nested}")
+    # Heuristic bundle: the first nested level is the one-level stream of its ratio.
+    if n0["bytes"] != wire["elastic-independent"]["points"][0]["bytes"]:
+        errors.append("nested level 1 differs from the one-level stream")
+if have_st:
+    lod = wire["lod-pyramid"]["points"]
+    if not lod[0]["bytes"] < lod[1]["bytes"] or j["lod_pyramid"]["files"] < 3:
+        errors.append(f"lod pyramid: {lod} {j['lod_pyramid']}")
+s = j["rd_summary"]
+if len(s["levels"]) != 2 or s["levels"][1]["bytes"] != nested[1]["bytes"] or "margin_db" not in s["levels"][0]:
+    errors.append(f"rd_summary: {s}")
+if have_st and (s["baselines"] != ["decimation-sog", "lod-pyramid"] or "decimation-sog_psnr" not in s["levels"][0]):
+    errors.append(f"rd_summary baselines: {s}")
+print("\n".join(errors) if errors else "ok")
+sys.exit(1 if errors else 0)
+EOF
+  check "sphere report.json: views, contact close-up, bytes per format ($(tr '\n' ';' < "$TMP/check.txt"))" \
+    grep -qx ok "$TMP/check.txt"
+  check "report.md describes the sphere views" grep -q "every third view" "$TMP/RS/report.md"
+  check "report.md has the bytes table" grep -q "^| elastic-nested | 15% | 3000 |" "$TMP/RS/report.md"
+  check "report.md has the equal-bytes summary" grep -q "at equal bytes" "$TMP/RS/report.md"
 fi
 
 # Without splat-transform on PATH: a note, and the run still succeeds.
@@ -134,6 +209,15 @@ rm "$TMP/imgs/view_08.png"
 expect_error "missing image" "no PNG image for camera 'view_08'" eval "$TMP/s.flexgs" --images "$TMP/imgs" \
   --cameras "$TMP/cams.json" --out "$TMP/x"
 expect_error "plain PLY" "elasticize" eval "$TMP/s.ply" --orbit 1 --out "$TMP/x"
+VIEWS=(eval "$TMP/s.flexgs" --width 32 --height 32 --out "$TMP/x" --views)
+expect_error "views without a count" "--views 'sphere:': missing the view count" "${VIEWS[@]}" sphere:
+expect_error "views count 0" "--views 'sphere:0': view count 0 is outside 1..100000" "${VIEWS[@]}" sphere:0
+expect_error "views count -3" "--views 'sphere:-3': view count -3 is outside" "${VIEWS[@]}" sphere:-3
+expect_error "views count abc" "--views 'sphere:abc': view count 'abc' is not a whole number" "${VIEWS[@]}" sphere:abc
+expect_error "unknown view set" "--views 'ring:5': unknown view set 'ring'" "${VIEWS[@]}" ring:5
+"$FLEXGS" eval "$TMP/s.flexgs" --views sphere:3 --orbit 2 --out "$TMP/x" > /dev/null 2> "$TMP/e.txt"
+check "--views with --orbit fails" test $? -ne 0
+check "--views with --orbit: message" grep -qE -- "--(views|orbit) excludes --(orbit|views)" "$TMP/e.txt"
 check "no report for failed runs" test ! -e "$TMP/x/report.json"
 
 echo "$passed passed, $fail failed"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "core/elastic_selection.h"
@@ -62,6 +63,56 @@ TEST(ElasticSelectionTest, GiPriorRanksLikeGiUntilGsNetLearns) {
     std::sort(b.begin(), b.end());
     EXPECT_EQ(a, b) << "level " << k;
   }
+}
+
+// Coverage: each octree cell's representative is its highest-GI Gaussian, its level the
+// coarsest cell it represents; the cut-off is the finest level whose cells fit the share.
+TEST(ElasticSelectionTest, CoverageRepresentativesSpreadOverSpace) {
+  ElasticModel m = HeuristicTestModel(4000, 7);
+  const std::vector<uint8_t> levels = CoverageLevels(m);
+  ASSERT_EQ(levels.size(), m.gaussians.size());
+  // Exactly one Gaussian represents the root: the best GI overall.
+  const uint32_t best = TopK(m.global_importance, 1)[0];
+  EXPECT_EQ(levels[best], 0);
+  EXPECT_EQ(std::count(levels.begin(), levels.end(), 0), 1);
+  // Brute force at level 2 (64 cells): the representatives are each cell's best.
+  std::map<uint64_t, uint32_t> best_in_cell;
+  for (uint32_t i = 0; i < m.gaussians.size(); ++i) {
+    const uint64_t cell = MortonCode(&m.gaussians.positions[3 * i], m.normalization.aabb_min,
+                                     m.normalization.aabb_max) >> (3 * 19);
+    auto [it, fresh] = best_in_cell.emplace(cell, i);
+    const float a = m.global_importance[i], b = m.global_importance[it->second];
+    if (!fresh && (a > b || (a == b && i < it->second))) it->second = i;
+  }
+  std::set<uint32_t> reps;
+  for (uint32_t i = 0; i < levels.size(); ++i) {
+    if (levels[i] <= 2) reps.insert(i);
+  }
+  std::set<uint32_t> expected;
+  for (const auto& [cell, i] : best_in_cell) expected.insert(i);
+  EXPECT_EQ(reps, expected);
+  // Cut-off: the cells up to it fit share * count, one level more does not.
+  const uint32_t count = 200;
+  const int cutoff = CoverageCutoff(levels, count, 0.5);
+  auto cells = [&](int l) { return std::count_if(levels.begin(), levels.end(), [l](uint8_t v) { return v <= l; }); };
+  ASSERT_GE(cutoff, 0);
+  EXPECT_LE(cells(cutoff), 100);
+  EXPECT_GT(cells(cutoff + 1), 100);
+  EXPECT_EQ(CoverageCutoff(levels, count, 0.0), -1);
+
+  // With a share, every representative up to the cut-off is selected, ahead of GI order;
+  // the rest of the slots still go by GI.
+  ThreadPool pool(2);
+  m.coverage_share = 0.5;
+  auto subset_ids = TopK(RankingScores(m, 0.05, &pool), count);
+  std::set<uint32_t> chosen(subset_ids.begin(), subset_ids.end());
+  for (uint32_t i = 0; i < levels.size(); ++i) {
+    if (levels[i] <= cutoff) {
+      EXPECT_TRUE(chosen.count(i)) << i;
+    }
+  }
+  m.coverage_share = 0.0;
+  EXPECT_EQ(RankingScores(m, 0.05, &pool), m.global_importance);  // unchanged without a share
 }
 
 TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
@@ -254,6 +305,44 @@ TEST(LevelCloudTest, EachLevelIsTheModelTransformedAtItsRatioInClientOrder) {
   const size_t n2 = before->size();
   EXPECT_NE(std::vector<float>(last->positions.begin(), last->positions.begin() + n2 * 3), before->positions);
   EXPECT_EQ(std::vector<float>(last->sh_dc.begin(), last->sh_dc.begin() + n2 * 3), before->sh_dc);
+}
+
+// Poses fixed at insertion: levels below 1 carry no patches, each addition is posed at
+// its own level's ratio, and a ratio of 1 restores every Gaussian to the model's own.
+TEST(LevelCloudTest, PosesFixedAtInsertionOnlyAddUntilTheFullScene) {
+  ThreadPool pool(2);
+  ElasticModel m = ::flexgs::testing::RatioDependentTestModel(3000, 11, /*sh_degree=*/1);
+  m.pose_at_insertion = true;
+  m.coverage_share = 0.3;
+  auto plan = PlanLevels(m, {.top_ratio = 1.0, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 5u);
+  std::vector<uint32_t> sent;
+  GaussianCloud expected;
+  expected.sh_degree = 1;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    const PlanLevel& l = plan->levels[k];
+    sent.insert(sent.end(), l.added.begin(), l.added.end());
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    if (l.ratio < 1.0) {
+      EXPECT_TRUE(l.patches.empty());
+      const GaussianCloud posed = TransformedSubset(m, l.added, l.ratio, &pool);
+      for (auto [dst, src] : {std::pair{&expected.positions, &posed.positions},
+                              std::pair{&expected.log_scales, &posed.log_scales},
+                              std::pair{&expected.rotations, &posed.rotations},
+                              std::pair{&expected.opacity_logits, &posed.opacity_logits},
+                              std::pair{&expected.sh_dc, &posed.sh_dc}, std::pair{&expected.sh_rest, &posed.sh_rest}}) {
+        dst->insert(dst->end(), src->begin(), src->end());
+      }
+      ExpectSameCloud(*cloud, expected);
+      EXPECT_NE(posed.log_scales, m.gaussians.Gather(l.added).log_scales);  // really moved
+    } else {
+      EXPECT_EQ(l.patches.size(), (sent.size() - l.added.size()) * kPatchStride);
+      ExpectSameCloud(*cloud, m.gaussians.Gather(sent));  // the model's own Gaussians
+    }
+  }
 }
 
 TEST(LevelCloudTest, HeuristicTopLevelIsTheIndependentSubsetUpToOrdering) {

@@ -93,6 +93,7 @@ void ExpectLayersEqual(const DenseLayer& a, const DenseLayer& b, const std::stri
 
 void ExpectModelsEqual(const ElasticModel& a, const ElasticModel& b) {
   EXPECT_EQ(a.gi_prior_weight, b.gi_prior_weight);
+  EXPECT_EQ(a.pose_at_insertion, b.pose_at_insertion);
   const GaussianCloud& ga = a.gaussians;
   const GaussianCloud& gb = b.gaussians;
   EXPECT_EQ(ga.sh_degree, gb.sh_degree);
@@ -431,6 +432,34 @@ TEST(ModelBundleTest, GiPriorSelectorRoundTrip) {
   const absl::Status st = WriteModelBundle((testing::ScratchDir() / "bad.flexgs").string(), heuristic);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(st.message()).find("no GsNet"), std::string::npos) << st;
+}
+
+// Poses fixed at insertion are recorded in the optional "field_pose" key: absent from
+// bundles without it (their bytes and digests unchanged), read back when set, and refused
+// with another value or without a transform field.
+TEST(ModelBundleTest, FieldPoseRoundTrip) {
+  const fs::path plain = WriteFullBundle();
+  EXPECT_FALSE(json::parse(ReadAll(plain / kBundleManifestFile)).contains("field_pose"));
+
+  const fs::path dir = testing::ScratchDir() / "pose.flexgs";
+  ElasticModel model = FullModel();
+  model.pose_at_insertion = true;
+  ASSERT_TRUE(WriteModelBundle(dir.string(), model).ok());
+  EXPECT_EQ(json::parse(ReadAll(dir / kBundleManifestFile))["field_pose"], "insertion");
+  auto read = ReadModelBundle(dir.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->pose_at_insertion);
+  ExpectModelsEqual(model, *read);
+  EXPECT_NE(model.digest, ReadModelDigest(plain.string()).value_or(""));
+
+  RewriteManifest(dir, [](json& m) { m["field_pose"] = "per-level"; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "field_pose");
+
+  ElasticModel heuristic = HeuristicModel();
+  heuristic.pose_at_insertion = true;
+  const absl::Status st = WriteModelBundle((testing::ScratchDir() / "bad-pose.flexgs").string(), heuristic);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("transform field"), std::string::npos) << st;
 }
 
 TEST(ModelBundleTest, ManifestProblemsRejected) {

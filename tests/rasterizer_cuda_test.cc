@@ -14,6 +14,7 @@
 
 #include "core/cpu_rasterizer.h"
 #include "core/elastic_trainer.h"
+#include "core/view_sampler.h"
 #include "core/ply_io.h"
 #include "core/rasterizer_backward.h"
 #include "core/synthetic_scene.h"
@@ -663,23 +664,38 @@ TEST(CudaDifferentiableTest, TrainerOnCudaFollowsTheCpuTrajectory) {
   options.threads = 2;
   auto targets = MakeOrbitTargets(cloud, options);
   ASSERT_TRUE(targets.ok()) << targets.status();
-  std::vector<double> losses[2];
-  for (const bool cuda : {false, true}) {
-    TrainOptions o = options;
-    if (cuda) o.raster_factory = [] { return CreateDifferentiableRasterBackend(Device::kCuda); };
-    auto model = InitialElasticModel(cloud, *targets, o);
-    ASSERT_TRUE(model.ok()) << model.status();
-    auto trainer = ElasticTrainer::Create(*std::move(model), *targets, o);
-    ASSERT_TRUE(trainer.ok()) << trainer.status();
-    for (int it = 0; it < 5; ++it) {
-      const auto step = (*trainer)->Step();
-      ASSERT_TRUE(step.ok()) << step.status();
-      losses[cuda].push_back(step->loss);
+  // Both recipes: joint tuning on fixed targets, and the default's sampled views (the
+  // teacher rendered on the device each step) with nested poses fixed at insertion.
+  for (const bool sampled : {false, true}) {
+    TrainOptions recipe = options;
+    if (sampled) {
+      ViewDistribution views;
+      views.width = views.height = 64;
+      recipe.view_sampling = views;
+      recipe.nested = recipe.pose_at_insertion = true;
+    } else {
+      recipe.tune_gaussians = true;
     }
-  }
-  for (int it = 0; it < 5; ++it) {
-    std::cout << "step " << it + 1 << ": loss cpu " << losses[0][it] << " cuda " << losses[1][it] << "\n";
-    EXPECT_NEAR(losses[1][it], losses[0][it], 1e-3 * std::abs(losses[0][it])) << "step " << it + 1;
+    std::vector<double> losses[2];
+    for (const bool cuda : {false, true}) {
+      TrainOptions o = recipe;
+      if (cuda) o.raster_factory = [] { return CreateDifferentiableRasterBackend(Device::kCuda); };
+      auto model = InitialElasticModel(cloud, *targets, o);
+      ASSERT_TRUE(model.ok()) << model.status();
+      auto trainer = ElasticTrainer::Create(*std::move(model), *targets, o);
+      ASSERT_TRUE(trainer.ok()) << trainer.status();
+      for (int it = 0; it < 5; ++it) {
+        const auto step = (*trainer)->Step();
+        ASSERT_TRUE(step.ok()) << step.status();
+        losses[cuda].push_back(step->loss);
+      }
+    }
+    for (int it = 0; it < 5; ++it) {
+      std::cout << (sampled ? "sampled" : "tuned") << " step " << it + 1 << ": loss cpu " << losses[0][it]
+                << " cuda " << losses[1][it] << "\n";
+      EXPECT_NEAR(losses[1][it], losses[0][it], 1e-3 * std::abs(losses[0][it]))
+          << (sampled ? "sampled" : "tuned") << " step " << it + 1;
+    }
   }
 }
 

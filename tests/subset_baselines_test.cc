@@ -9,6 +9,7 @@
 #include "core/elastic_selection.h"
 #include "core/global_importance.h"
 #include "core/level_planner.h"
+#include "core/stream_script.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_models.h"
@@ -214,7 +215,8 @@ TEST(SubsetBaselinesTest, FullAgainstItselfIsIdentical) {
   for (double s : score->ssim) EXPECT_DOUBLE_EQ(s, 1.0);
   EXPECT_TRUE(std::isinf(score->mean_psnr));
   EXPECT_DOUBLE_EQ(score->mean_ssim, 1.0);
-  EXPECT_EQ(score->contact.pixels, (*targets)[0].pixels);
+  ASSERT_EQ(score->contacts.size(), 1u);
+  EXPECT_EQ(score->contacts[0].pixels, (*targets)[0].pixels);
 }
 
 TEST(SubsetBaselinesTest, EvaluateMethodsScoresEveryCell) {
@@ -236,7 +238,7 @@ TEST(SubsetBaselinesTest, EvaluateMethodsScoresEveryCell) {
                        return absl::StatusOr<std::vector<GaussianCloud>>(std::move(out));
                      }});
   EvalOptions opt;
-  opt.contact_view = 1;
+  opt.contact_views = {1, 0};
   auto result = EvaluateMethods(model, cams, {}, ratios, /*include_full=*/true, methods, opt, raster);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->rows.size(), 4u);
@@ -248,7 +250,9 @@ TEST(SubsetBaselinesTest, EvaluateMethodsScoresEveryCell) {
     ASSERT_EQ(row.cells.size(), 2u);
     for (const CloudScore& c : row.cells) {
       EXPECT_TRUE(std::isfinite(c.mean_psnr)) << row.method;
-      EXPECT_EQ(c.contact.width, 48);
+      ASSERT_EQ(c.contacts.size(), 2u);
+      EXPECT_EQ(c.contacts[0].width, 48);
+      EXPECT_NE(c.contacts[0].pixels, c.contacts[1].pixels) << "views 1 and 0, in the order asked for";
       EXPECT_EQ(c.psnr.size(), 2u);
     }
     EXPECT_LT(row.cells[0].mean_psnr, row.cells[1].mean_psnr) << row.method << ": more Gaussians, closer";
@@ -263,6 +267,47 @@ TEST(SubsetBaselinesTest, EvaluateMethodsScoresEveryCell) {
   std::vector<Image> wrong(2, Image(10, 10, 3));
   methods = {BuiltinEvalMethod(model, SubsetMethod::kGiTopK, 0, &pool)};
   EXPECT_FALSE(EvaluateMethods(model, cams, wrong, ratios, false, methods, opt, raster).ok());
+  // A contact view outside the views is refused before any work.
+  opt.contact_views = {0, 2};
+  EXPECT_EQ(EvaluateMethods(model, cams, {}, ratios, false, methods, opt, raster).status().code(),
+            absl::StatusCode::kOutOfRange);
+}
+
+TEST(SubsetBaselinesTest, StreamBytesAreWhatTheScriptSends) {
+  for (const ElasticModel& model : {testing::HeuristicTestModel(4000, 5, 3), testing::TrainedLikeTestModel(4000, 6)}) {
+    ThreadPool pool(2);
+    const std::vector<double> ratios = {0.02, 0.1, 0.3};
+    auto nested = NestedStreamLevelBytes(model, ratios, &pool);
+    ASSERT_TRUE(nested.ok()) << nested.status();
+    ASSERT_EQ(nested->size(), 3u);
+    // The same numbers `flexgs plan` reports: the script of PlanLevels(ladder = ratios).
+    PlanRequest request;
+    request.ladder = ratios;
+    request.top_ratio = 0.3;
+    auto plan = PlanLevels(model, request, &pool);
+    ASSERT_TRUE(plan.ok());
+    ScriptOptions script_options;
+    script_options.sh_degree = plan->sh_degree;
+    auto script = BuildStreamScript(*plan, script_options);
+    ASSERT_TRUE(script.ok());
+    for (size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ((*nested)[k], script->levels[k].payload_bytes);
+      EXPECT_GT((*nested)[k], 0u);
+    }
+    auto single = SingleLevelStreamBytes(model, ratios, &pool);
+    ASSERT_TRUE(single.ok()) << single.status();
+    ASSERT_EQ(single->size(), 3u);
+    // The first level of a nested stream is the one-level stream of that ratio.
+    EXPECT_EQ((*single)[0], (*nested)[0]);
+    EXPECT_LT((*single)[0], (*single)[1]);
+    EXPECT_LT((*single)[1], (*single)[2]);
+    // A later one-level stream holds at least as many Gaussians as the nested levels
+    // that reach it add (less their patches): the whole stream is no smaller than it.
+    EXPECT_GE((*nested)[0] + (*nested)[1] + (*nested)[2], (*single)[2] * 9 / 10);
+  }
+  auto none = NestedStreamLevelBytes(testing::HeuristicTestModel(100, 1), {}, nullptr);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
 }
 
 TEST(SubsetBaselinesTest, ResizeAreaAveragesAndToRgbOverComposites) {
@@ -306,6 +351,22 @@ TEST(ContactSheetTest, LaysOutCellsAndDrawsLabels) {
   Image wrong(21, 10, 3);
   EXPECT_FALSE(ComposeContactSheet(layout, {{&a, &wrong}, {&a, &a}}, 20, 10).ok());
   EXPECT_FALSE(ComposeContactSheet(layout, {{&a}, {&a, &a}}, 20, 10).ok());
+}
+
+TEST(ContactSheetTest, StacksPartsUnderCaptions) {
+  Image wide(30, 10, 3, 0.5f), narrow(12, 6, 3, 1.0f);
+  auto stack = StackWithCaptions({{"framed", &wide}, {"close-up", &narrow}}, 1);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  // Caption line: 7 + 2 pads of 4; the width of the widest part (or caption + pads).
+  const int caption = 7 + 8;
+  EXPECT_EQ(stack->width, std::max(30, TextWidth("close-up", 1) + 8));
+  EXPECT_EQ(stack->height, caption + 10 + caption + 6);
+  EXPECT_FLOAT_EQ(stack->at(0, caption, 0), 0.5f);
+  EXPECT_FLOAT_EQ(stack->at(11, caption + 10 + caption + 5, 1), 1.0f);
+  EXPECT_FLOAT_EQ(stack->at(4, 4 + 3, 0), 1.0f) << "caption ink: the F of FRAMED";
+  EXPECT_FALSE(StackWithCaptions({}, 1).ok());
+  EXPECT_FALSE(StackWithCaptions({{"x", nullptr}}, 1).ok());
+  EXPECT_FALSE(StackWithCaptions({{"x", &wide}}, 0).ok());
 }
 
 }  // namespace

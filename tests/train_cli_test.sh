@@ -47,6 +47,26 @@ check "resumed run is bit-identical to the uninterrupted one" test "$(digest "$T
 check "the trained bundle plans" test $? -eq 0
 check "the bundle records the served selection" grep -q '"served-independent"' "$TMP/a.flexgs/manifest.json"
 
+# Frozen base (the default): the trained bundle's Gaussians are the input's, byte for byte
+# (the same PLY bytes as an untrained bundle of the scene).
+ply_sha() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/manifest.json"))["files"]["gaussians.ply"]["sha256"])' "$1"; }
+"$FLEXGS" elasticize "$TMP/s.ply" --out "$TMP/h.flexgs" --orbit 2 --width 16 --height 16 --threads 2 > /dev/null 2>&1
+check "the trained bundle keeps the input Gaussians bit for bit" test "$(ply_sha "$TMP/a.flexgs")" = "$(ply_sha "$TMP/h.flexgs")"
+check "the progress line says the Gaussians are frozen" grep -q "PSNR(full) frozen" "$TMP/a.err"
+check "training samples a fresh view per step by default" grep -q "a fresh sphere view per step" "$TMP/a.err"
+check "the bundle records the view sampling" grep -q '"view_sampling"' "$TMP/a.flexgs/manifest.json"
+# Poses fixed at insertion: no level below 100% carries patches; 100% restores the input.
+"$FLEXGS" train "$TMP/s.ply" --out "$TMP/p.flexgs" --iters 4 --nested --pose insertion "${COMMON[@]}" \
+  > /dev/null 2> "$TMP/p.err"
+check "--pose insertion trains (exit 0)" test $? -eq 0
+check "--pose insertion is recorded in the manifest" grep -q '"field_pose": "insertion"' "$TMP/p.flexgs/manifest.json"
+"$FLEXGS" plan "$TMP/p.flexgs" --budget-ratio 0.15 --json > "$TMP/p.json" 2> /dev/null
+check "insertion poses stream without patches" python3 -c '
+import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if all(l["patched"]==0 for l in j["levels"]) and len(j["levels"])==4 else 1)' "$TMP/p.json"
+"$FLEXGS" plan "$TMP/a.flexgs" --budget-ratio 0.15 --json > "$TMP/a.json" 2> /dev/null
+check "per-level poses re-send earlier Gaussians as patches" python3 -c '
+import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["levels"][1]["patched"]>0 else 1)' "$TMP/a.json"
+
 # Evaluating a trained model against the scene it came from.
 "$FLEXGS" eval "$TMP/a.flexgs" --original "$TMP/s.ply" --orbit 1 --width 32 --height 32 --ratios 0.05 \
   --methods full,elastic-independent,gi-topk --background 0,0,0 --threads 2 --out "$TMP/R" > /dev/null 2> "$TMP/r.err"
@@ -117,6 +137,8 @@ check "the bundle records the dataset split" grep -q '"dataset-images"' "$TMP/d.
   --threads 2 > /dev/null 2> "$TMP/e.err"
 check "dataset cameras without images distil (exit 0)" test $? -eq 0
 check "distilled dataset views are resampled with the aspect kept" grep -q "7 dataset-cameras views of 32x24" "$TMP/e.err"
+check "dataset training adds renders of the input near the dataset views" \
+  grep -q "every second step a render of the input near one" "$TMP/e.err"
 
 # 5. Bad inputs: exit 1, a message naming what is wrong, no step taken.
 expect_error "missing scene" "nope.ply" "$TMP/nope.ply" --out "$TMP/x.flexgs" --iters 2
@@ -156,6 +178,24 @@ else
   check "cuda training writes a bundle" test -s "$TMP/g.flexgs/manifest.json"
 fi
 expect_error "bad ladder" "ladder" "$TMP/s.ply" --out "$TMP/x.flexgs" --ladder 0.05,2
+# Values outside a fixed set are CLI11's to refuse (its own exit code, the flag named).
+for bad in "--views ring" "--pose magic"; do
+  "$FLEXGS" train "$TMP/s.ply" --out "$TMP/x.flexgs" $bad > /dev/null 2> "$TMP/err.txt"
+  rc=$?
+  check "$bad exits non-zero (got $rc)" test "$rc" -ne 0
+  check "$bad names the flag" grep -q -- "${bad%% *}" "$TMP/err.txt"
+done
+expect_error "malformed --view-distance" "--view-distance" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-distance 0.5:x
+expect_error "inverted distance range" "inverted" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-distance 2:1
+expect_error "empty distance range" "positive" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-distance 0:1
+expect_error "field of view of 180 degrees" "(0, 180)" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-fov 40:180
+expect_error "field of view of 0 degrees" "(0, 180)" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-fov 0
+expect_error "insertion poses without --nested" "need nested" "$TMP/s.ply" --out "$TMP/x.flexgs" --pose insertion
+expect_error "sampled views with tuned Gaussians" "frozen input" "$TMP/s.ply" --out "$TMP/x.flexgs" \
+  --tune-gaussians --views sphere
+expect_error "--views dataset without a dataset" "needs --images" "$TMP/s.ply" --out "$TMP/x.flexgs" --views dataset
+expect_error "sampled views with dataset cameras" "--views auto" "$TMP/s.ply" --out "$TMP/x.flexgs" \
+  --views sphere --cameras "$TMP/cams.json"
 expect_error "resume with other options" "made with seed 3, not 4" "$TMP/s.ply" --out "$TMP/a.flexgs" \
   --iters 8 --resume --orbit 4 --width 40 --threads 2 --seed 4
 check "no bundle was written by a failed run" test ! -e "$TMP/x.flexgs"

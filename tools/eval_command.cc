@@ -3,8 +3,9 @@
 //
 // The selection, rendering and scoring live in core/subset_baselines.h; this file parses
 // the command line, resolves the test views (never GI views), runs PlayCanvas
-// splat-transform as an external process, and writes report.json, report.md and
-// contact.png.
+// splat-transform as an external process, measures what every delivery format puts on
+// the wire (our nested stream, decimation as SOG and SPZ, a PlayCanvas LOD pyramid), and
+// writes report.json, report.md, contact.png and rd.png (PSNR against bytes).
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -42,7 +44,9 @@
 #include "core/orbit.h"
 #include "core/ply_io.h"
 #include "core/png_io.h"
+#include "core/rd_chart.h"
 #include "core/subset_baselines.h"
+#include "core/view_sampler.h"
 #include "kernels/backend.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
@@ -63,6 +67,8 @@ struct EvalArgs {
   std::string ratios = "0.01,0.05,0.10,0.15";
   std::string images;
   std::string cameras;
+  std::string views;  // "sphere:N" (EvalSphereViews)
+  bool views_given = false;
   int orbit = 0;
   int width = 0;  // 0: kDefaultSize for orbits, the images' own size with --images
   int height = 0;
@@ -209,24 +215,95 @@ class TempDir {
   fs::path path_;
 };
 
+// Bytes of splat-transform's delivery formats for each ratio's decimated cloud (one
+// entry per ratio, ascending).
+struct SplatTransformWire {
+  std::vector<uint64_t> sog, spz;  // the cloud as one .sog bundle / one .spz file
+  // The PlayCanvas LOD pyramid of all the clouds (finest = LOD 0 = the largest ratio):
+  // the bytes of each ratio's own LOD files; the coarsest also carries lod-meta.json,
+  // which a viewer fetches first.
+  std::vector<uint64_t> lod;
+  uint64_t lod_meta_bytes = 0;
+  int lod_files = 0;
+};
+
+// Writes `ply` as one file in the format its output name selects (.sog bundle, .spz)
+// and returns the file's bytes.
+absl::StatusOr<uint64_t> ConvertedBytes(const std::string& exe, const std::string& ply, const fs::path& out,
+                                        const fs::path& log) {
+  const std::vector<std::string> argv = {exe, "-q", "-w", "-g", "cpu", ply, out.string()};
+  if (absl::Status st = RunProcess(argv, log.string()); !st.ok()) return st;
+  std::error_code ec;
+  const uint64_t bytes = fs::file_size(out, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("`", ShellQuoted(argv), "` left no file '", out.string(), "': ",
+                                            ec.message()));
+  }
+  return bytes;
+}
+
+// The LOD pyramid of `plys` (ascending ratio; LOD plys.size()-1-k for plys[k], so LOD 0
+// is the finest, as PlayCanvas numbers them), written by one splat-transform run to
+// lod-meta.json plus a `<lod>_<chunk>/` SOG folder per chunk, with its default chunking.
+// Every file under `<lod>_*` counts for that LOD; anything else (lod-meta.json) for
+// the coarsest.
+absl::Status MeasureLodPyramid(const std::string& exe, const std::vector<std::string>& plys, const fs::path& dir,
+                               const fs::path& log, SplatTransformWire* wire) {
+  const int levels = static_cast<int>(plys.size());
+  std::vector<std::string> argv = {exe, "-q", "-w", "-g", "cpu"};
+  for (int k = 0; k < levels; ++k) {
+    argv.insert(argv.end(), {plys[k], "-l", std::to_string(levels - 1 - k)});
+  }
+  argv.push_back((dir / "lod-meta.json").string());
+  if (absl::Status st = RunProcess(argv, log.string()); !st.ok()) return st;
+  wire->lod.assign(levels, 0);
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec)) continue;
+    const uint64_t size = it->file_size(ec);
+    if (ec) break;
+    ++wire->lod_files;
+    const fs::path rel = it->path().lexically_relative(dir);
+    const std::string top = rel.empty() ? std::string() : rel.begin()->string();
+    int lod = -1;
+    const size_t underscore = top.find('_');
+    if (underscore == std::string::npos || !absl::SimpleAtoi(top.substr(0, underscore), &lod) || lod < 0 ||
+        lod >= levels) {
+      if (it->path().filename() == "lod-meta.json") wire->lod_meta_bytes += size;
+      wire->lod[0] += size;  // fetched first, with the coarsest level
+    } else {
+      wire->lod[levels - 1 - lod] += size;
+    }
+  }
+  if (ec) return absl::UnavailableError(absl::StrCat("measuring the LOD pyramid: ", ec.message()));
+  return absl::OkStatus();
+}
+
 // PlayCanvas splat-transform's pairwise-merge decimation (-F, --decimate) of the full
-// model to ElasticCount(N, e) Gaussians, one process per ratio.
+// model to ElasticCount(N, e) Gaussians, one process per ratio. With `wire`, each cloud
+// is also written as SOG and SPZ and all of them as a LOD pyramid, and the bytes noted.
 absl::StatusOr<std::vector<GaussianCloud>> SplatTransformClouds(const std::string& exe, const GaussianCloud& full,
-                                                                absl::Span<const double> ratios) {
+                                                                absl::Span<const double> ratios,
+                                                                SplatTransformWire* wire) {
   auto tmp = TempDir::Create();
   if (!tmp.ok()) return tmp.status();
-  const std::string in = ((*tmp)->path() / "full.ply").string();
+  const fs::path& dir = (*tmp)->path();
+  const fs::path log = dir / "splat-transform.log";
+  const std::string in = (dir / "full.ply").string();
   if (absl::Status st = WriteGaussianPly(in, full); !st.ok()) return st;
   std::vector<GaussianCloud> out;
+  std::vector<std::string> plys;
   for (double e : ratios) {
     const uint32_t count = ElasticCount(full.size(), e);
     if (count >= full.size()) {
       out.push_back(full);
+      plys.push_back(in);
       continue;
     }
-    const std::string result = ((*tmp)->path() / absl::StrFormat("decimated-%d.ply", count)).string();
+    const std::string result = (dir / absl::StrFormat("decimated-%d.ply", count)).string();
     const std::vector<std::string> argv = {exe, "-q", "-w", "-g", "cpu", in, "-F", std::to_string(count), result};
-    if (absl::Status st = RunProcess(argv, ((*tmp)->path() / "splat-transform.log").string()); !st.ok()) return st;
+    if (absl::Status st = RunProcess(argv, log.string()); !st.ok()) return st;
     auto cloud = ReadGaussianPly(result);
     if (!cloud.ok()) {
       return absl::Status(cloud.status().code(),
@@ -236,7 +313,18 @@ absl::StatusOr<std::vector<GaussianCloud>> SplatTransformClouds(const std::strin
       spdlog::warn("splat-transform made {} Gaussians for a target of {} (ratio {})", cloud->size(), count, e);
     }
     out.push_back(*std::move(cloud));
+    plys.push_back(result);
   }
+  if (!wire) return out;
+  *wire = SplatTransformWire();
+  for (size_t k = 0; k < plys.size(); ++k) {
+    for (auto [ext, sizes] : {std::pair{"sog", &wire->sog}, std::pair{"spz", &wire->spz}}) {
+      auto bytes = ConvertedBytes(exe, plys[k], dir / absl::StrFormat("level-%d.%s", k, ext), log);
+      if (!bytes.ok()) return bytes.status();
+      sizes->push_back(*bytes);
+    }
+  }
+  if (absl::Status st = MeasureLodPyramid(exe, plys, dir / "lod", log, wire); !st.ok()) return st;
   return out;
 }
 
@@ -271,12 +359,65 @@ struct TestViews {
   std::string protocol;        // "images" or "distillation"
   std::string description;     // one sentence for report.md
   nlohmann::json json;         // the view settings for report.json (the cameras are added as "cameras")
+  bool sphere = false;         // --views sphere:N: view i is at kEvalSphereDistances[i % 3] x the fit distance
 };
 
-absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, const ElasticModel& model,
+constexpr int kMaxSphereViews = 100000;  // EvalSphereViews' limit
+
+// "sphere:N" -> N; anything else names the problem and the flag.
+absl::StatusOr<int> ParseViewsFlag(const std::string& text) {
+  const std::vector<std::string> parts = absl::StrSplit(text, absl::MaxSplits(':', 1));
+  if (parts.size() != 2 || parts[0] != "sphere") {
+    return absl::InvalidArgumentError(absl::StrCat("--views '", text, "': unknown view set '", parts[0],
+                                                   "' (the one known is sphere:N, N views over the sphere)"));
+  }
+  if (parts[1].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--views '", text, "': missing the view count (sphere:N)"));
+  }
+  int64_t count = 0;
+  if (!absl::SimpleAtoi(parts[1], &count)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--views '", text, "': view count '", parts[1], "' is not a whole number"));
+  }
+  if (count < 1 || count > kMaxSphereViews) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--views '", text, "': view count ", count, " is outside 1..", kMaxSphereViews));
+  }
+  return static_cast<int>(count);
+}
+
+// The distance factor of sphere view i (kEvalSphereDistances cycles).
+double SphereDistance(size_t view) { return kEvalSphereDistances[view % 3]; }
+bool IsCloseUp(size_t view) { return SphereDistance(view) == kEvalSphereDistances[2]; }
+
+absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, int sphere_views, const ElasticModel& model,
                                            const std::array<float, 3>& background) {
   TestViews v;
   const bool sized = args.width > 0;
+  if (sphere_views > 0) {
+    const int w = sized ? args.width : kDefaultSize, h = sized ? args.height : kDefaultSize;
+    auto cams = EvalSphereViews(RobustBounds(model.gaussians), sphere_views, w, h);
+    if (!cams.ok()) return cams.status();
+    v.cameras = *std::move(cams);
+    v.protocol = "distillation";
+    v.sphere = true;
+    const double fov_x_deg = 2.0 * std::atan(0.5 * w / v.cameras[0].fx) * 180.0 / M_PI;
+    v.description = absl::StrFormat(
+        "%d views %dx%d over the sphere (`--views sphere:%d`): directions on a Fibonacci sphere (a fixed twist "
+        "keeps them off orbit rings and GI views) looking at the centre of the robust bounds with a %.0f-degree "
+        "field of view, at distances cycling %g, %g, %g x the fit distance, so every third view (sphere_002, "
+        "sphere_005, ...) is a close-up with the object larger than the frame; compared with the full model's "
+        "renders",
+        sphere_views, w, h, sphere_views, fov_x_deg, kEvalSphereDistances[0], kEvalSphereDistances[1],
+        kEvalSphereDistances[2]);
+    v.json = {{"kind", "sphere"},
+              {"count", sphere_views},
+              {"fov_x_deg", fov_x_deg},
+              {"distance_factors", std::vector<double>(std::begin(kEvalSphereDistances),
+                                                       std::end(kEvalSphereDistances))},
+              {"directions", "Fibonacci sphere, fixed twist"}};
+    return v;
+  }
   if (!args.images.empty()) {
     auto split = SplitDatasetCameras(args.cameras);
     if (!split.ok()) return split.status();
@@ -345,20 +486,40 @@ std::string RatioLabel(double e) { return absl::StrFormat("%g%%", e * 100.0); }
 
 nlohmann::json JsonNumber(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); }
 
-nlohmann::json CellJson(const std::string& method, const CloudScore& s) {
+// Mean PSNR over the views at each sphere distance factor ("1", "0.7", "0.5"), so that
+// close-ups can be judged on their own.
+nlohmann::json PsnrByDistance(const CloudScore& s) {
+  nlohmann::json out = nlohmann::json::object();
+  for (double d : kEvalSphereDistances) {
+    double sum = 0;
+    int n = 0;
+    for (size_t v = 0; v < s.psnr.size(); ++v) {
+      if (SphereDistance(v) == d) {
+        sum += s.psnr[v];
+        ++n;
+      }
+    }
+    if (n > 0) out[absl::StrFormat("%g", d)] = JsonNumber(sum / n);
+  }
+  return out;
+}
+
+nlohmann::json CellJson(const std::string& method, const CloudScore& s, bool sphere) {
   nlohmann::json per_psnr = nlohmann::json::array(), per_ssim = nlohmann::json::array();
   for (double p : s.psnr) per_psnr.push_back(JsonNumber(p));
   for (double p : s.ssim) per_ssim.push_back(JsonNumber(p));
   // JSON has no infinity: an identical render (PSNR +inf) is null with "identical": true.
-  return {{"method", method},
-          {"ratio", s.ratio},
-          {"count", s.count},
-          {"bytes", s.raw_bytes},
-          {"psnr", JsonNumber(s.mean_psnr)},
-          {"ssim", s.mean_ssim},
-          {"identical", std::isinf(s.mean_psnr) && s.mean_psnr > 0},
-          {"per_view_psnr", per_psnr},
-          {"per_view_ssim", per_ssim}};
+  nlohmann::json j = {{"method", method},
+                      {"ratio", s.ratio},
+                      {"count", s.count},
+                      {"bytes", s.raw_bytes},
+                      {"psnr", JsonNumber(s.mean_psnr)},
+                      {"ssim", s.mean_ssim},
+                      {"identical", std::isinf(s.mean_psnr) && s.mean_psnr > 0},
+                      {"per_view_psnr", per_psnr},
+                      {"per_view_ssim", per_ssim}};
+  if (sphere) j["psnr_by_distance"] = PsnrByDistance(s);
+  return j;
 }
 
 // Pretty JSON; invalid UTF-8 (in a path or image name) is replaced rather than thrown on.
@@ -401,13 +562,14 @@ struct ContactPlan {
 
 // Every row repeats the reference (and, against images, the full model's render) on the
 // left so that each method can be compared along its row; "full" gets no row of its own.
-ContactPlan PlanContact(const EvalResult& r, bool images_protocol, size_t view) {
+// `view` is the test view, `slot` its place in EvalOptions::contact_views.
+ContactPlan PlanContact(const EvalResult& r, bool images_protocol, size_t view, size_t slot) {
   ContactPlan p;
   std::vector<const Image*> lead = {&r.targets[view]};
   p.layout.column_labels.push_back(images_protocol ? "ground truth" : "full (ref)");
   for (const EvalRow& row : r.rows) {
     if (row.method == "full" && images_protocol) {
-      lead.push_back(&row.cells[0].contact);
+      lead.push_back(&row.cells[0].contacts[slot]);
       p.layout.column_labels.push_back("full");
     }
   }
@@ -415,7 +577,7 @@ ContactPlan PlanContact(const EvalResult& r, bool images_protocol, size_t view) 
   for (const EvalRow& row : r.rows) {
     if (row.method == "full") continue;
     std::vector<const Image*> cells = lead;
-    for (const CloudScore& s : row.cells) cells.push_back(&s.contact);
+    for (const CloudScore& s : row.cells) cells.push_back(&s.contacts[slot]);
     p.layout.row_labels.push_back(row.method);
     p.cells.push_back(std::move(cells));
   }
@@ -426,6 +588,217 @@ ContactPlan PlanContact(const EvalResult& r, bool images_protocol, size_t view) 
     p.cells.push_back(std::move(cells));
   }
   return p;
+}
+
+// ---------------------------------------------------------------------------------------
+// Bytes on the wire: what a viewer downloads to show each ratio, per delivery format.
+
+// One delivery format's bytes per ratio, shown with the pictures of a results row.
+struct WireSeries {
+  std::string name;          // report and legend name ("elastic-nested", "decimation-sog", ...)
+  std::string method;        // the results row whose pictures (and PSNR) it delivers
+  std::string counted;       // what its bytes are, for the reports
+  bool progressive = false;  // showing level k costs levels 0..k (else level k alone)
+  std::array<float, 3> color{0, 0, 0};
+  std::vector<uint64_t> level_bytes;  // per ratio: that level's own download
+
+  uint64_t Cumulative(size_t k) const {
+    uint64_t sum = 0;
+    for (size_t i = 0; i <= k; ++i) sum += level_bytes[i];
+    return sum;
+  }
+  uint64_t ToShow(size_t k) const { return progressive ? Cumulative(k) : level_bytes[k]; }
+};
+
+constexpr char kDecimationSog[] = "decimation-sog";
+constexpr char kLodPyramid[] = "lod-pyramid";
+constexpr double kTargetMarginDb = 1.0;  // the project's goal: elastic >= best baseline + 1 dB at equal bytes
+
+const EvalRow* FindRow(const EvalResult& r, const std::string& method) {
+  for (const EvalRow& row : r.rows) {
+    if (row.method == method) return &row;
+  }
+  return nullptr;
+}
+
+// The series of every evaluated row that has a delivery format: our server's streams
+// for the elastic rows, splat-transform's SOG, SPZ and LOD pyramid for its decimation.
+absl::StatusOr<std::vector<WireSeries>> BuildWireSeries(const EvalResult& r, const ElasticModel& model,
+                                                        const SplatTransformWire& st, ThreadPool* pool) {
+  std::vector<WireSeries> out;
+  if (FindRow(r, "elastic-nested")) {
+    auto bytes = NestedStreamLevelBytes(model, r.ratios, pool);
+    if (!bytes.ok()) return bytes.status();
+    out.push_back({"elastic-nested", "elastic-nested",
+                   "flexgs stream payload (quantized chunks), levels 1..k of one nested stream", true,
+                   {0.85f, 0.1f, 0.1f}, *std::move(bytes)});
+  }
+  if (FindRow(r, "elastic-independent")) {
+    auto bytes = SingleLevelStreamBytes(model, r.ratios, pool);
+    if (!bytes.ok()) return bytes.status();
+    out.push_back({"elastic-independent", "elastic-independent",
+                   "flexgs stream payload (quantized chunks) of that ratio alone: a separate download per ratio",
+                   false, {0.95f, 0.55f, 0.05f}, *std::move(bytes)});
+  }
+  if (FindRow(r, kSplatTransform) && st.sog.size() == r.ratios.size()) {
+    out.push_back({kDecimationSog, kSplatTransform, "splat-transform decimation written as one .sog bundle per level",
+                   false, {0.1f, 0.35f, 0.85f}, st.sog});
+    out.push_back({"decimation-spz", kSplatTransform, "splat-transform decimation written as one .spz file per level",
+                   false, {0.1f, 0.6f, 0.3f}, st.spz});
+    out.push_back({kLodPyramid, kSplatTransform,
+                   "PlayCanvas LOD pyramid of the decimated levels (lod-meta.json + SOG chunks), LOD files of the "
+                   "coarsest level up to this one",
+                   true, {0.55f, 0.2f, 0.7f}, st.lod});
+  }
+  return out;
+}
+
+// The series as rate-distortion points (bytes to show each level, mean PSNR), leaving
+// out levels whose PSNR is not finite (identical to the reference).
+RdSeries RdPointsOf(const WireSeries& w, const EvalRow& row) {
+  RdSeries s{w.name, w.color, {}};
+  for (size_t k = 0; k < w.level_bytes.size(); ++k) {
+    const double psnr = row.cells[k].mean_psnr;
+    if (std::isfinite(psnr)) s.points.push_back({static_cast<double>(w.ToShow(k)), psnr});
+  }
+  return s;
+}
+
+std::string Kib(uint64_t bytes) { return absl::StrFormat("%.1f", bytes / 1024.0); }
+
+std::string MaybeDb(const std::optional<double>& db, bool sign = false) {
+  return db ? absl::StrFormat(sign ? "%+.2f" : "%.2f", *db) : std::string("-");
+}
+
+double MinBytes(const RdSeries& s) {
+  double lo = INFINITY;
+  for (const RdPoint& p : s.points) lo = std::min(lo, p.bytes);
+  return lo;
+}
+
+nlohmann::json MaybeJson(const std::optional<double>& x) { return x ? nlohmann::json(*x) : nlohmann::json(nullptr); }
+
+// report.json's "wire": every series with its bytes per ratio.
+nlohmann::json WireJson(const std::vector<WireSeries>& series, const EvalResult& r) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const WireSeries& w : series) {
+    const EvalRow& row = *FindRow(r, w.method);
+    nlohmann::json points = nlohmann::json::array();
+    for (size_t k = 0; k < w.level_bytes.size(); ++k) {
+      points.push_back({{"ratio", r.ratios[k]},
+                        {"count", row.cells[k].count},
+                        {"level_bytes", w.level_bytes[k]},
+                        {"cumulative_bytes", w.Cumulative(k)},
+                        {"bytes", w.ToShow(k)},
+                        {"psnr", JsonNumber(row.cells[k].mean_psnr)}});
+    }
+    out.push_back({{"name", w.name},
+                   {"method", w.method},
+                   {"counted", w.counted},
+                   {"bytes_are", w.progressive ? "cumulative_bytes" : "level_bytes"},
+                   {"points", points}});
+  }
+  return out;
+}
+
+// report.md's PSNR-against-bytes table.
+std::string WireMarkdown(const std::vector<WireSeries>& series, const EvalResult& r) {
+  std::string md =
+      "| format | ratio | Gaussians | KiB to show | level KiB | cumulative KiB | B/Gaussian | PSNR (dB) |\n"
+      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+  for (const WireSeries& w : series) {
+    const EvalRow& row = *FindRow(r, w.method);
+    for (size_t k = 0; k < w.level_bytes.size(); ++k) {
+      const CloudScore& c = row.cells[k];
+      absl::StrAppend(&md, absl::StrFormat("| %s | %s | %d | **%s** | %s | %s | %.2f | %s |\n", w.name,
+                                           RatioLabel(r.ratios[k]), c.count, Kib(w.ToShow(k)), Kib(w.level_bytes[k]),
+                                           Kib(w.Cumulative(k)),
+                                           c.count ? static_cast<double>(w.ToShow(k)) / c.count : 0.0,
+                                           FormatPsnr(c.mean_psnr)));
+    }
+  }
+  return md;
+}
+
+// The project's yardstick: at each nested level's cumulative bytes, elastic's PSNR
+// against decimation-as-SOG and the LOD pyramid read off their curves at the same
+// bytes (linear in log bytes between their levels; null outside their byte range).
+nlohmann::json RdSummary(const std::vector<WireSeries>& series, const EvalResult& r, std::string* md) {
+  const auto find = [&](const std::string& name) -> const WireSeries* {
+    for (const WireSeries& w : series) {
+      if (w.name == name) return &w;
+    }
+    return nullptr;
+  };
+  const WireSeries* elastic = find("elastic-nested");
+  if (!elastic) {
+    absl::StrAppend(md, "elastic-nested was not evaluated: no summary.\n");
+    return nullptr;
+  }
+  const EvalRow& erow = *FindRow(r, elastic->method);
+  std::vector<std::pair<std::string, RdSeries>> baselines;
+  for (const char* name : {kDecimationSog, kLodPyramid}) {
+    if (const WireSeries* b = find(name)) baselines.emplace_back(name, RdPointsOf(*b, *FindRow(r, b->method)));
+  }
+  nlohmann::json j;
+  j["elastic"] = elastic->name;
+  j["bytes"] = "elastic-nested cumulative stream payload up to the level";
+  j["baselines"] = nlohmann::json::array();
+  for (const auto& b : baselines) j["baselines"].push_back(b.first);
+  j["interpolation"] = "baseline PSNR linear in log(bytes) between its levels; null outside its byte range";
+  j["target_margin_db"] = kTargetMarginDb;
+  j["levels"] = nlohmann::json::array();
+  absl::StrAppend(md, "| ratio | elastic-nested KiB | elastic-nested PSNR |");
+  for (const auto& b : baselines) absl::StrAppend(md, " ", b.first, " PSNR at these bytes |");
+  absl::StrAppend(md, " margin over the best (dB) |\n| ---: | ---: | ---: |");
+  for (size_t i = 0; i < baselines.size(); ++i) absl::StrAppend(md, " ---: |");
+  absl::StrAppend(md, " ---: |\n");
+  std::optional<double> min_margin;
+  bool all_compared = true;
+  for (size_t k = 0; k < r.ratios.size(); ++k) {
+    const double bytes = static_cast<double>(elastic->ToShow(k));
+    const double psnr = erow.cells[k].mean_psnr;
+    nlohmann::json level = {{"ratio", r.ratios[k]},
+                            {"count", erow.cells[k].count},
+                            {"bytes", elastic->ToShow(k)},
+                            {"psnr", JsonNumber(psnr)}};
+    absl::StrAppend(md, "| ", RatioLabel(r.ratios[k]), " | ", Kib(elastic->ToShow(k)), " | ", FormatPsnr(psnr), " |");
+    std::optional<double> best;
+    for (const auto& b : baselines) {
+      const std::optional<double> at = PsnrAtBytes(b.second, bytes);
+      std::optional<double> margin;
+      if (at && std::isfinite(psnr)) margin = psnr - *at;
+      level[b.first + "_psnr"] = MaybeJson(at);
+      level[b.first + "_margin_db"] = MaybeJson(margin);
+      // Why a baseline has no PSNR here: "below" = even its smallest level costs more.
+      const char* why = b.second.points.empty() ? "no levels" : bytes < MinBytes(b.second) ? "below" : "above";
+      level[b.first + "_out_of_range"] = at ? nlohmann::json(nullptr) : nlohmann::json(why);
+      if (at && (!best || *at > *best)) best = at;
+      absl::StrAppend(md, " ", MaybeDb(at), " |");
+    }
+    std::optional<double> margin;
+    if (best && std::isfinite(psnr)) margin = psnr - *best;
+    level["best_baseline_psnr"] = MaybeJson(best);
+    level["margin_db"] = MaybeJson(margin);
+    absl::StrAppend(md, " ", MaybeDb(margin, true), " |\n");
+    if (margin) {
+      min_margin = min_margin ? std::min(*min_margin, *margin) : *margin;
+    } else {
+      all_compared = false;
+    }
+    j["levels"].push_back(level);
+  }
+  j["min_margin_db"] = MaybeJson(min_margin);
+  // false as soon as one level misses the target; true when every level was compared
+  // and clears it; null (cannot tell) otherwise.
+  if (min_margin && *min_margin < kTargetMarginDb) {
+    j["meets_target"] = false;
+  } else if (min_margin && all_compared) {
+    j["meets_target"] = true;
+  } else {
+    j["meets_target"] = nullptr;
+  }
+  return j;
 }
 
 absl::Status WriteText(const fs::path& path, const std::string& text) {
@@ -461,6 +834,12 @@ int RunEval(const EvalArgs& args) {
     return Fail(absl::InvalidArgumentError("give both --width and --height, each in 1..32768"));
   }
   if (args.contact_view < 0) return Fail(absl::InvalidArgumentError("--contact-view must be >= 0"));
+  int sphere_views = 0;
+  if (args.views_given) {
+    auto count = ParseViewsFlag(args.views);
+    if (!count.ok()) return Fail(count.status());
+    sphere_views = *count;
+  }
 
   // Methods: "all" (every built-in, plus splat-transform when installed) or a list.
   const std::string st_exe = FindOnPath(kSplatTransform);
@@ -473,7 +852,8 @@ int RunEval(const EvalArgs& args) {
     names.push_back(kSplatTransform);
     if (st_exe.empty()) {
       names.pop_back();
-      st_note = "splat-transform is not on PATH: the splat-transform baseline was skipped";
+      st_note = "splat-transform is not on PATH: the splat-transform baseline was skipped, and with it the "
+                "decimation-sog, decimation-spz and lod-pyramid byte columns";
     }
   } else {
     names = absl::StrSplit(args.methods, ',', absl::SkipWhitespace());
@@ -514,8 +894,8 @@ int RunEval(const EvalArgs& args) {
   auto model = ReadModelBundle(args.model);
   if (!model.ok()) return Fail(model.status());
   EvalArgs resolved = args;
-  if (resolved.cameras.empty() && resolved.orbit == 0) resolved.orbit = 4;
-  auto views = ResolveTestViews(resolved, *model, *background);
+  if (resolved.cameras.empty() && resolved.orbit == 0 && sphere_views == 0) resolved.orbit = 4;
+  auto views = ResolveTestViews(resolved, sphere_views, *model, *background);
   if (!views.ok()) return Fail(views.status());
   if (static_cast<size_t>(args.contact_view) >= views->cameras.size()) {
     return Fail(absl::OutOfRangeError(absl::StrFormat("--contact-view %d is outside the %d test views",
@@ -548,28 +928,71 @@ int RunEval(const EvalArgs& args) {
     const bool elastic = m == SubsetMethod::kElasticIndependent || m == SubsetMethod::kElasticNested;
     methods.push_back(BuiltinEvalMethod(elastic ? *model : baseline_model, m, args.seed, &pool));
   }
+  SplatTransformWire st_wire;
   if (want_st) {
     const GaussianCloud& full = baseline_model.gaussians;
-    methods.push_back({kSplatTransform, [&full, &st_exe](absl::Span<const double> r) {
-                         return SplatTransformClouds(st_exe, full, r);
+    methods.push_back({kSplatTransform, [&full, &st_exe, &st_wire](absl::Span<const double> r) {
+                         return SplatTransformClouds(st_exe, full, r, &st_wire);
                        }});
   }
   EvalOptions options;
   options.render.background = *background;
-  options.contact_view = static_cast<size_t>(args.contact_view);
+  const size_t contact_view = static_cast<size_t>(args.contact_view);
+  options.contact_views = {contact_view};
+  // Over the sphere, contact.png also shows the first close-up (unless the contact view is one).
+  if (views->sphere && !IsCloseUp(contact_view) && views->cameras.size() > 2) options.contact_views.push_back(2);
   const auto t0 = std::chrono::steady_clock::now();
   auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), *ratios, want_full, methods,
                                 options, **backend);
   if (!result.ok()) return Fail(result.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  // contact.png
+  // contact.png: one sheet per contact view, stacked under captions when there are several.
   const bool images_protocol = views->protocol == "images";
-  ContactPlan contact = PlanContact(*result, images_protocol, options.contact_view);
-  const Camera& cv = views->cameras[options.contact_view];
-  auto sheet = ComposeContactSheet(contact.layout, contact.cells, cv.width, cv.height);
-  if (!sheet.ok()) return Fail(sheet.status());
+  ContactPlan contact = PlanContact(*result, images_protocol, contact_view, 0);
+  const Camera& cv = views->cameras[contact_view];
+  std::vector<Image> sheets;
+  std::vector<std::string> sheet_captions;
+  for (size_t slot = 0; slot < options.contact_views.size(); ++slot) {
+    const size_t view = options.contact_views[slot];
+    const ContactPlan plan = PlanContact(*result, images_protocol, view, slot);
+    auto one = ComposeContactSheet(plan.layout, plan.cells, views->cameras[view].width, views->cameras[view].height);
+    if (!one.ok()) return Fail(one.status());
+    sheets.push_back(*std::move(one));
+    sheet_captions.push_back(
+        views->sphere ? absl::StrFormat("%s%s: distance %g x fit", IsCloseUp(view) ? "close-up " : "",
+                                        views->cameras[view].name, SphereDistance(view))
+                      : views->cameras[view].name);
+  }
+  absl::StatusOr<Image> sheet = sheets[0];
+  if (sheets.size() > 1) {
+    std::vector<CaptionedImage> parts;
+    for (size_t i = 0; i < sheets.size(); ++i) parts.push_back({sheet_captions[i], &sheets[i]});
+    sheet = StackWithCaptions(parts, cv.height >= 160 ? 2 : 1);
+    if (!sheet.ok()) return Fail(sheet.status());
+  }
   if (absl::Status st = WritePng((fs::path(args.out) / "contact.png").string(), *sheet); !st.ok()) return Fail(st);
+
+  // Bytes on the wire and rd.png.
+  auto wire = BuildWireSeries(*result, *model, st_wire, &pool);
+  if (!wire.ok()) return Fail(wire.status());
+  std::vector<RdSeries> rd_series;
+  for (const WireSeries& w : *wire) {
+    RdSeries points = RdPointsOf(w, *FindRow(*result, w.method));
+    if (!points.points.empty()) rd_series.push_back(std::move(points));
+  }
+  if (!rd_series.empty()) {
+    RdChartOptions chart_options;
+    // ("a/m.flexgs" and "a/m.flexgs/" both name m.flexgs.)
+    const std::string model_name = (fs::path(args.model) / "").parent_path().filename().string();
+    chart_options.title = absl::StrFormat("PSNR against bytes: %s, %d %s views", model_name, views->cameras.size(),
+                                          views->sphere ? "sphere" : views->protocol);
+    auto chart = DrawRdChart(rd_series, chart_options);
+    if (!chart.ok()) return Fail(chart.status());
+    if (absl::Status st = WritePng((fs::path(args.out) / "rd.png").string(), *chart); !st.ok()) return Fail(st);
+  }
+  std::string rd_md;
+  const nlohmann::json rd_summary = RdSummary(*wire, *result, &rd_md);
 
   // report.json
   const bool heuristic = model->heuristic();
@@ -582,8 +1005,11 @@ int RunEval(const EvalArgs& args) {
   j["protocol"] = views->protocol;
   j["original"] = args.original.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.original);
   j["views"] = views->json;
-  for (const Camera& c : views->cameras) {
-    j["views"]["cameras"].push_back({{"name", c.name}, {"width", c.width}, {"height", c.height}});
+  for (size_t i = 0; i < views->cameras.size(); ++i) {
+    const Camera& c = views->cameras[i];
+    nlohmann::json cam = {{"name", c.name}, {"width", c.width}, {"height", c.height}};
+    if (views->sphere) cam["distance_factor"] = SphereDistance(i);
+    j["views"]["cameras"].push_back(cam);
   }
   j["background"] = *background;
   j["ratios"] = *ratios;
@@ -596,10 +1022,10 @@ int RunEval(const EvalArgs& args) {
   for (const EvalRow& row : result->rows) {
     j["methods"].push_back({{"name", row.method}, {"select_seconds", row.select_seconds}});
     if (row.method == "full") {
-      j["full"] = CellJson("full", row.cells[0]);
+      j["full"] = CellJson("full", row.cells[0], views->sphere);
       continue;
     }
-    for (const CloudScore& s : row.cells) j["results"].push_back(CellJson(row.method, s));
+    for (const CloudScore& s : row.cells) j["results"].push_back(CellJson(row.method, s, views->sphere));
   }
   j["skipped"] = nlohmann::json::array();
   if (!st_note.empty()) j["skipped"].push_back({{"method", kSplatTransform}, {"reason", st_note}});
@@ -609,6 +1035,18 @@ int RunEval(const EvalArgs& args) {
                   {"view", cv.name},
                   {"rows", contact.layout.row_labels},
                   {"columns", contact.layout.column_labels}};
+  j["contact"]["views"] = nlohmann::json::array();
+  for (size_t view : options.contact_views) j["contact"]["views"].push_back(views->cameras[view].name);
+  j["wire"] = WireJson(*wire, *result);
+  if (want_st && !st_wire.lod.empty()) {
+    j["lod_pyramid"] = {{"files", st_wire.lod_files},
+                        {"meta_bytes", st_wire.lod_meta_bytes},
+                        {"chunking", "splat-transform defaults (-C 512 K Gaussians, -X 16 units per chunk)"},
+                        {"attribution", "files under <lod>_*/ count for that LOD (LOD 0 = the largest ratio); "
+                                        "lod-meta.json for the coarsest, which a viewer fetches first"}};
+  }
+  j["rd_chart"] = rd_series.empty() ? nlohmann::json(nullptr) : nlohmann::json("rd.png");
+  j["rd_summary"] = rd_summary;
   if (absl::Status st = WriteText(fs::path(args.out) / "report.json", DumpJson(j)); !st.ok()) return Fail(st);
 
   // report.md
@@ -663,10 +1101,53 @@ int RunEval(const EvalArgs& args) {
     if (row.method != "full") times.push_back(absl::StrFormat("%s %.2f", row.method, row.select_seconds));
   }
   absl::StrAppend(&md, absl::StrJoin(times, ", "), ".\n");
+
+  absl::StrAppend(&md, "\n## Quality per byte on the wire\n\n");
+  if (wire->empty()) {
+    absl::StrAppend(&md, "No evaluated method has a delivery format (elastic-nested, elastic-independent, "
+                         "splat-transform): no byte table and no `rd.png`.\n");
+  } else {
+    absl::StrAppend(&md, "What a viewer downloads to show each level. **KiB to show** is the cumulative KiB for "
+                         "progressive formats (elastic-nested, lod-pyramid) and the level's own KiB for one-download "
+                         "formats; the other columns give both readings. PSNR is the row's mean over the views, of "
+                         "the unquantized cloud (the LOD pyramid shows splat-transform's decimated clouds).\n\n");
+    for (const WireSeries& w : *wire) absl::StrAppend(&md, "- `", w.name, "`: ", w.counted, ".\n");
+    if (want_st) {
+      absl::StrAppend(&md, absl::StrFormat(
+                               "- LOD pyramid: %d files, lod-meta.json %d bytes; files under `<lod>_*/` count for "
+                               "that LOD (LOD 0 = the largest ratio), lod-meta.json for the coarsest level, which a "
+                               "viewer fetches first; splat-transform's default chunking. SOG sizes vary by about "
+                               "0.1%% from run to run (splat-transform seeds its k-means randomly).\n",
+                               st_wire.lod_files, st_wire.lod_meta_bytes));
+    }
+    absl::StrAppend(&md, "\n", WireMarkdown(*wire, *result));
+    absl::StrAppend(&md, absl::StrFormat(
+                             "\n### elastic-nested against decimation-sog and the LOD pyramid at equal bytes\n\n"
+                             "At each nested level's cumulative bytes, the baselines' PSNR read off their curves "
+                             "(linear in log bytes between their levels; `-` outside their byte range, e.g. below "
+                             "the bytes of their smallest level). Goal: a margin of at least %g dB at every level."
+                             "\n\n",
+                             kTargetMarginDb));
+    absl::StrAppend(&md, rd_md);
+  }
+  if (!rd_series.empty()) {
+    absl::StrAppend(&md, "\n`rd.png`: PSNR against KiB to show (log scale), one line per format, a marker per level."
+                         "\n");
+  } else if (!wire->empty()) {
+    absl::StrAppend(&md, "\nNo `rd.png`: no level has a finite PSNR (every one is identical to the reference).\n");
+  }
+
+  std::string sheet_text = absl::StrFormat("`contact.png` (%dx%d): view `%s`", sheet->width, sheet->height, cv.name);
+  if (options.contact_views.size() > 1) {
+    sheet_text = absl::StrFormat("`contact.png` (%dx%d): two sheets, one above the other: view `%s` (distance %g x "
+                                 "fit), then the close-up `%s` (distance %g x fit)",
+                                 sheet->width, sheet->height, cv.name, SphereDistance(contact_view),
+                                 views->cameras[options.contact_views[1]].name,
+                                 SphereDistance(options.contact_views[1]));
+  }
   absl::StrAppend(&md, absl::StrFormat(
-                           "\n## Contact sheet\n\n`contact.png` (%dx%d): view `%s`. Columns, left to right: %s. "
-                           "Rows, top to bottom: %s.%s\n",
-                           sheet->width, sheet->height, cv.name, absl::StrJoin(contact.layout.column_labels, ", "),
+                           "\n## Contact sheet\n\n%s. Columns, left to right: %s. Rows, top to bottom: %s.%s\n",
+                           sheet_text, absl::StrJoin(contact.layout.column_labels, ", "),
                            absl::StrJoin(contact.layout.row_labels, ", "),
                            images_protocol ? " Every row starts with the ground-truth image (and the full model's "
                                              "render when `full` was evaluated)."
@@ -674,8 +1155,12 @@ int RunEval(const EvalArgs& args) {
   if (absl::Status st = WriteText(fs::path(args.out) / "report.md", md); !st.ok()) return Fail(st);
 
   std::cout << "\nPSNR (dB), " << views->protocol << " protocol" << (heuristic ? ", heuristic model" : "") << "\n"
-            << MarkdownTable(*result, true) << "\nSSIM\n" << MarkdownTable(*result, false) << "\nwrote "
-            << (fs::path(args.out) / "report.md").string() << ", report.json, contact.png\n";
+            << MarkdownTable(*result, true) << "\nSSIM\n" << MarkdownTable(*result, false);
+  if (!wire->empty()) {
+    std::cout << "\nPSNR against bytes on the wire\n" << WireMarkdown(*wire, *result) << "\n" << rd_md;
+  }
+  std::cout << "\nwrote " << (fs::path(args.out) / "report.md").string() << ", report.json, contact.png"
+            << (rd_series.empty() ? "" : ", rd.png") << "\n";
   return 0;
 }
 
@@ -687,14 +1172,21 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
       "eval", "Compare the elastic model with baseline subsets at several ratios on held-out views");
   cmd->add_option("model", args->model, "Elastic model bundle (.flexgs dir)")->required();
   cmd->add_option("--ratios", args->ratios, "Ratios to evaluate, in (0, 1]")->capture_default_str();
-  cmd->add_option("--images", args->images, "Ground-truth PNG images (needs --cameras; every 8th is a test view)");
-  cmd->add_option("--cameras", args->cameras, "INRIA cameras.json or COLMAP model dir (test split: every 8th)");
-  cmd->add_option("--orbit", args->orbit, "N held-out orbit views (default 4 when no cameras are given)");
+  auto* images =
+      cmd->add_option("--images", args->images, "Ground-truth PNG images (needs --cameras; every 8th is a test view)");
+  auto* cameras =
+      cmd->add_option("--cameras", args->cameras, "INRIA cameras.json or COLMAP model dir (test split: every 8th)");
+  auto* orbit = cmd->add_option("--orbit", args->orbit, "N held-out orbit views (default 4 when no cameras are given)");
   cmd->add_option("--width", args->width, "View width (orbit default 400; with --images, resample them)");
   cmd->add_option("--height", args->height, "View height");
-  cmd->add_option("--fov", args->fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
+  auto* fov =
+      cmd->add_option("--fov", args->fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
   auto* elevation = cmd->add_option("--elevation", args->elevation_deg,
                                     "Orbit elevation (default: the GI orbit's + 15 degrees)");
+  auto* views = cmd->add_option("--views", args->views,
+                                "sphere:N: N views over the whole sphere (no training or GI view), distances "
+                                "cycling 1, 0.7, 0.5 x the fit distance so every third is a close-up");
+  views->excludes(orbit)->excludes(images)->excludes(cameras)->excludes(fov)->excludes(elevation);
   cmd->add_option("--background", args->background, "Background r,g,b in [0,1]")->capture_default_str();
   cmd->add_option("--methods", args->methods,
                   "Comma list of full, elastic-independent, elastic-nested, gi-topk, lightgaussian, opacity-topk, "
@@ -708,8 +1200,9 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
                   "The untouched scene a trained model came from: distillation targets and the pruning baselines use "
                   "it (GI over the model's training orbit) instead of the trained Gaussians");
   cmd->add_option("--out", args->out, "Report directory")->required();
-  cmd->callback([args, exit_code, elevation] {
+  cmd->callback([args, exit_code, elevation, views] {
     args->elevation_given = elevation->count() > 0;
+    args->views_given = views->count() > 0;
     *exit_code = RunEval(*args);
   });
 }

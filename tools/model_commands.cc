@@ -32,6 +32,7 @@ struct ElasticizeArgs {
   ViewSpec views;
   std::string variant = "flexgs";
   std::string ladder;
+  double coverage_share = 0.0;
   int threads = 0;
 };
 
@@ -67,6 +68,7 @@ int RunElasticize(ElasticizeArgs args) {
   model.gi = {args.variant == "flexgs" ? "flexgs" : "lightgaussian_volume", static_cast<int>(cams->size()),
               (*cams)[0].width, (*cams)[0].height};
   model.normalization = ExtentNormalization(model.gaussians);
+  model.coverage_share = args.coverage_share;
   // Which views GI saw, so `flexgs eval` can pick test views that are none of them.
   nlohmann::json gi_cameras =
       args.views.cameras_path.empty()
@@ -118,7 +120,11 @@ int RunPlan(const PlanArgs& args) {
   j["gaussians"] = plan->model_gaussians;
   j["sh_degree"] = plan->sh_degree;
   j["plan_seconds"] = secs;
-  uint64_t total = 0;
+  uint64_t total = 0, cumulative_encoded = 0;
+  // Bytes per item, or null for a level without such items.
+  const auto PerItem = [](uint64_t bytes, uint64_t items) {
+    return items ? nlohmann::json(static_cast<double>(bytes) / static_cast<double>(items)) : nlohmann::json(nullptr);
+  };
   for (size_t k = 0; k < plan->levels.size(); ++k) {
     const PlanLevel& l = plan->levels[k];
     total += plan->RawLevelBytes(k);
@@ -128,6 +134,13 @@ int RunPlan(const PlanArgs& args) {
                            {"patched", l.patches.size() / kPatchStride},
                            {"raw_bytes", plan->RawLevelBytes(k)},
                            {"encoded_bytes", script->levels[k].payload_bytes},
+                           {"added_bytes", script->levels[k].payload_bytes - script->levels[k].patch_bytes},
+                           {"patch_bytes", script->levels[k].patch_bytes},
+                           {"bytes_per_added", PerItem(script->levels[k].payload_bytes - script->levels[k].patch_bytes,
+                                                       l.added.size())},
+                           {"bytes_per_patch", PerItem(script->levels[k].patch_bytes, l.patches.size() / kPatchStride)},
+                           {"cumulative_encoded_bytes", cumulative_encoded += script->levels[k].payload_bytes},
+                           {"bytes_per_delivered", PerItem(cumulative_encoded, l.count)},
                            {"cumulative_raw_bytes", total},
                            {"overlap_with_independent", l.overlap_with_independent}});
   }
@@ -150,12 +163,19 @@ int RunPlan(const PlanArgs& args) {
   }
   std::cout << absl::StrFormat("%s (%s, %d Gaussians, SH %d): plan in %.3f s\n", args.model,
                                j["mode"].get<std::string>(), plan->model_gaussians, plan->sh_degree, secs);
-  std::cout << "  level  ratio     count     added   patched   raw bytes  wire bytes  overlap\n";
+  std::cout << "  level  ratio     count     added   patched   raw bytes  wire bytes  B/added  B/patch  "
+               "B/held  overlap\n";
+  const auto per = [](const nlohmann::json& v) {
+    return v.is_null() ? std::string("-") : absl::StrFormat("%.2f", v.get<double>());
+  };
   for (size_t k = 0; k < plan->levels.size(); ++k) {
     const PlanLevel& l = plan->levels[k];
-    std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %10d  %7.4f\n", k + 1, l.ratio, l.count,
-                                 l.added.size(), l.patches.size() / kPatchStride, plan->RawLevelBytes(k),
-                                 script->levels[k].payload_bytes, l.overlap_with_independent);
+    const nlohmann::json& jl = j["levels"][k];
+    std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %10d  %7s  %7s  %6s  %7.4f\n", k + 1, l.ratio,
+                                 l.count, l.added.size(), l.patches.size() / kPatchStride, plan->RawLevelBytes(k),
+                                 script->levels[k].payload_bytes, per(jl["bytes_per_added"]),
+                                 per(jl["bytes_per_patch"]), per(jl["bytes_per_delivered"]),
+                                 l.overlap_with_independent);
   }
   return 0;
 }
@@ -187,6 +207,9 @@ void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--height", args->views.height, "GI render height")->capture_default_str();
   cmd->add_option("--gi", args->variant, "GI variant: flexgs or lightgaussian")->capture_default_str();
   cmd->add_option("--ladder", args->ladder, "Default streaming ladder, e.g. 0.01,0.05,0.10,0.15");
+  cmd->add_option("--coverage-share", args->coverage_share,
+                  "Share of each level reserved for spatial coverage (octree cell representatives; 0 = GI only)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->callback([args, exit_code] { *exit_code = RunElasticize(*args); });
 }

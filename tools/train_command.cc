@@ -12,14 +12,17 @@
 #include <csignal>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "core/dataset_views.h"
 #include "core/elastic_trainer.h"
 #include "core/model_bundle.h"
 #include "core/orbit.h"
+#include "core/view_sampler.h"
 #include "kernels/backend.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
@@ -56,7 +59,48 @@ struct TrainArgs {
   std::string device = "auto";
   std::string images;   // dataset PNGs (with --cameras)
   std::string cameras;  // cameras.json or COLMAP model
+  std::string views = "auto";  // sphere | hemisphere | orbit | auto
+  std::string view_distance = "0.45:1.3";
+  std::string view_fov = "40:65";
+  bool tune_gaussians = false;
+  std::string pose = "per-level";  // per-level | insertion
+  double near_view_jitter = 0.2;
+  double coverage_share = 0.0;
 };
+
+// --views, --view-distance and --view-fov as a distribution (unset for fixed targets:
+// `orbit`, or `auto` with dataset cameras). Errors name the flag.
+absl::StatusOr<std::optional<ViewDistribution>> ResolveViewSampling(const TrainArgs& args, const TrainOptions& opt) {
+  const bool dataset = !args.images.empty() || !args.cameras.empty();
+  if (args.views == "dataset" && !dataset) {
+    return absl::InvalidArgumentError("--views dataset needs --images and --cameras, or --cameras");
+  }
+  // Tuned Gaussians need fixed targets (the sampled views' teacher is the frozen input).
+  if (args.views == "orbit" || args.views == "dataset" ||
+      (args.views == "auto" && (dataset || args.tune_gaussians))) {
+    return std::optional<ViewDistribution>();
+  }
+  if (dataset) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--views %s samples views of the input scene; with --images/--cameras use --views auto", args.views));
+  }
+  ViewDistribution d;
+  if (args.views != "auto") {
+    absl::StatusOr<ViewDirections> dirs = ParseViewDirections(args.views);
+    if (!dirs.ok()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--views must be sphere, hemisphere, orbit or auto, got '%s'", absl::CEscape(args.views.substr(0, 64))));
+    }
+    d.directions = *dirs;
+  }
+  absl::Status st = ParseRange(args.view_distance, "--view-distance", &d.min_distance, &d.max_distance);
+  if (st.ok()) st = ParseRange(args.view_fov, "--view-fov", &d.min_fov_deg, &d.max_fov_deg);
+  d.width = opt.width;
+  d.height = opt.height;
+  if (st.ok()) st = d.Validate();
+  if (!st.ok()) return st;
+  return std::optional<ViewDistribution>(d);
+}
 
 // The training targets: dataset images (every kLlffHold-th camera by name held out),
 // renders of the scene at the dataset's training cameras (--cameras alone), or renders
@@ -65,6 +109,18 @@ absl::StatusOr<std::vector<TrainingView>> ResolveTargets(const TrainArgs& args, 
                                                          const TrainOptions& opt, nlohmann::json* source) {
   if (args.images.empty() && args.cameras.empty()) {
     const OrbitOptions orbit_defaults;
+    if (opt.view_sampling.has_value()) {
+      // The targets are only GI's views: a Fibonacci sphere at the fitted distance.
+      OrbitOptions sphere;
+      sphere.count = opt.orbit_views;
+      sphere.width = opt.width;
+      sphere.height = opt.height;
+      sphere.sphere = true;
+      *source = {{"kind", "sphere"}, {"count", opt.orbit_views}, {"fov_x_deg", sphere.fov_x_deg}};
+      absl::StatusOr<std::vector<Camera>> cams = MakeOrbitCameras(cloud, sphere);
+      if (!cams.ok()) return cams.status();
+      return RenderTargets(cloud, *std::move(cams), opt);
+    }
     *source = {{"kind", "orbit"},
                {"count", opt.orbit_views},
                {"elevation_deg", orbit_defaults.elevation_deg},
@@ -142,6 +198,15 @@ int RunTrain(const TrainArgs& args) {
         absl::StrFormat("--selection must be served or reference, got '%s'", args.selection)));
   }
   opt.reference_selection = args.selection == "reference";
+  opt.tune_gaussians = args.tune_gaussians;
+  opt.coverage_share = args.coverage_share;
+  opt.pose_at_insertion = args.pose == "insertion";
+  auto sampling = ResolveViewSampling(args, opt);
+  if (!sampling.ok()) return Fail(sampling.status());
+  opt.view_sampling = *sampling;
+  // Dataset views (auto): every second step a teacher view near a dataset camera.
+  const bool dataset = !args.images.empty() || !args.cameras.empty();
+  if (dataset && args.views == "auto" && !args.tune_gaussians) opt.near_view_jitter = args.near_view_jitter;
   opt.gi_prior_weight = opt.reference_selection ? 0.0 : args.gi_prior_weight;
   // The renders (forward and backward) run on the chosen device; GsNet, the field and
   // Adam on the CPU. Checked now, so a missing GPU fails before any work.
@@ -180,9 +245,20 @@ int RunTrain(const TrainArgs& args) {
   if (!trainer.ok()) return Fail(trainer.status());
   ElasticTrainer& t = **trainer;
   *cloud = GaussianCloud{};  // the trainer holds its own copy
-  std::cerr << absl::StrFormat("flexgs train: %s, %d %s views of %dx%d on %s, %s at iteration %d of %d (setup %.1f s)\n",
-                               args.scene, view_count, target_source["kind"].get<std::string>(), view_width,
-                               view_height, device_name,
+  const std::string view_text =
+      opt.view_sampling.has_value()
+          ? absl::StrFormat("a fresh %s view per step (distance %s, fov %s; GI on %d sphere views)",
+                            ViewDirectionsName(opt.view_sampling->directions), args.view_distance, args.view_fov,
+                            view_count)
+          : absl::StrFormat("%d %s views", view_count, target_source["kind"].get<std::string>());
+  const std::string near_text =
+      opt.near_view_jitter > 0 ? absl::StrFormat(" (every second step a render of the input near one, jitter %g)",
+                                                 opt.near_view_jitter)
+                               : "";
+  std::cerr << absl::StrFormat("flexgs train: %s, %s of %dx%d%s, %s Gaussians, poses %s, on %s, %s at iteration %d "
+                               "of %d (setup %.1f s)\n",
+                               args.scene, view_text, view_width, view_height, near_text,
+                               opt.tune_gaussians ? "tuned" : "frozen", args.pose, device_name,
                                args.resume ? "resumed" : "starting", t.iteration(), opt.iters,
                                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count());
 
@@ -210,8 +286,10 @@ int RunTrain(const TrainArgs& args) {
     if (now - last_print >= std::chrono::seconds(1) || t.iteration() == opt.iters) {
       last_print = now;
       std::cerr << absl::StrFormat(
-          "step %d/%d  e %.2f  loss %.4f  PSNR(sel) %.2f dB  PSNR(full) %.2f dB  GI agree %.3f  %.2f steps/s  ETA %s\n",
-          t.iteration(), opt.iters, s.ratio, s.loss, s.psnr_selected, s.psnr_full, s.gi_agreement, rate,
+          "step %d/%d  e %.2f  loss %.4f  PSNR(sel) %.2f dB  PSNR(full) %s  GI agree %.3f  %.2f steps/s  ETA %s\n",
+          t.iteration(), opt.iters, s.ratio, s.loss, s.psnr_selected,
+          std::isnan(s.psnr_full) ? std::string("frozen") : absl::StrFormat("%.2f dB", s.psnr_full), s.gi_agreement,
+          rate,
           Duration(static_cast<double>(opt.iters - t.iteration()) / rate));
     }
     if (opt.checkpoint_every > 0 && t.iteration() % opt.checkpoint_every == 0 && t.iteration() < opt.iters) {
@@ -250,7 +328,7 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
       "train", "FlexGS stage-2 training (GsNet + transform field) distilled from orbit renders of a scene");
   cmd->add_option("scene", args->scene, "Scene PLY (or a model bundle: its full Gaussians)")->required();
   cmd->add_option("--out", args->out, "Output bundle directory (<name>.flexgs); checkpoint at <out>.ckpt")->required();
-  cmd->add_option("--orbit", args->orbit, "Orbit views (training targets and GI)")->capture_default_str();
+  cmd->add_option("--orbit", args->orbit, "GI views (on a sphere; with --views orbit also the fixed training ring)")->capture_default_str();
   cmd->add_option("--iters", args->iters, "Total training iterations")->capture_default_str();
   cmd->add_option("--images", args->images, "Dataset PNG folder (with --cameras; every 8th camera by name is held out)");
   cmd->add_option("--cameras", args->cameras,
@@ -271,10 +349,37 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--gi-prior-weight", args->gi_prior_weight, "Weight of log GI in the ranking (served selection)")
       ->capture_default_str();
+  cmd->add_option("--coverage-share", args->coverage_share,
+                  "Share of each level that goes first to spatial coverage: the GI-best Gaussian of each octree cell, "
+                  "at the finest cell size that fits (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--device", args->device,
                   "Renders and their gradients on cpu, cuda or auto (the networks and Adam run on the CPU); "
                   "resume is bit-identical on cpu, equal to rounding on cuda")
       ->capture_default_str();
+  cmd->add_option("--views", args->views,
+                  "Distillation views: sphere or hemisphere (a fresh camera each step, GI on --orbit sphere views), "
+                  "orbit (--orbit fixed ring views), dataset (only the dataset's views), auto (sphere; with "
+                  "--images/--cameras the dataset's views and, every second step, a render of the input near one)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "sphere", "hemisphere", "orbit", "dataset"}));
+  cmd->add_option("--near-view-jitter", args->near_view_jitter,
+                  "With dataset views (auto): how far the views near them move, as a fraction of the distance")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--view-distance", args->view_distance,
+                  "LO:HI sampled distance, in multiples of the distance that frames the whole scene (< 1: close-ups)")
+      ->capture_default_str();
+  cmd->add_option("--view-fov", args->view_fov, "LO:HI sampled horizontal field of view in degrees, in (0, 180)")
+      ->capture_default_str();
+  cmd->add_flag("--tune-gaussians", args->tune_gaussians,
+                "Also train the Gaussians (the reference's joint tuning); by default they stay the input bit for bit");
+  cmd->add_option("--pose", args->pose,
+                  "per-level: every level re-poses all kept Gaussians (patches on the wire); insertion: a Gaussian "
+                  "keeps the pose of the level that first sends it (no patches; needs --nested)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"per-level", "insertion"}));
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->callback([args, exit_code] { *exit_code = RunTrain(*args); });
 }
