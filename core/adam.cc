@@ -87,14 +87,16 @@ absl::Status LrSchedule::Validate() const {
   return absl::OkStatus();
 }
 
-std::vector<std::pair<std::string, LrSchedule>> ReferenceStage2Groups(double s) {
+std::vector<std::pair<std::string, LrSchedule>> ReferenceStage2Groups(double s, double net) {
   constexpr int64_t kMaxSteps = 20000;  // position_lr_max_steps
   constexpr double kDelayMult = 0.01;   // unused: delay steps are 0 in the reference
+  if (net < 0.0) net = s;
   return {
       {"xyz", LrSchedule::Exponential(1.6e-4 * s, 1.6e-6 * s, kMaxSteps, 0, kDelayMult)},
-      {"deformation", LrSchedule::Exponential(1.6e-4 * s, 1.6e-5 * s, kMaxSteps, 0, kDelayMult)},
-      {"grid", LrSchedule::Exponential(1.6e-3 * s, 1.6e-4 * s, kMaxSteps, 0, kDelayMult)},
-      {"gumbel", LrSchedule::Exponential(1.6e-4 * s, 1.6e-5 * s, kMaxSteps, 0, kDelayMult)},
+      {"deformation", LrSchedule::Exponential(1.6e-4 * net, 1.6e-5 * net, kMaxSteps, 0, kDelayMult)},
+      {"deformation_world", LrSchedule::Exponential(1.6e-4 * s, 1.6e-5 * s, kMaxSteps, 0, kDelayMult)},
+      {"grid", LrSchedule::Exponential(1.6e-3 * net, 1.6e-4 * net, kMaxSteps, 0, kDelayMult)},
+      {"gumbel", LrSchedule::Exponential(1.6e-4 * net, 1.6e-5 * net, kMaxSteps, 0, kDelayMult)},
       {"f_dc", LrSchedule::Constant(2.5e-3)},
       {"f_rest", LrSchedule::Constant(2.5e-3 / 20.0)},
       {"opacity", LrSchedule::Constant(0.05)},

@@ -56,7 +56,14 @@ struct LrSchedule {
 // rates that the reference scales by spatial_lr_scale (scene radius) are scaled here:
 // xyz, deformation (field MLP), grid (HexPlane), gumbel (GsNet), f_dc, f_rest, opacity,
 // scaling (log-scale), rotation.
-std::vector<std::pair<std::string, LrSchedule>> ReferenceStage2Groups(double spatial_lr_scale);
+//
+// `network_lr_scale` (default: spatial_lr_scale, as the reference) scales the networks'
+// groups (deformation, grid, gumbel) separately: the reference's rates assume a scene a
+// few units across, and scaled by the radius of a scene hundreds of units across they
+// blow the networks up in a few steps. "deformation_world" (the field's position head
+// output layer, whose output is a world-space offset) stays on spatial_lr_scale.
+std::vector<std::pair<std::string, LrSchedule>> ReferenceStage2Groups(double spatial_lr_scale,
+                                                                      double network_lr_scale = -1.0);
 
 struct AdamOptions {
   double beta1 = 0.9;

@@ -44,6 +44,12 @@ struct ElasticModel {
   // thin parts of an object at small ratios (a guitar keeps its body and loses its
   // neck), which decimation's pairwise merging never does.
   double coverage_share = 0.0;
+  // GsNet reads positions and scales in the field box (GsNetInputCloud) instead of raw
+  // world units. The reference feeds raw units, which suits scenes of about unit size;
+  // on a scene hundreds of units across one Adam step moves GsNet's margins by more than
+  // the whole GI prior and the selection collapses (sh3-9k: GI agreement 1.0 -> 0.0 in
+  // four steps). False for bundles made before (their rankings stay as they were).
+  bool gsnet_box_inputs = false;
   // When a kept Gaussian takes its transformed pose (trained models only):
   //  * false: at every ratio e, as the reference does -- so each nested level re-sends
   //    every earlier Gaussian's pose as a patch (8-9 bytes each, every level);

@@ -87,6 +87,33 @@ void AddCoverageBonus(absl::Span<const uint8_t> levels, uint32_t count, double s
   }
 }
 
+float GsNetInputScale(const ElasticModel& model) {
+  if (!model.gsnet_box_inputs) return 1.0f;
+  float half = 0.0f;
+  for (int d = 0; d < 3; ++d) {
+    half = std::max(half, 0.5f * (model.normalization.aabb_max[d] - model.normalization.aabb_min[d]));
+  }
+  return half > 0.0f && std::isfinite(half) ? half : 1.0f;
+}
+
+GaussianCloud GsNetInputCloud(const ElasticModel& model) {
+  const GaussianCloud& c = model.gaussians;
+  GaussianCloud in;
+  in.sh_degree = c.sh_degree;
+  in.positions = c.positions;
+  in.log_scales = c.log_scales;
+  in.rotations = c.rotations;
+  in.opacity_logits.assign(c.size(), 0.0f);  // size() counts opacities; GsNet ignores them
+  if (!model.gsnet_box_inputs) return in;
+  const float half = GsNetInputScale(model);
+  const float log_half = std::log(half);
+  float centre[3];
+  for (int d = 0; d < 3; ++d) centre[d] = 0.5f * (model.normalization.aabb_min[d] + model.normalization.aabb_max[d]);
+  for (size_t i = 0; i < in.positions.size(); ++i) in.positions[i] = (in.positions[i] - centre[i % 3]) / half;
+  for (float& s : in.log_scales) s -= log_half;
+  return in;
+}
+
 std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool,
                                  const std::vector<uint8_t>* coverage) {
   const size_t n = model.gaussians.size();
@@ -96,7 +123,11 @@ std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool
     scores = GiLogPrior(model.global_importance);
   } else {
     scores.resize(n);
-    GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(scores), pool);
+    if (model.gsnet_box_inputs) {
+      GsNetScores(*model.gsnet, GsNetInputCloud(model), static_cast<float>(e), absl::MakeSpan(scores), pool);
+    } else {
+      GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(scores), pool);
+    }
     if (model.gi_prior_weight != 0.0 && model.global_importance.size() == n) {
       const std::vector<float> prior = GiLogPrior(model.global_importance);
       const float w = static_cast<float>(model.gi_prior_weight);

@@ -39,6 +39,15 @@ int CoverageCutoff(absl::Span<const uint8_t> levels, uint32_t count, double shar
 inline constexpr float kCoverageBonus = 1000.0f;
 void AddCoverageBonus(absl::Span<const uint8_t> levels, uint32_t count, double share, absl::Span<float> scores);
 
+// What GsNet reads for the model's Gaussians: the cloud itself, or with
+// gsnet_box_inputs positions mapped by the field box (centre to 0, the largest half
+// extent to 1, the same factor on every axis) and scales divided by that half extent
+// (log-scales shifted). Only position, scale and rotation are filled (opacities are
+// zeros, for size()).
+GaussianCloud GsNetInputCloud(const ElasticModel& model);
+// The factor positions are divided by (1 without box inputs), for chain rules.
+float GsNetInputScale(const ElasticModel& model);
+
 // Ranking score of every Gaussian at ratio e: GI for a heuristic model, otherwise
 // GsNet's margin plus model.gi_prior_weight * GiLogPrior(GI); with coverage_share > 0,
 // plus the coverage bonus (a heuristic model then ranks by GiLogPrior, whose order is

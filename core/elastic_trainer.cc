@@ -29,6 +29,7 @@ namespace {
 
 constexpr char kCheckpointMagic[16] = {'F', 'L', 'E', 'X', 'G', 'S', '-', 'T', 'R', 'A', 'I', 'N', '-', 'C', 'K', '1'};
 constexpr uint64_t kViewSalt = 0x5851F42D4C957F2Dull;  // separates the view stream from the Gumbel stream
+constexpr double kNetworkHalfExtent = 2.0;  // see the network rates in Init()
 
 // A well-mixed 64-bit key for (seed, iteration): the per-iteration randomness is a pure
 // function of it, which is what makes resume bit-identical without saving RNG state.
@@ -66,8 +67,10 @@ void ForEachFieldTensor(W& p, W& g, F&& f) {
     const std::string head = TransformFieldWeights::kHeadNames[h];
     f("deformation", "field." + head + ".fc1.weight", p.fc1[h].weight, g.fc1[h].weight);
     f("deformation", "field." + head + ".fc1.bias", p.fc1[h].bias, g.fc1[h].bias);
-    f("deformation", "field." + head + ".fc2.weight", p.fc2[h].weight, g.fc2[h].weight);
-    f("deformation", "field." + head + ".fc2.bias", p.fc2[h].bias, g.fc2[h].bias);
+    // The position head's output is a world-space offset: its rate follows the scene's size.
+    const char* out_group = h == 0 ? "deformation_world" : "deformation";
+    f(out_group, "field." + head + ".fc2.weight", p.fc2[h].weight, g.fc2[h].weight);
+    f(out_group, "field." + head + ".fc2.bias", p.fc2[h].bias, g.fc2[h].bias);
   }
 }
 
@@ -226,6 +229,7 @@ absl::StatusOr<ElasticModel> InitialElasticModel(const GaussianCloud& cloud, con
   model.field = TransformFieldWeights::Init(options.field_config, options.seed);
   model.pose_at_insertion = options.pose_at_insertion;
   model.coverage_share = options.coverage_share;
+  model.gsnet_box_inputs = options.gsnet_box_inputs;
   model.normalization = ExtentNormalization(cloud);
   std::vector<double> ladder = options.ladder;
   std::sort(ladder.begin(), ladder.end());
@@ -281,6 +285,8 @@ absl::Status ElasticTrainer::Init() {
   model_.gi_prior_weight = options_.reference_selection ? 0.0 : options_.gi_prior_weight;
   model_.pose_at_insertion = options_.pose_at_insertion;
   model_.coverage_share = options_.coverage_share;
+  model_.gsnet_box_inputs = options_.gsnet_box_inputs;
+  gsnet_input_ = GsNetInputCloud(model_);
   view_bounds_ = RobustBounds(model_.gaussians);
   // A checkpoint restores GI without recomputing it: the coverage follows it here.
   if (model_.coverage_share > 0.0) coverage_ = CoverageLevels(model_);
@@ -296,7 +302,14 @@ absl::Status ElasticTrainer::Init() {
     for (const TrainingView& v : targets_) radius = std::max(radius, (v.camera.Centre() - mean).norm());
     spatial_lr_scale_ = radius > 0.0 ? 1.1 * radius : 1.0;
   }
-  for (const auto& [group, schedule] : ReferenceStage2Groups(spatial_lr_scale_)) {
+  // The networks see the scene in box units (GsNet's inputs, the field's planes), so
+  // their rates take the scene's radius in those units, mapped to a box of half extent
+  // kNetworkHalfExtent (about the scenes the reference's rates were tuned on; guitar.ply
+  // is 2.19). Without box inputs, the reference's single scale.
+  const double half = GsNetInputScale(model_);
+  network_lr_scale_ =
+      options_.gsnet_box_inputs ? spatial_lr_scale_ / half * kNetworkHalfExtent : spatial_lr_scale_;
+  for (const auto& [group, schedule] : ReferenceStage2Groups(spatial_lr_scale_, network_lr_scale_)) {
     FLEXGS_RETURN_IF_ERROR(adam_.AddGroup(group, schedule));
   }
   absl::Status st;
@@ -377,7 +390,8 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
 
   // 1. The hard mask.
   std::vector<float> logits(2 * n), mask(n), soft_keep(n);
-  FLEXGS_RETURN_IF_ERROR(GsNetLogits(net, cloud, ef, absl::MakeSpan(logits), pool));
+  if (tune) gsnet_input_ = GsNetInputCloud(model_);  // the cloud moved last step
+  FLEXGS_RETURN_IF_ERROR(GsNetLogits(net, gsnet_input_, ef, absl::MakeSpan(logits), pool));
   if (options_.reference_selection) {
     FLEXGS_RETURN_IF_ERROR(GumbelHardMask(logits, options_.tau, IterationKey(options_.seed, it), absl::MakeSpan(mask),
                                           absl::MakeSpan(soft_keep), pool));
@@ -544,10 +558,15 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
     for (int d = 0; d < 4; ++d) grad.rotations[i * 4 + d] += sub_rot[j * 4 + d];
   }
   GsNetWeights grad_net = ZerosLike(net);
-  FLEXGS_RETURN_IF_ERROR(GsNetBackward(net, cloud, ef, grad_logits, &grad_net,
-                                {absl::MakeSpan(grad.positions), absl::MakeSpan(grad.log_scales),
-                                 absl::MakeSpan(grad.rotations)},
-                                pool));
+  // GsNet's input gradients are in its box units: back to world units (positions divide
+  // by the box's half extent; log-scales only shift, so theirs are unchanged).
+  std::vector<float> gsnet_grad_pos(n * 3, 0.0f);
+  FLEXGS_RETURN_IF_ERROR(GsNetBackward(net, gsnet_input_, ef, grad_logits, &grad_net,
+                                       {absl::MakeSpan(gsnet_grad_pos), absl::MakeSpan(grad.log_scales),
+                                        absl::MakeSpan(grad.rotations)},
+                                       pool));
+  const float inv_half = 1.0f / GsNetInputScale(model_);
+  for (size_t k = 0; k < gsnet_grad_pos.size(); ++k) grad.positions[k] += gsnet_grad_pos[k] * inv_half;
 
   // 6. Adam, one step per tensor at the 1-based iteration.
   absl::Status st;
@@ -619,11 +638,13 @@ ElasticModel ElasticTrainer::Result() const {
                                              {"gi_prior_weight", model_.gi_prior_weight},
                                              {"base", options_.tune_gaussians ? "tuned" : "frozen"},
                                              {"coverage_share", options_.coverage_share},
+                                             {"gsnet_inputs", options_.gsnet_box_inputs ? "box" : "raw"},
                                              {"field_pose", options_.pose_at_insertion ? "insertion" : "per-level"},
                                              {"views", targets_.size()},
                                              {"width", targets_[0].camera.width},
                                              {"height", targets_[0].camera.height},
-                                             {"spatial_lr_scale", spatial_lr_scale_}};
+                                             {"spatial_lr_scale", spatial_lr_scale_},
+                                             {"network_lr_scale", network_lr_scale_}};
   if (options_.near_view_jitter > 0.0) summary["near_view_jitter"] = options_.near_view_jitter;
   if (options_.view_sampling.has_value()) {
     const ViewDistribution& d = *options_.view_sampling;
@@ -657,6 +678,7 @@ uint32_t ElasticTrainer::Fingerprint() const {
   Put(b, static_cast<uint8_t>(options_.tune_gaussians));
   Put(b, static_cast<uint8_t>(options_.pose_at_insertion));
   if (options_.coverage_share > 0.0) Put(b, options_.coverage_share);
+  Put(b, static_cast<uint8_t>(options_.gsnet_box_inputs));
   if (options_.near_view_jitter > 0.0) Put(b, options_.near_view_jitter);
   if (options_.view_sampling.has_value()) {
     const ViewDistribution& d = *options_.view_sampling;

@@ -90,6 +90,9 @@ struct TrainOptions {
   double gi_prior_weight = 1.0;  // ignored (0) with reference_selection
   // ElasticModel::coverage_share of the trained model (served selection only).
   double coverage_share = 0.0;
+  // ElasticModel::gsnet_box_inputs of the trained model: GsNet reads the scene in its
+  // box, so training behaves alike at any scene scale.
+  bool gsnet_box_inputs = true;
   bool nested = false;           // level k's set contains level k-1's, as streamed
   // Each nested level's additions posed at their own rung and fixed there, as the planner
   // then streams them without patches (ElasticModel::pose_at_insertion). Needs `nested`.
@@ -204,9 +207,11 @@ class ElasticTrainer {
   ElasticModel model_;
   int64_t iteration_ = 0;
   double spatial_lr_scale_ = 1.0;
+  double network_lr_scale_ = 1.0;  // the networks' groups (see Init)
 
   SceneBounds view_bounds_;  // of the input scene, for view_sampling
   std::vector<uint8_t> coverage_;  // CoverageLevels(model_) for the current GI
+  GaussianCloud gsnet_input_;      // GsNetInputCloud(model_), refreshed when the cloud moves
   ThreadPool pool_;
   CpuRasterizer gi_raster_;
   std::unique_ptr<DifferentiableRasterBackend> raster_full_, raster_selected_;

@@ -530,6 +530,9 @@ absl::Status ValidateModel(const ElasticModel& model) {
   if (!(model.coverage_share >= 0.0 && model.coverage_share <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("coverage_share ", model.coverage_share, " is not in [0, 1]"));
   }
+  if (model.gsnet_box_inputs && !model.gsnet) {
+    return absl::InvalidArgumentError("gsnet_box_inputs is set but the model has no GsNet");
+  }
   if (model.pose_at_insertion && !model.field) {
     return absl::InvalidArgumentError("pose_at_insertion is set but the model has no transform field");
   }
@@ -702,6 +705,7 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     };
     if (model.gi_prior_weight != 0.0) manifest["selector"]["gi_prior_weight"] = model.gi_prior_weight;
     if (model.coverage_share != 0.0) manifest["selector"]["coverage_share"] = model.coverage_share;
+    if (model.gsnet_box_inputs) manifest["selector"]["gsnet_inputs"] = "box";
     // Optional, written only when set, so bundles without it keep their bytes and digests.
     if (model.pose_at_insertion) manifest["field_pose"] = "insertion";
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
@@ -751,7 +755,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
     // Each key is optional, written only when set; an empty selector is refused.
     const json& selector = manifest.at("selector");
     std::vector<const char*> selector_keys;
-    for (const char* key : {"gi_prior_weight", "coverage_share"}) {
+    for (const char* key : {"gi_prior_weight", "coverage_share", "gsnet_inputs"}) {
       if (selector.is_object() && selector.contains(key)) selector_keys.push_back(key);
     }
     if (selector_keys.empty() && selector.is_object()) return bad(BadManifest("\"selector\" is empty"));
@@ -772,6 +776,13 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
         return bad(BadManifest(absl::StrCat("\"selector.coverage_share\" ", *c, " is not in (0, 1]")));
       }
       model.coverage_share = selector.at("coverage_share").get<double>();
+    }
+    if (selector.contains("gsnet_inputs")) {
+      const json& inputs = selector.at("gsnet_inputs");
+      if (!inputs.is_string() || inputs.get<std::string>() != "box") {
+        return bad(BadManifest("\"selector.gsnet_inputs\" must be \"box\" when present"));
+      }
+      model.gsnet_box_inputs = true;
     }
   }
   absl::StatusOr<int64_t> gaussians = GetInt(manifest, "gaussians", 1, std::numeric_limits<uint32_t>::max());

@@ -45,7 +45,7 @@ TEST(LrScheduleTest, MatchesGetExponLrFunc) {
 TEST(LrScheduleTest, ReferenceStage2GroupsFollowTheNotes) {
   const double sls = 2.5;
   const auto groups = ReferenceStage2Groups(sls);
-  ASSERT_EQ(groups.size(), 9u);
+  ASSERT_EQ(groups.size(), 10u);
   auto find = [&](const std::string& name) {
     for (const auto& [n, s] : groups) {
       if (n == name) return s;
@@ -65,6 +65,14 @@ TEST(LrScheduleTest, ReferenceStage2GroupsFollowTheNotes) {
   EXPECT_EQ(find("opacity").At(7), 0.05);
   EXPECT_EQ(find("scaling").At(7), 5e-3);
   EXPECT_EQ(find("rotation").At(7), 1e-3);
+  ExpectRate(find("deformation_world").At(0), 1.6e-4 * sls);
+  // A separate network scale moves only the networks' groups.
+  const auto split = ReferenceStage2Groups(sls, 0.5);
+  for (const auto& [name, schedule] : split) {
+    const double ratio = schedule.At(100) / find(name).At(100);
+    const bool network = name == "deformation" || name == "grid" || name == "gumbel";
+    EXPECT_NEAR(ratio, network ? 0.5 / sls : 1.0, 1e-12) << name;
+  }
 }
 
 TEST(AdamTest, TwoStepsMatchHandComputation) {

@@ -94,6 +94,8 @@ void ExpectLayersEqual(const DenseLayer& a, const DenseLayer& b, const std::stri
 void ExpectModelsEqual(const ElasticModel& a, const ElasticModel& b) {
   EXPECT_EQ(a.gi_prior_weight, b.gi_prior_weight);
   EXPECT_EQ(a.pose_at_insertion, b.pose_at_insertion);
+  EXPECT_EQ(a.coverage_share, b.coverage_share);
+  EXPECT_EQ(a.gsnet_box_inputs, b.gsnet_box_inputs);
   const GaussianCloud& ga = a.gaussians;
   const GaussianCloud& gb = b.gaussians;
   EXPECT_EQ(ga.sh_degree, gb.sh_degree);
@@ -460,6 +462,40 @@ TEST(ModelBundleTest, FieldPoseRoundTrip) {
   const absl::Status st = WriteModelBundle((testing::ScratchDir() / "bad-pose.flexgs").string(), heuristic);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(st.message()).find("transform field"), std::string::npos) << st;
+}
+
+// The selector's other optional keys: a coverage share and GsNet's box inputs round-trip
+// and are refused out of range or on a model they cannot apply to.
+TEST(ModelBundleTest, SelectorOptionsRoundTrip) {
+  const fs::path dir = testing::ScratchDir() / "selector.flexgs";
+  ElasticModel model = FullModel();
+  model.coverage_share = 0.25;
+  model.gsnet_box_inputs = true;
+  ASSERT_TRUE(WriteModelBundle(dir.string(), model).ok());
+  const json manifest = json::parse(ReadAll(dir / kBundleManifestFile));
+  EXPECT_EQ(manifest["selector"]["coverage_share"], 0.25);
+  EXPECT_EQ(manifest["selector"]["gsnet_inputs"], "box");
+  EXPECT_FALSE(manifest["selector"].contains("gi_prior_weight"));
+  auto read = ReadModelBundle(dir.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  ExpectModelsEqual(model, *read);
+
+  const std::string good = ReadAll(dir / kBundleManifestFile);
+  RewriteManifest(dir, [](json& m) { m["selector"]["coverage_share"] = 1.5; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "selector.coverage_share");
+  WriteAll(dir / kBundleManifestFile, good);
+  RewriteManifest(dir, [](json& m) { m["selector"]["gsnet_inputs"] = "raw"; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "selector.gsnet_inputs");
+  WriteAll(dir / kBundleManifestFile, good);
+  RewriteManifest(dir, [](json& m) { m["selector"] = json::object(); });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "selector");
+
+  ElasticModel heuristic = HeuristicModel();
+  heuristic.coverage_share = 0.5;  // coverage applies to GI-only models too
+  ASSERT_TRUE(WriteModelBundle((testing::ScratchDir() / "cov.flexgs").string(), heuristic).ok());
+  heuristic.gsnet_box_inputs = true;
+  EXPECT_EQ(WriteModelBundle((testing::ScratchDir() / "box.flexgs").string(), heuristic).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ModelBundleTest, ManifestProblemsRejected) {
