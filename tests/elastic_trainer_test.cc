@@ -86,6 +86,22 @@ void RunSteps(ElasticTrainer& t, int steps, std::vector<StepStats>* stats = null
   }
 }
 
+// Runs `half` steps, checkpoints, resumes on one thread for `half` more, and compares
+// the checkpoint bytes with those of `straight` (which must be at 2 * half steps).
+void ExpectResumeMatches(const ElasticTrainer& straight, const TrainOptions& o, int half, const std::string& name) {
+  auto first = NewTrainer(o);
+  RunSteps(*first, half);
+  const std::string ckpt = TempPath(name + ".ckpt");
+  ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
+  TrainOptions resumed_options = o;
+  resumed_options.threads = 1;  // a resumed run may use another thread count
+  auto resumed = ElasticTrainer::LoadCheckpoint(ckpt, Targets(), resumed_options);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->iteration(), half);
+  RunSteps(**resumed, half);
+  EXPECT_EQ(CheckpointBytes(straight, name + "-a"), CheckpointBytes(**resumed, name + "-b"));
+}
+
 // Mean PSNR over `views` of the model at ratio e as a client receives it: the
 // independent top-k, or with `nested` the last level of a plan whose top ratio is e.
 double SubsetPsnr(const ElasticModel& m, double e, const std::vector<TrainingView>& views, bool nested = false) {
@@ -188,14 +204,7 @@ TEST(ElasticTrainerTest, TunedGaussiansMoveAndResumeBitIdentically) {
   EXPECT_FALSE(stats[7].gi_recomputed);
   EXPECT_FALSE(std::isnan(stats[0].psnr_full));  // rendered (inf: the targets are its own renders)
   EXPECT_NE(straight->Result().gaussians.positions, Scene().positions);
-  auto first = NewTrainer(o);
-  RunSteps(*first, 5);
-  const std::string ckpt = TempPath("tuned.ckpt");
-  ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
-  auto resumed = ElasticTrainer::LoadCheckpoint(ckpt, Targets(), o);
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  RunSteps(**resumed, 5);
-  EXPECT_EQ(CheckpointBytes(*straight, "ta"), CheckpointBytes(**resumed, "tb"));
+  ExpectResumeMatches(*straight, o, 5, "tuned");
 }
 
 // Sampled views: a fresh camera per step from the distribution, the targets only GI's.
@@ -277,17 +286,9 @@ TEST(ElasticTrainerTest, SampledViewsResumeBitIdentically) {
   const TrainOptions o = SampledOptions(true);
   auto straight = NewTrainer(o);
   RunSteps(*straight, 12);
-  auto first = NewTrainer(o);
-  RunSteps(*first, 6);
-  const std::string ckpt = TempPath("sampled.ckpt");
-  ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
-  TrainOptions resumed_options = o;
-  resumed_options.threads = 1;
-  auto resumed = ElasticTrainer::LoadCheckpoint(ckpt, Targets(), resumed_options);
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  RunSteps(**resumed, 6);
-  EXPECT_EQ(CheckpointBytes(*straight, "sa"), CheckpointBytes(**resumed, "sb"));
+  ExpectResumeMatches(*straight, o, 6, "sampled");
   // Another view distribution is another trajectory: its checkpoint is refused.
+  const std::string ckpt = TempPath("sampled.ckpt");
   TrainOptions other = o;
   other.view_sampling->max_distance = 2.0;
   EXPECT_EQ(ElasticTrainer::LoadCheckpoint(ckpt, Targets(), other).status().code(),
@@ -309,14 +310,7 @@ TEST(ElasticTrainerTest, NearViewsAlternateWithTheTargets) {
       EXPECT_GE(s.view, 0) << s.iteration;
     }
   }
-  auto first = NewTrainer(o);
-  RunSteps(*first, 3);
-  const std::string ckpt = TempPath("near.ckpt");
-  ASSERT_TRUE(first->SaveCheckpoint(ckpt).ok());
-  auto resumed = ElasticTrainer::LoadCheckpoint(ckpt, Targets(), o);
-  ASSERT_TRUE(resumed.ok()) << resumed.status();
-  RunSteps(**resumed, 3);
-  EXPECT_EQ(CheckpointBytes(*t, "na"), CheckpointBytes(**resumed, "nb"));
+  ExpectResumeMatches(*t, o, 3, "near");
 }
 
 // Trained on views from all around, the nested levels beat GI top-k on the fixed sphere
