@@ -76,4 +76,35 @@ std::string PeerAddress(std::string_view peer) {
   return host;
 }
 
+PeerStreamLimiter::PeerStreamLimiter(int max_per_peer) : max_(max_per_peer) {}
+
+bool PeerStreamLimiter::TryAcquire(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int& n = counts_[key];
+  if (n >= max_) {
+    if (n == 0) counts_.erase(key);
+    return false;
+  }
+  ++n;
+  return true;
+}
+
+void PeerStreamLimiter::Release(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = counts_.find(key);
+  if (it == counts_.end()) return;
+  if (--it->second <= 0) counts_.erase(it);
+}
+
+int PeerStreamLimiter::count(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = counts_.find(key);
+  return it == counts_.end() ? 0 : it->second;
+}
+
+size_t PeerStreamLimiter::tracked_peers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counts_.size();
+}
+
 }  // namespace flexgs::server

@@ -55,6 +55,30 @@ class PeerRateLimiter {
   std::list<std::string> lru_;  // least recently used first
 };
 
+// PeerStreamLimiter: how many streams each client may hold at once
+// (--max-streams-per-peer). A count per key (the server's key is the client address,
+// plus the token when tokens are on); a key is forgotten when its count returns to
+// zero, so the map never holds more keys than there are admitted streams.
+class PeerStreamLimiter {
+ public:
+  explicit PeerStreamLimiter(int max_per_peer);  // >= 1
+
+  // Counts one more stream for `key` and returns true, or returns false (counting
+  // nothing) when `key` already holds max_per_peer.
+  bool TryAcquire(const std::string& key);
+  // Undoes one successful TryAcquire.
+  void Release(const std::string& key);
+
+  int max_per_peer() const { return max_; }
+  int count(const std::string& key) const;
+  size_t tracked_peers() const;
+
+ private:
+  const int max_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, int> counts_;
+};
+
 // The address part of a gRPC peer string: "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7",
 // "ipv6:[::1]:5" (or its %5B...%5D form) -> "ipv6:[::1]"; other forms ("unix:...")
 // are returned unchanged.

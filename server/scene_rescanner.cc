@@ -60,6 +60,7 @@ void SceneRescanner::RescanOnce() {
   absl::StatusOr<RescanResult> result = registry_->Rescan(options_.dir, options_.load, &stop_);
   rescans_.fetch_add(1);
   if (!result.ok()) {
+    if (options_.on_failures) options_.on_failures(1);
     // Keep serving what is loaded; say so once, not on every interval.
     const std::string error(result.status().message());
     if (error != last_error_) {
@@ -68,6 +69,7 @@ void SceneRescanner::RescanOnce() {
     last_error_ = error;
     return;
   }
+  if (!result->failed.empty() && options_.on_failures) options_.on_failures(result->failed.size());
   if (!last_error_.empty()) spdlog::info("rescan: {} can be listed again", options_.dir);
   last_error_.clear();
   size_t dropped = 0;

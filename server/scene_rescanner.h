@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,6 +27,9 @@ class SceneRescanner {
     std::string dir;
     SceneLoadOptions load;
     std::chrono::milliseconds interval{0};  // between periodic rescans; 0: only on Request()
+    // Called (on the rescanner's thread) with the number of scenes that failed to
+    // load in a rescan, or 1 when the directory could not be listed; never with 0.
+    std::function<void(uint64_t)> on_failures;
   };
 
   // `registry` and `cache` (may be null) must outlive the rescanner.

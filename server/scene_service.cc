@@ -10,6 +10,8 @@
 #include <utility>
 
 #include <grpcpp/alarm.h>
+#include <grpcpp/impl/codegen/server_callback_handlers.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -53,28 +55,29 @@ v1::SceneInfo MakeSceneInfo(const Scene& scene) {
 }
 
 // One StreamScene call. States (all under mu_):
+//   read_pending_    StartRead issued, OnReadDone not yet run (request_ is busy)
 //   plan_pending_    waiting for the PlanCache
 //   write_in_flight_ StartWrite issued, OnWriteDone not yet run (chunk_ is busy)
-//   timers_          alarms set whose callbacks have not yet run
+//   timers_          alarms set whose callbacks have not yet run (and, while the
+//                    constructor runs, one hold so that nothing finishes early)
 //   done_producing_  no further write will start; status_ is what Finish sends
-// Finish runs when done_producing_ and nothing is outstanding. gRPC calls
-// (StartWrite, Finish, TryCancel, Alarm::Set) are made without mu_ held, because
-// some of them can run reactions inline.
-class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::StreamChunk> {
+// Finish runs when done_producing_ and nothing but a read is outstanding. gRPC calls
+// (StartRead, StartWrite, Finish, TryCancel, Alarm::Set) are made without mu_ held,
+// because some of them can run reactions inline.
+class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, v1::StreamChunk> {
  public:
-  StreamReactor(SceneService* service, grpc::CallbackServerContext* ctx, const v1::StreamSceneRequest& request)
-      : service_(service), ctx_(ctx), start_(Clock::now()) {
+  StreamReactor(SceneService* service, grpc::CallbackServerContext* ctx)
+      : service_(service), ctx_(ctx), start_(Clock::now()), peer_(EscapeClientString(ctx->peer(), 128)) {
     ServerMetrics* m = service_->metrics_;
     m->RpcStarted(RpcMethod::kStreamScene);
     if (!service_->ready_.load()) {
       Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading"));
       return;
     }
+    const std::string address = PeerAddress(ctx_->peer());
     // Before authentication, so that token guessing through StreamScene is throttled too.
     if (std::chrono::milliseconds retry_after{0};
-        service_->rate_limiter_ != nullptr &&
-        !service_->rate_limiter_->TryAcquire(PeerAddress(ctx_->peer()), &retry_after)) {
-      scene_id_ = request.scene_id();
+        service_->rate_limiter_ != nullptr && !service_->rate_limiter_->TryAcquire(address, &retry_after)) {
       ctx_->AddTrailingMetadata("flexgs-retry-after-ms", std::to_string(retry_after.count()));
       Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrFormat("too many new streams from this address (limit %g per second, burst %g); "
@@ -83,10 +86,23 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
              RejectReason::kRateLimited);
       return;
     }
-    if (grpc::Status auth = service_->Authorize(ctx_, SceneIdsNamedBy(request), nullptr); !auth.ok()) {
-      scene_id_ = request.scene_id();
+    // The token now; whether it grants the scene once the request has arrived.
+    if (grpc::Status auth = service_->Authenticate(ctx_, &grant_); !auth.ok()) {
       Reject(std::move(auth));
       return;
+    }
+    if (service_->peer_streams_ != nullptr) {
+      // Tokens are told apart by their grant (one per token, never freed).
+      peer_key_ = grant_ == nullptr ? address : absl::StrCat(address, " token@", absl::Hex(grant_));
+      if (!service_->peer_streams_->TryAcquire(peer_key_)) {
+        ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
+        Reject(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("too many concurrent streams from this client (limit ",
+                                         service_->peer_streams_->max_per_peer(), "); retry later")),
+               RejectReason::kPeerLimit);
+        return;
+      }
+      peer_held_ = true;
     }
     if (!service_->TryAdmit()) {
       ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
@@ -97,21 +113,74 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
     }
     admitted_ = true;
     m->StreamsActive(+1);
+    // The request must arrive within request_timeout. The alarm is set before the
+    // read starts, and the constructor's hold keeps Finish from running before
+    // StartRead has been issued.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      read_pending_ = true;
+      timers_ += 2;  // the request timer and the constructor's hold
+    }
+    request_timer_ = std::make_unique<grpc::Alarm>();
+    request_timer_->Set(std::chrono::system_clock::now() + service_->options_.request_timeout,
+                        [this](bool fired) { OnRequestTimer(fired); });
+    StartRead(&request_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --timers_;  // the hold
+    }
+    Pump();  // may finish (the timer fired already, or a cancel came): touch nothing after this
+  }
+
+  void OnReadDone(bool ok) override {
+    request_timer_.reset();  // cancels the timer; its callback still runs (fired=false)
+    bool proceed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      read_pending_ = false;
+      proceed = !done_producing_;
+    }
+    if (!proceed) {
+      Pump();
+      return;
+    }
+    if (!ok) {
+      // The client ended its side without a message (or the call was cancelled, or
+      // gRPC refused an oversized message: then this status is never sent).
+      no_message_ = true;
+      Reject(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message before the end of the stream"));
+      return;
+    }
+    v1::StreamSceneRequest request;
+    if (!grpc::SerializationTraits<v1::StreamSceneRequest>::Deserialize(&request_, &request).ok()) {
+      undecodable_ = true;
+      Reject(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "request message could not be decoded as a flexgs.v1.StreamSceneRequest"));
+      return;
+    }
+    scene_id_ = EscapeClientString(request.scene_id());
+    if (absl::Status st = CheckRequestStrings(request); !st.ok()) {
+      Reject(ToGrpcStatus(st));
+      return;
+    }
+    if (grpc::Status denied = service_->CheckGrant(grant_, SceneIdsNamedBy(request)); !denied.ok()) {
+      Reject(std::move(denied));
+      return;
+    }
     auto resolved = ResolveStreamRequest(*service_->registry_, request, service_->options_.default_max_chunk_bytes,
                                          service_->options_.max_client_chunk_bytes);
     if (!resolved.ok()) {
-      scene_id_ = request.scene_id();
       Reject(ToGrpcStatus(resolved.status()));
       return;
     }
     resolved_ = *std::move(resolved);
-    scene_id_ = resolved_.params.scene_id;
-    if (resolved_.resumed) m->StreamResumed();
+    scene_id_ = EscapeClientString(resolved_.params.scene_id);
+    if (resolved_.resumed) service_->metrics_->StreamResumed();
     spdlog::info("stream start: scene={} budget={} top_ratio={:.6g} ladder_rungs={} sh={} encoding={} chunk={} "
                  "resume_from={} peer={}",
                  scene_id_, resolved_.budget, resolved_.params.top_ratio, resolved_.params.ladder.size(),
                  resolved_.params.sh_degree, v1::Encoding_Name(static_cast<v1::Encoding>(resolved_.params.encoding)),
-                 resolved_.params.max_chunk_bytes, resolved_.resume_from, ctx_->peer());
+                 resolved_.params.max_chunk_bytes, resolved_.resume_from, peer_);
     {
       std::lock_guard<std::mutex> lock(mu_);
       plan_pending_ = true;
@@ -160,26 +229,36 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
     ServerMetrics* m = service_->metrics_;
     grpc::Status status;
     uint64_t messages, bytes;
-    bool rejected;
+    bool rejected, cancelled;
     {
       std::lock_guard<std::mutex> lock(mu_);
       status = status_;
       messages = messages_;
       bytes = bytes_sent_;
       rejected = rejected_;
+      cancelled = cancelled_;
     }
+    // A request that ended without a message counts as undecodable unless the call
+    // was cancelled (by the client, or by gRPC for an oversized message).
+    if (undecodable_ || (no_message_ && !cancelled)) m->RequestUndecodable(RpcMethod::kStreamScene);
+    if (no_message_ && cancelled) status = grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled");
     const double seconds = SecondsSince(start_);
     m->RpcHandled(RpcMethod::kStreamScene, status.error_code(), seconds);
     if (admitted_) m->StreamsActive(-1);
     if (rejected) {
-      spdlog::info("stream rejected: scene={} status={} ({})", scene_id_, GrpcCodeName(status.error_code()),
-                   status.error_message());
+      uint64_t suppressed = 0;
+      if (service_->reject_log_.Allow(&suppressed)) {
+        spdlog::info("stream rejected: scene={} status={} ({}) peer={}{}", scene_id_,
+                     GrpcCodeName(status.error_code()), EscapeClientString(status.error_message(), 512), peer_,
+                     suppressed > 0 ? fmt::format(" [{} similar lines suppressed]", suppressed) : std::string());
+      }
     } else {
       spdlog::info("stream end: scene={} budget={} levels={} messages={} bytes={} duration={:.3f}s status={}{}{}",
                    scene_id_, resolved_.budget, levels_, messages, bytes, seconds, GrpcCodeName(status.error_code()),
-                   status.ok() ? "" : " ", status.error_message());
+                   status.ok() ? "" : " ", EscapeClientString(status.error_message(), 512));
     }
     // Last, so that a caller who sees the slot free also sees every metric updated.
+    if (peer_held_) service_->peer_streams_->Release(peer_key_);
     if (admitted_) service_->ReleaseAdmission();
     delete this;
   }
@@ -198,6 +277,23 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
       StopLocked(std::move(status));
     }
     Pump();
+  }
+
+  void OnRequestTimer(bool fired) {
+    bool timed_out = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (fired && read_pending_ && !done_producing_) {
+        timed_out = true;
+        rejected_ = true;
+        StopLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                absl::StrCat("no complete request within ",
+                                             service_->options_.request_timeout.count(), " ms")));
+      }
+      --timers_;
+    }
+    if (timed_out) service_->metrics_->StreamRejected(RejectReason::kRequestTimeout);
+    Pump();  // Finish with the read still pending: gRPC then fails the read
   }
 
   void OnScript(absl::StatusOr<PlanCache::ScriptPtr> script) {
@@ -341,14 +437,25 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
   SceneService* const service_;
   grpc::CallbackServerContext* const ctx_;
   const Clock::time_point start_;
-  bool admitted_ = false;  // set in the constructor only
+  const std::string peer_;  // escaped, for logs
+  // Set in the constructor only:
+  bool admitted_ = false;
+  bool peer_held_ = false;
+  std::string peer_key_;
+  const TokenGrant* grant_ = nullptr;
+  // Set in OnReadDone only (read in OnDone, which runs after it):
   ResolvedStream resolved_;
-  std::string scene_id_;
+  std::string scene_id_;  // escaped, for logs
+  bool no_message_ = false;
+  bool undecodable_ = false;
+  grpc::ByteBuffer request_;
+  std::unique_ptr<grpc::Alarm> request_timer_;
 
   std::mutex mu_;
   PlanCache::ScriptPtr script_;  // shared, immutable; null until planned
   uint64_t next_ = 0;            // next sequence to write
   uint64_t write_id_ = 0;        // sequence of the write in flight
+  bool read_pending_ = false;
   bool plan_pending_ = false;
   bool write_in_flight_ = false;
   bool retry_armed_ = false;
@@ -372,6 +479,174 @@ class SceneService::StreamReactor final : public grpc::ServerWriteReactor<v1::St
   std::unique_ptr<grpc::Alarm> retry_;
 };
 
+// ListScenes and GetScene, served like StreamScene as bidi-streaming calls of raw
+// request bytes (see the class comment) with unary behaviour: one request, then one
+// response or an error. A call in progress -- its request not yet complete, mostly --
+// counts against `max_streams` and `max_streams_per_peer`, in counters of its own
+// (a unary call never waits for a stream slot, nor takes one).
+template <typename Request, typename Response>
+class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, Response> {
+ public:
+  // The method's answer to a decoded request (filling *response when OK).
+  using Handler = grpc::Status (SceneService::*)(grpc::CallbackServerContext*, const Request&, Response*);
+
+  UnaryReactor(SceneService* service, grpc::CallbackServerContext* ctx, RpcMethod method, Handler handler)
+      : service_(service), ctx_(ctx), method_(method), handler_(handler), start_(Clock::now()) {
+    service_->metrics_->RpcStarted(method_);
+    address_ = PeerAddress(ctx_->peer());
+    if (service_->unary_peers_ != nullptr) {
+      if (!service_->unary_peers_->TryAcquire(address_)) {
+        ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
+        Decide(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("too many concurrent calls from this client (limit ",
+                                         service_->unary_peers_->max_per_peer(), "); retry later")));
+        return;
+      }
+      peer_held_ = true;
+    }
+    if (service_->unary_active_.fetch_add(1) >= service_->options_.max_streams) {
+      service_->unary_active_.fetch_sub(1);
+      ctx_->AddTrailingMetadata("flexgs-retry-after-ms", "1000");
+      Decide(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("server is at its limit of ", service_->options_.max_streams,
+                                       " concurrent calls; retry later")));
+      return;
+    }
+    admitted_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timers_ += 2;  // the request timer and the constructor's hold (see StreamReactor)
+    }
+    timer_ = std::make_unique<grpc::Alarm>();
+    timer_->Set(std::chrono::system_clock::now() + service_->options_.request_timeout,
+                [this](bool fired) { OnTimer(fired); });
+    this->StartRead(&request_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --timers_;
+    }
+    MaybeFinish();
+  }
+
+  void OnReadDone(bool ok) override {
+    timer_.reset();  // its callback still runs, fired=false
+    bool decided;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      decided = decided_;  // timed out or cancelled first
+    }
+    if (decided) {
+      MaybeFinish();
+      return;
+    }
+    if (!ok) {
+      no_message_ = true;
+      Decide(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message before the end of the stream"));
+      return;
+    }
+    Request request;
+    if (!grpc::SerializationTraits<Request>::Deserialize(&request_, &request).ok()) {
+      undecodable_ = true;
+      Decide(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("request message could not be decoded as a ",
+                                       Request::descriptor()->full_name())));
+      return;
+    }
+    Decide((service_->*handler_)(ctx_, request, &response_));
+  }
+
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+    }
+    Decide(grpc::Status(grpc::StatusCode::CANCELLED, "call cancelled"));
+  }
+
+  void OnDone() override {
+    ServerMetrics* m = service_->metrics_;
+    grpc::Status status;
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      status = status_;
+      cancelled = cancelled_;
+    }
+    if (undecodable_ || (no_message_ && !cancelled)) m->RequestUndecodable(method_);
+    if (status.ok()) m->MessageSent(method_);
+    m->RpcHandled(method_, cancelled && !status.ok() ? grpc::StatusCode::CANCELLED : status.error_code(),
+                  SecondsSince(start_));
+    if (peer_held_) service_->unary_peers_->Release(address_);
+    if (admitted_) service_->unary_active_.fetch_sub(1);
+    delete this;
+  }
+
+ private:
+  void OnTimer(bool fired) {
+    bool timed_out = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      timed_out = fired && !decided_;
+      --timers_;
+    }
+    if (timed_out) {
+      Decide(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          absl::StrCat("no complete request within ", service_->options_.request_timeout.count(),
+                                       " ms")));
+    } else {
+      MaybeFinish();
+    }
+  }
+
+  // The first decision wins; the call finishes once no alarm is outstanding.
+  void Decide(grpc::Status status) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!decided_) {
+        decided_ = true;
+        status_ = std::move(status);
+      }
+    }
+    MaybeFinish();
+  }
+
+  void MaybeFinish() {
+    grpc::Status status;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!decided_ || finished_ || timers_ > 0) return;
+      finished_ = true;
+      status = status_;
+    }
+    if (status.ok()) {
+      this->StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    } else {
+      this->Finish(status);
+    }
+  }
+
+  SceneService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const RpcMethod method_;
+  const Handler handler_;
+  const Clock::time_point start_;
+  std::string address_;
+  bool peer_held_ = false;  // constructor only
+  bool admitted_ = false;   // constructor only
+  bool no_message_ = false;   // OnReadDone only (read in OnDone, after it)
+  bool undecodable_ = false;  // OnReadDone only
+  grpc::ByteBuffer request_;
+  Response response_;
+  std::unique_ptr<grpc::Alarm> timer_;
+
+  std::mutex mu_;
+  int timers_ = 0;
+  bool decided_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  grpc::Status status_;
+};
+
 SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, ServerMetrics* metrics,
                            const SceneServiceOptions& options)
     : registry_(registry),
@@ -380,16 +655,47 @@ SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, Serv
       options_(options),
       rate_limiter_(options.stream_rate > 0 ? std::make_unique<PeerRateLimiter>(options.stream_rate,
                                                                                 options.stream_burst)
-                                            : nullptr) {}
+                                            : nullptr),
+      peer_streams_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
+                                                     : nullptr),
+      unary_peers_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
+                                                    : nullptr),
+      reject_log_(options.rejection_log_rate, 20) {
+  // StreamScene (method 2 in the proto) as a bidi-streaming call of raw request
+  // bytes: gRPC matches it on its headers (no payload to wait for), so StreamReactor
+  // sees, counts and times a call whose request has not arrived yet.
+  MarkMethodStreamed(2, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, v1::StreamChunk>(
+                            [this](grpc::CallbackServerContext* ctx) { return new StreamReactor(this, ctx); }));
+  // The unary methods (0: ListScenes, 1: GetScene) the same way, so that a call
+  // whose request is incomplete is bounded and timed as well.
+  MarkMethodStreamed(0, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, v1::ListScenesResponse>(
+                            [this](grpc::CallbackServerContext* ctx) {
+                              return new UnaryReactor<v1::ListScenesRequest, v1::ListScenesResponse>(
+                                  this, ctx, RpcMethod::kListScenes, &SceneService::DoListScenes);
+                            }));
+  MarkMethodStreamed(1, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, v1::SceneInfo>(
+                            [this](grpc::CallbackServerContext* ctx) {
+                              return new UnaryReactor<v1::GetSceneRequest, v1::SceneInfo>(this, ctx, RpcMethod::kGetScene,
+                                                                                   &SceneService::DoGetScene);
+                            }));
+}
 
 SceneService::~SceneService() = default;
 
 grpc::Status SceneService::Authorize(const grpc::CallbackServerContext* ctx, const std::vector<std::string>& scene_ids,
                                      const TokenGrant** grant) const {
   if (grant != nullptr) *grant = nullptr;
+  const TokenGrant* granted = nullptr;
+  if (grpc::Status st = Authenticate(ctx, &granted); !st.ok()) return st;
+  if (grpc::Status st = CheckGrant(granted, scene_ids); !st.ok()) return st;
+  if (grant != nullptr) *grant = granted;
+  return grpc::Status::OK;
+}
+
+grpc::Status SceneService::Authenticate(const grpc::CallbackServerContext* ctx, const TokenGrant** grant) const {
+  *grant = nullptr;
   if (options_.authenticator == nullptr) return grpc::Status::OK;
   absl::Status st;
-  const TokenGrant* granted = nullptr;
   const auto [first, last] = ctx->client_metadata().equal_range("authorization");
   if (first != last && std::next(first) != last) {
     st = absl::UnauthenticatedError("more than one authorization metadata entry");
@@ -398,15 +704,25 @@ grpc::Status SceneService::Authorize(const grpc::CallbackServerContext* ctx, con
     if (first != last) header = std::string_view(first->second.data(), first->second.size());
     auto authenticated = options_.authenticator->Authenticate(header);
     st = authenticated.status();
-    if (st.ok()) granted = *authenticated;
+    if (st.ok()) *grant = *authenticated;
   }
-  for (size_t i = 0; st.ok() && i < scene_ids.size(); ++i) st = TokenAuthenticator::CheckScene(*granted, scene_ids[i]);
   if (!st.ok()) {
     const grpc::Status refused = ToGrpcStatus(st);
     metrics_->AuthFailed(refused.error_code());
     return refused;
   }
-  if (grant != nullptr) *grant = granted;
+  return grpc::Status::OK;
+}
+
+grpc::Status SceneService::CheckGrant(const TokenGrant* grant, const std::vector<std::string>& scene_ids) const {
+  if (grant == nullptr) return grpc::Status::OK;
+  for (const std::string& id : scene_ids) {
+    if (absl::Status st = TokenAuthenticator::CheckScene(*grant, id); !st.ok()) {
+      const grpc::Status refused = ToGrpcStatus(st);
+      metrics_->AuthFailed(refused.error_code());
+      return refused;
+    }
+  }
   return grpc::Status::OK;
 }
 
@@ -439,56 +755,38 @@ void SceneService::ReleaseBytes(uint64_t bytes) {
   metrics_->BytesInFlight(-static_cast<int64_t>(bytes));
 }
 
-grpc::ServerWriteReactor<v1::StreamChunk>* SceneService::StreamScene(grpc::CallbackServerContext* ctx,
-                                                                     const v1::StreamSceneRequest* request) {
-  return new StreamReactor(this, ctx, *request);
-}
-
-grpc::ServerUnaryReactor* SceneService::ListScenes(grpc::CallbackServerContext* ctx,
-                                                   const v1::ListScenesRequest* /*request*/,
-                                                   v1::ListScenesResponse* response) {
-  const auto t0 = Clock::now();
-  metrics_->RpcStarted(RpcMethod::kListScenes);
-  grpc::Status status;
+grpc::Status SceneService::DoListScenes(grpc::CallbackServerContext* ctx, const v1::ListScenesRequest& /*request*/,
+                                        v1::ListScenesResponse* response) {
+  if (!ready_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
   const TokenGrant* grant = nullptr;
-  if (!ready_.load()) {
-    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
-  } else if (status = Authorize(ctx, {}, &grant); status.ok()) {
-    for (const auto& scene : registry_->List()) {
-      if (grant == nullptr || grant->Allows(scene->id)) *response->add_scenes() = MakeSceneInfo(*scene);
-    }
-    metrics_->MessageSent(RpcMethod::kListScenes);
+  if (grpc::Status status = Authorize(ctx, {}, &grant); !status.ok()) return status;
+  for (const auto& scene : registry_->List()) {
+    if (grant == nullptr || grant->Allows(scene->id)) *response->add_scenes() = MakeSceneInfo(*scene);
   }
-  metrics_->RpcHandled(RpcMethod::kListScenes, status.error_code(), SecondsSince(t0));
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
+  return grpc::Status::OK;
 }
 
-grpc::ServerUnaryReactor* SceneService::GetScene(grpc::CallbackServerContext* ctx, const v1::GetSceneRequest* request,
-                                                 v1::SceneInfo* response) {
-  const auto t0 = Clock::now();
-  metrics_->RpcStarted(RpcMethod::kGetScene);
-  grpc::Status status;
-  if (!ready_.load()) {
-    status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
-  } else if (status = Authorize(ctx, request->scene_id().empty() ? std::vector<std::string>{}
-                                                                 : std::vector<std::string>{request->scene_id()},
-                                nullptr);
-             !status.ok()) {
-    // Refused before the lookup: the answer is the same for scenes that do not exist.
-  } else if (request->scene_id().empty()) {
-    status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scene_id is empty");
-  } else if (auto scene = registry_->Find(request->scene_id()); scene == nullptr) {
-    status = grpc::Status(grpc::StatusCode::NOT_FOUND, absl::StrCat("no scene '", request->scene_id(), "'"));
-  } else {
-    *response = MakeSceneInfo(*scene);
-    metrics_->MessageSent(RpcMethod::kGetScene);
+grpc::Status SceneService::DoGetScene(grpc::CallbackServerContext* ctx, const v1::GetSceneRequest& request,
+                                      v1::SceneInfo* response) {
+  if (!ready_.load()) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scenes are still loading");
+  const TokenGrant* grant = nullptr;
+  if (grpc::Status status = Authenticate(ctx, &grant); !status.ok()) return status;
+  if (absl::Status st = CheckSceneIdLength(request.scene_id()); !st.ok()) return ToGrpcStatus(st);
+  // Refused before the lookup: the answer is the same for scenes that do not exist.
+  if (grpc::Status status = CheckGrant(grant, request.scene_id().empty()
+                                                  ? std::vector<std::string>{}
+                                                  : std::vector<std::string>{request.scene_id()});
+      !status.ok()) {
+    return status;
   }
-  metrics_->RpcHandled(RpcMethod::kGetScene, status.error_code(), SecondsSince(t0));
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
+  if (request.scene_id().empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scene_id is empty");
+  auto scene = registry_->Find(request.scene_id());
+  if (scene == nullptr) {
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        absl::StrCat("no scene '", EscapeClientString(request.scene_id()), "'"));
+  }
+  *response = MakeSceneInfo(*scene);
+  return grpc::Status::OK;
 }
 
 }  // namespace flexgs::server

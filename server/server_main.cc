@@ -24,12 +24,14 @@
 #include <thread>
 
 #include <CLI/CLI.hpp>
+#include <google/protobuf/stubs/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 
 #include "kernels/backend.h"
+#include "server/log_escape.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/scene_rescanner.h"
@@ -50,8 +52,10 @@ struct Flags {
   std::string host = "0.0.0.0";
   int port = 50051;
   std::string scenes;
-  std::string metrics_host = "0.0.0.0";
+  std::string metrics_host = "127.0.0.1";
   int metrics_port = 9464;
+  int metrics_max_connections = 64;
+  double metrics_request_timeout = 5;
   std::string device = "auto";
   int max_streams = 256;
   uint64_t max_inflight_bytes = uint64_t{256} << 20;
@@ -74,6 +78,10 @@ struct Flags {
   uint32_t max_client_chunk_bytes = kMaxChunkBytes;
   double stream_rate = 0;
   double stream_burst = 10;
+  int max_streams_per_peer = 64;
+  int max_streams_per_connection = 100;
+  double request_timeout = 10;
+  double rejection_log_rate = 5;
 };
 
 // Adds --name with env FLEXGS_NAME (dashes -> underscores, upper case).
@@ -82,6 +90,18 @@ CLI::Option* Opt(CLI::App& app, const std::string& name, T& value, const std::st
   std::string env = "FLEXGS_";
   for (char c : name) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return app.add_option("--" + name, value, help)->envname(env)->capture_default_str();
+}
+
+// protobuf's own messages (e.g. "String field ... contains invalid UTF-8 data" for
+// every such request a client sends) go through spdlog, at most one a second after a
+// burst of 5, so that a client cannot flood the log with them.
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*filename*/, int /*line*/,
+                 const std::string& message) {
+  static LogThrottle throttle(1, 5);
+  uint64_t suppressed = 0;
+  if (level != google::protobuf::LOGLEVEL_FATAL && !throttle.Allow(&suppressed)) return;
+  spdlog::warn("protobuf: {}{}", EscapeClientString(message, 512),
+               suppressed > 0 ? fmt::format(" [{} similar lines suppressed]", suppressed) : std::string());
 }
 
 absl::Status LogDevice(const std::string& text) {
@@ -135,13 +155,18 @@ int Run(const Flags& f) {
   } else {
     spdlog::info("authentication: off (no --tokens-file or FLEXGS_TOKENS)");
   }
-  spdlog::info("limits: request messages <= {} bytes, client chunk size <= {} bytes, new streams per address: {}",
-               f.max_request_bytes, f.max_client_chunk_bytes,
-               f.stream_rate > 0 ? fmt::format("{}/s, burst {}", f.stream_rate, f.stream_burst) : "unlimited");
+  spdlog::info("limits: request messages <= {} bytes within {} s, client chunk size <= {} bytes, new streams per "
+               "address: {}, streams: {} in all, {} per client, {} per connection",
+               f.max_request_bytes, f.request_timeout, f.max_client_chunk_bytes,
+               f.stream_rate > 0 ? fmt::format("{}/s, burst {}", f.stream_rate, f.stream_burst) : "unlimited",
+               f.max_streams, f.max_streams_per_peer > 0 ? std::to_string(f.max_streams_per_peer) : "unlimited",
+               f.max_streams_per_connection);
 
   ServerMetrics metrics;
   if (f.metrics_port > 0) {
-    auto port = metrics.StartExposer(f.metrics_host, f.metrics_port);
+    auto port = metrics.StartExposer(
+        f.metrics_host, f.metrics_port, f.metrics_max_connections,
+        std::chrono::milliseconds(static_cast<int64_t>(f.metrics_request_timeout * 1000)));
     if (!port.ok()) {
       spdlog::error("{}", std::string(port.status().message()));
       return 1;
@@ -168,6 +193,9 @@ int Run(const Flags& f) {
   service_options.authenticator = *authenticator;
   service_options.stream_rate = f.stream_rate;
   service_options.stream_burst = f.stream_burst;
+  service_options.max_streams_per_peer = f.max_streams_per_peer;
+  service_options.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.request_timeout * 1000));
+  service_options.rejection_log_rate = f.rejection_log_rate;
   SceneService service(&registry, &cache, &metrics, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -189,6 +217,14 @@ int Run(const Flags& f) {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, std::min(10'000, keepalive_ms));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // At most this many concurrent HTTP/2 streams per connection (SETTINGS_MAX_
+  // CONCURRENT_STREAMS). A client that exceeds it after acknowledging the setting loses
+  // the connection (gRPC 1.51: a connection error); one that never acknowledges it is
+  // still held by the service's own caps, which count every call from its headers.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, f.max_streams_per_connection);
+  // Requests are small: the server's receive windows need no bandwidth probing, and
+  // without it a client cannot grow them to buffer more in the server.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   grpc::ResourceQuota quota("flexgs-server");
   if (f.resource_quota_bytes > 0) {
     // A backstop for gRPC's own buffers; the service's limits are the real control.
@@ -214,6 +250,7 @@ int Run(const Flags& f) {
   rescan_options.dir = f.scenes;
   rescan_options.load = load;
   rescan_options.interval = std::chrono::milliseconds(static_cast<int64_t>(f.rescan_interval * 1000));
+  rescan_options.on_failures = [&metrics](uint64_t n) { metrics.SceneReloadFailed(n); };
   SceneRescanner rescanner(&registry, &cache, rescan_options);
 
   std::atomic<bool> stopping{false};
@@ -273,8 +310,15 @@ int main(int argc, char** argv) {
   Opt(app, "host", f.host, "Address to listen on");
   Opt(app, "port", f.port, "gRPC port (0: pick a free one; printed as 'listening on PORT')");
   Opt(app, "scenes", f.scenes, "Directory of *.flexgs bundles and *.ply scenes")->required();
-  Opt(app, "metrics-host", f.metrics_host, "Address for the Prometheus endpoint (127.0.0.1 or 0.0.0.0)");
+  Opt(app, "metrics-host", f.metrics_host,
+      "Address for the Prometheus endpoint (0.0.0.0 to let other hosts scrape; plain HTTP, no token)");
   Opt(app, "metrics-port", f.metrics_port, "Prometheus /metrics port (0 disables)");
+  Opt(app, "metrics-max-connections", f.metrics_max_connections,
+      "Open /metrics connections; a new one closes the oldest that has not sent its request")
+      ->check(CLI::Range(1, 65536));
+  Opt(app, "metrics-request-timeout", f.metrics_request_timeout,
+      "Seconds a /metrics connection has to send its request (and to take the response)")
+      ->check(CLI::Range(0.05, 3600.0));
   Opt(app, "device", f.device, "auto, cpu or cuda");
   Opt(app, "max-streams", f.max_streams, "Concurrent StreamScene calls; more get RESOURCE_EXHAUSTED")
       ->check(CLI::Range(1, 1 << 20));
@@ -312,10 +356,24 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e6));
   Opt(app, "stream-burst", f.stream_burst, "New streams a client address may start at once after being idle")
       ->check(CLI::Range(1.0, 1e6));
+  Opt(app, "max-streams-per-peer", f.max_streams_per_peer,
+      "Concurrent StreamScene calls per client address (and token, with tokens), counted from the call's headers "
+      "(0: no cap; behind a proxy every client has the proxy's address)")
+      ->check(CLI::Range(0, 1 << 20));
+  Opt(app, "max-streams-per-connection", f.max_streams_per_connection,
+      "Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)")
+      ->check(CLI::Range(1, 1 << 20));
+  Opt(app, "request-timeout", f.request_timeout,
+      "Seconds from a call's headers to its complete request message (DEADLINE_EXCEEDED after)")
+      ->check(CLI::Range(0.05, 3600.0));
+  Opt(app, "rejection-log-rate", f.rejection_log_rate,
+      "'stream rejected' log lines per second after a burst of 20; the rest are counted (0: log every one)")
+      ->check(CLI::Range(0.0, 1e6));
   CLI11_PARSE(app, argc, argv);
   // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".
   spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs-server"));
   spdlog::set_level(spdlog::level::from_str(f.log_level));
+  google::protobuf::SetLogHandler(&flexgs::server::ProtobufLog);
   if (absl::Status st = flexgs::server::ValidateChunkLimits(f.max_chunk_bytes, f.max_client_chunk_bytes); !st.ok()) {
     std::cerr << st.message() << "\n";
     return 1;

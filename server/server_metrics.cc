@@ -5,7 +5,6 @@
 #include <utility>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -13,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc_status.h"
+#include "server/metrics_http_server.h"
 
 namespace flexgs::server {
 namespace {
@@ -22,7 +22,7 @@ constexpr const char* kMethodNames[kRpcMethodCount] = {"ListScenes", "GetScene",
 constexpr const char* kMethodTypes[kRpcMethodCount] = {"unary", "unary", "server_stream"};
 constexpr const char* kRejectNames[kRejectReasonCount] = {
     "max_streams", "not_found", "invalid_argument", "failed_precondition", "out_of_range", "unavailable",
-    "internal", "rate_limited", "unauthenticated", "permission_denied"};
+    "internal", "rate_limited", "unauthenticated", "permission_denied", "peer_limit", "request_timeout"};
 
 // Streams over slow links last minutes: the default buckets (<= 10 s) would put them
 // all in +Inf.
@@ -45,6 +45,7 @@ RejectReason RejectReasonFor(grpc::StatusCode code) {
     case grpc::StatusCode::UNAVAILABLE: return RejectReason::kUnavailable;
     case grpc::StatusCode::UNAUTHENTICATED: return RejectReason::kUnauthenticated;
     case grpc::StatusCode::PERMISSION_DENIED: return RejectReason::kPermissionDenied;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return RejectReason::kRequestTimeout;
     default: return RejectReason::kInternal;
   }
 }
@@ -138,24 +139,35 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Register(*registry_);
   unauthenticated_ = &auth.Add({{"code", "UNAUTHENTICATED"}});
   permission_denied_ = &auth.Add({{"code", "PERMISSION_DENIED"}});
+  auto& undecodable = BuildCounter()
+                          .Name("flexgs_requests_undecodable_total")
+                          .Help("SceneService requests whose message could not be decoded or that ended before "
+                                "their message (answered INVALID_ARGUMENT), by method.")
+                          .Register(*registry_);
+  for (int m = 0; m < kRpcMethodCount; ++m) undecodable_[m] = &undecodable.Add({{"grpc_method", kMethodNames[m]}});
+  reload_failures_ = &BuildCounter()
+                          .Name("flexgs_scene_reload_failures_total")
+                          .Help("Scenes that failed to load in a rescan (the previous version, if any, is kept), "
+                                "and rescans whose directory could not be listed.")
+                          .Register(*registry_)
+                          .Add({});
 }
 
 ServerMetrics::~ServerMetrics() { StopExposer(); }
 
-absl::StatusOr<int> ServerMetrics::StartExposer(const std::string& host, int port) {
+absl::StatusOr<int> ServerMetrics::StartExposer(const std::string& host, int port, int max_connections,
+                                                std::chrono::milliseconds request_timeout) {
   StopExposer();
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(absl::StrCat(host, ":", port), /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", host, ":", port, ": ", e.what()));
-  }
-  exposer_->RegisterCollectable(registry_);
-  const std::vector<int> ports = exposer_->GetListeningPorts();
-  if (ports.empty()) {
-    exposer_.reset();
-    return absl::UnavailableError(absl::StrCat("metrics exposer on ", host, ":", port, " has no listening port"));
-  }
-  return ports.front();
+  auto server = std::make_unique<MetricsHttpServer>();
+  MetricsHttpServer::Options options;
+  options.host = host;
+  options.port = port;
+  options.max_connections = max_connections;
+  options.request_timeout = request_timeout;
+  auto bound = server->Start(options, [this] { return Render(); });
+  if (!bound.ok()) return bound.status();
+  exposer_ = std::move(server);
+  return *bound;
 }
 
 void ServerMetrics::StopExposer() { exposer_.reset(); }
@@ -187,6 +199,8 @@ void ServerMetrics::BytesInFlight(int64_t delta) { in_flight_->Increment(static_
 void ServerMetrics::StallCancelled() { stalls_->Increment(); }
 void ServerMetrics::StreamRejected(RejectReason reason) { rejected_[static_cast<int>(reason)]->Increment(); }
 void ServerMetrics::StreamResumed() { resumed_->Increment(); }
+void ServerMetrics::RequestUndecodable(RpcMethod method) { undecodable_[static_cast<int>(method)]->Increment(); }
+void ServerMetrics::SceneReloadFailed(uint64_t count) { reload_failures_->Increment(static_cast<double>(count)); }
 void ServerMetrics::AuthFailed(grpc::StatusCode code) {
   (code == grpc::StatusCode::PERMISSION_DENIED ? permission_denied_ : unauthenticated_)->Increment();
 }

@@ -1,5 +1,5 @@
-// ServerMetrics: Prometheus metrics for the scene server, served by prometheus-cpp's
-// Exposer at /metrics.
+// ServerMetrics: Prometheus metrics for the scene server, served at /metrics by
+// MetricsHttpServer (one poll() thread; cannot be locked out by idle connections).
 //
 // gRPC metrics follow go-grpc-prometheus (labels grpc_service, grpc_method,
 // grpc_type, grpc_code); stream metrics are prefixed flexgs_. Every labelled child is
@@ -9,6 +9,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,13 +20,14 @@
 
 namespace prometheus {
 class Counter;
-class Exposer;
 class Gauge;
 class Histogram;
 class Registry;
 }  // namespace prometheus
 
 namespace flexgs::server {
+
+class MetricsHttpServer;
 
 enum class RpcMethod { kListScenes = 0, kGetScene, kStreamScene };
 inline constexpr int kRpcMethodCount = 3;
@@ -42,11 +44,14 @@ enum class RejectReason {
   kRateLimited,         // RESOURCE_EXHAUSTED: the peer's --stream-rate bucket is empty
   kUnauthenticated,     // missing, malformed or unknown bearer token
   kPermissionDenied,    // the token does not grant the scene
+  kPeerLimit,           // RESOURCE_EXHAUSTED: the client holds --max-streams-per-peer streams
+  kRequestTimeout,      // DEADLINE_EXCEEDED: no complete request within --request-timeout
 };
-inline constexpr int kRejectReasonCount = 10;
+inline constexpr int kRejectReasonCount = 12;
 
-// Maps a refusal's status code to its reason label (RESOURCE_EXHAUSTED: max_streams;
-// rate-limited refusals name kRateLimited themselves).
+// Maps a refusal's status code to its reason label (RESOURCE_EXHAUSTED: max_streams,
+// DEADLINE_EXCEEDED: request_timeout; rate-limited and per-peer refusals name their
+// reason themselves).
 RejectReason RejectReasonFor(grpc::StatusCode code);
 
 class ServerMetrics {
@@ -57,8 +62,10 @@ class ServerMetrics {
   ServerMetrics& operator=(const ServerMetrics&) = delete;
 
   // Serves /metrics on host:port (port 0: any free port); returns the bound port.
-  // Errors if the port cannot be bound.
-  absl::StatusOr<int> StartExposer(const std::string& host, int port);
+  // Errors if the port cannot be bound. `max_connections` and `request_timeout`:
+  // see MetricsHttpServer.
+  absl::StatusOr<int> StartExposer(const std::string& host, int port, int max_connections = 64,
+                                   std::chrono::milliseconds request_timeout = std::chrono::seconds(5));
   void StopExposer();
 
   // The text exposition format, as /metrics serves it.
@@ -81,10 +88,14 @@ class ServerMetrics {
   // A call refused by bearer-token authentication: `code` is UNAUTHENTICATED or
   // PERMISSION_DENIED (label `code`; never a token or scene).
   void AuthFailed(grpc::StatusCode code);
-
+  // A request message that could not be decoded, or a call that ended before its
+  // message (label grpc_method).
+  void RequestUndecodable(RpcMethod method);
+  // Scenes that failed to load in a rescan (and failed listings of the directory).
+  void SceneReloadFailed(uint64_t count);
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> exposer_;
 
   std::array<prometheus::Counter*, kRpcMethodCount> started_{};
   std::array<std::array<prometheus::Counter*, 17>, kRpcMethodCount> handled_{};  // by grpc::StatusCode
@@ -102,6 +113,8 @@ class ServerMetrics {
   prometheus::Counter* resumed_ = nullptr;
   prometheus::Counter* unauthenticated_ = nullptr;
   prometheus::Counter* permission_denied_ = nullptr;
+  std::array<prometheus::Counter*, kRpcMethodCount> undecodable_{};
+  prometheus::Counter* reload_failures_ = nullptr;
 };
 
 }  // namespace flexgs::server

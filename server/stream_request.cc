@@ -10,6 +10,7 @@
 #include "core/level_planner.h"
 #include "core/stream_budget.h"
 #include "core/stream_script.h"
+#include "server/log_escape.h"
 
 namespace flexgs::server {
 namespace {
@@ -108,10 +109,27 @@ absl::StatusOr<StreamParams> FreshParams(const Scene& scene, const v1::StreamSce
 
 }  // namespace
 
+absl::Status CheckSceneIdLength(const std::string& scene_id) {
+  if (scene_id.size() <= kMaxSceneIdBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("scene_id '", EscapeClientString(scene_id), "' is longer than the ",
+                                                 "limit: at most ", kMaxSceneIdBytes, " bytes"));
+}
+
+absl::Status CheckRequestStrings(const v1::StreamSceneRequest& request) {
+  if (absl::Status st = CheckSceneIdLength(request.scene_id()); !st.ok()) return st;
+  if (request.resume_token().size() > kMaxResumeTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("resume_token is longer than the limit (",
+                                                   request.resume_token().size(), " bytes): at most ",
+                                                   kMaxResumeTokenBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registry,
                                                     const v1::StreamSceneRequest& request,
                                                     uint32_t default_max_chunk_bytes,
                                                     uint32_t max_client_chunk_bytes) {
+  if (absl::Status st = CheckRequestStrings(request); !st.ok()) return st;
   ResolvedStream out;
   if (request.resume_token().empty()) {
     if (request.resume_from_sequence() != 0) {
@@ -119,7 +137,9 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
     }
     if (request.scene_id().empty()) return absl::InvalidArgumentError("scene_id is empty");
     out.scene = registry.Find(request.scene_id());
-    if (out.scene == nullptr) return absl::NotFoundError(absl::StrCat("no scene '", request.scene_id(), "'"));
+    if (out.scene == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no scene '", EscapeClientString(request.scene_id()), "'"));
+    }
     auto params = FreshParams(*out.scene, request, default_max_chunk_bytes, max_client_chunk_bytes, &out.budget);
     if (!params.ok()) return params.status();
     out.params = *std::move(params);
@@ -129,16 +149,20 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
   auto token = DecodeResumeToken(request.resume_token());
   if (!token.ok()) return token.status();
   if (!request.scene_id().empty() && request.scene_id() != token->scene_id) {
-    return absl::InvalidArgumentError(absl::StrCat("scene_id '", request.scene_id(),
-                                                   "' differs from the resume token's '", token->scene_id, "'"));
+    return absl::InvalidArgumentError(absl::StrCat("scene_id '", EscapeClientString(request.scene_id()),
+                                                   "' differs from the resume token's '",
+                                                   EscapeClientString(token->scene_id), "'"));
   }
   out.scene = registry.Find(token->scene_id);
-  if (out.scene == nullptr) return absl::NotFoundError(absl::StrCat("no scene '", token->scene_id, "'"));
+  if (out.scene == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no scene '", EscapeClientString(token->scene_id), "'"));
+  }
   const ElasticModel& model = *out.scene->model;
   if (token->model_digest != model.digest) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "resume token is for model ", token->model_digest.substr(0, 16), "; scene '", token->scene_id,
-        "' now serves model ", model.digest.substr(0, 16), ": start a new stream"));
+        "resume token is for model ", EscapeClientString(token->model_digest, 16), "; scene '",
+        EscapeClientString(token->scene_id), "' now serves model ", model.digest.substr(0, 16),
+        ": start a new stream"));
   }
   // The digest matches, so the token was issued for this model; these checks only
   // stop a forged token (a CRC is not a signature) from reaching the planner.

@@ -12,6 +12,9 @@
 //   resume_token for another model digest    FAILED_PRECONDITION
 //   request parameters differ from token's   INVALID_ARGUMENT
 //   resume_from_sequence without a token     INVALID_ARGUMENT
+//   scene_id over kMaxSceneIdBytes           INVALID_ARGUMENT (CheckRequestStrings)
+//   resume_token over kMaxResumeTokenBytes   INVALID_ARGUMENT (CheckRequestStrings)
+// Messages show client strings only as a short escaped prefix (EscapeClientString).
 // (resume_from_sequence beyond the end is OUT_OF_RANGE, checked once the script's
 // length is known.) A resumed request may carry only the token (and scene id); if
 // it also sets a budget, every parameter must resolve to exactly the token's.
@@ -32,6 +35,17 @@ namespace flexgs::server {
 
 // Ladders longer than this are refused (resume tokens hold at most 64 rungs).
 inline constexpr size_t kMaxLadderRungs = 64;
+// The string fields of requests: a scene id is at most as long as the registry
+// allows one to be (a file name's stem); the server's own resume tokens are under
+// 1.3 KiB (core/resume_token.cc).
+inline constexpr size_t kMaxSceneIdBytes = 256;
+inline constexpr size_t kMaxResumeTokenBytes = 2048;
+
+// INVALID_ARGUMENT naming the limit and the length when a scene id is too long.
+absl::Status CheckSceneIdLength(const std::string& scene_id);
+// Every string field of a StreamSceneRequest within its limit (scene_id,
+// resume_token), else INVALID_ARGUMENT.
+absl::Status CheckRequestStrings(const v1::StreamSceneRequest& request);
 
 struct ResolvedStream {
   std::shared_ptr<const Scene> scene;

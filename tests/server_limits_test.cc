@@ -1,7 +1,12 @@
 // Server security and request limits: the bearer-token authenticator, the per-peer
-// stream rate limiter (fake clock), the chunk-size limit, the TLS flag checks, and
-// SceneService with all of them over a real in-process gRPC server.
+// stream rate limiter (fake clock), the per-peer stream cap, the chunk-size and string
+// limits, escaping of client strings for logs, the TLS flag checks, the /metrics HTTP
+// server against idle connections, and SceneService with all of them over a real
+// in-process gRPC server.
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -22,6 +28,8 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "server/log_escape.h"
+#include "server/metrics_http_server.h"
 #include "server/peer_rate_limiter.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
@@ -234,6 +242,153 @@ TEST(PeerRateLimiterTest, PeerAddressDropsThePort) {
   EXPECT_EQ(PeerAddress(""), "");
 }
 
+TEST(PeerStreamLimiterTest, CapsEachKeyAndForgetsIdleOnes) {
+  PeerStreamLimiter limiter(2);
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1"));
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1"));
+  EXPECT_FALSE(limiter.TryAcquire("ipv4:10.0.0.1"));
+  EXPECT_EQ(limiter.count("ipv4:10.0.0.1"), 2);
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1 token@1"));  // another token, same address
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.2"));
+  limiter.Release("ipv4:10.0.0.1");
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.1"));
+  EXPECT_EQ(limiter.tracked_peers(), 3u);
+  for (const char* key : {"ipv4:10.0.0.1", "ipv4:10.0.0.1", "ipv4:10.0.0.1 token@1", "ipv4:10.0.0.2"}) {
+    limiter.Release(key);
+  }
+  EXPECT_EQ(limiter.tracked_peers(), 0u);
+  limiter.Release("never-seen");  // harmless
+  EXPECT_EQ(limiter.tracked_peers(), 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Client strings in logs and status messages
+
+TEST(LogEscapeTest, ControlBytesAreEscapedAndLongStringsCut) {
+  EXPECT_EQ(EscapeClientString("guitar_v2-1.flexgs"), "guitar_v2-1.flexgs");
+  EXPECT_EQ(EscapeClientString("a\nb"), "a\\nb");
+  EXPECT_EQ(EscapeClientString("a\\nb"), "a\\\\nb");  // a literal backslash stays distinguishable
+  EXPECT_EQ(EscapeClientString(std::string("x\n[info] SERVING\r\t\x1b[2J\0y", 24)),
+            "x\\n[info] SERVING\\r\\t\\x1b[2J\\x00y");
+  EXPECT_EQ(EscapeClientString(std::string("x\n[info] SERVING\x1b\x00\x7f\xc3\xa9", 21)),
+            "x\\n[info] SERVING\\x1b\\x00\\x7f\\xc3\\xa9");
+  EXPECT_EQ(EscapeClientString(std::string("a\nb\x1b\x00\xff", 6)), "a\\nb\\x1b\\x00\\xff");
+  const std::string long_id(60000, 'A');
+  const std::string cut = EscapeClientString(long_id);
+  EXPECT_EQ(cut, std::string(kClientStringPrefixBytes, 'A') + "...(60000 bytes)");
+  // Worst case: every kept byte escaped to four characters, plus the length.
+  const std::string worst = EscapeClientString(std::string(100000, '\x01'));
+  EXPECT_LE(worst.size(), 4 * kClientStringPrefixBytes + 24);
+  EXPECT_EQ(worst.find_first_of(std::string("\n\r\0\x1b", 4)), std::string::npos);
+  EXPECT_EQ(EscapeClientString("abcdef", 3), "abc...(6 bytes)");
+  EXPECT_EQ(EscapeClientString(""), "");
+}
+
+TEST(LogEscapeTest, ThrottleAllowsABurstThenTheRateAndCountsTheRest) {
+  FakeClock clock;
+  LogThrottle throttle(2.0, 3.0, clock.Fn());
+  uint64_t suppressed = 99;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(throttle.Allow(&suppressed)) << i;
+    EXPECT_EQ(suppressed, 0u);
+  }
+  for (int i = 0; i < 10; ++i) EXPECT_FALSE(throttle.Allow(&suppressed));
+  clock.t += std::chrono::milliseconds(500);  // one line at 2/s
+  EXPECT_TRUE(throttle.Allow(&suppressed));
+  EXPECT_EQ(suppressed, 10u);  // what was left out is reported with the next line
+  EXPECT_FALSE(throttle.Allow(&suppressed));
+  clock.t += std::chrono::hours(1);  // never more than the burst
+  int allowed = 0;
+  while (throttle.Allow(&suppressed)) ++allowed;
+  EXPECT_EQ(allowed, 3);
+  LogThrottle off(0, 1, clock.Fn());
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(off.Allow(&suppressed));
+}
+
+// ---------------------------------------------------------------------------
+// /metrics: idle and half-open connections cannot lock it out
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  return fd;
+}
+
+// Sends `request` on a new connection; returns the whole response (empty after 2 s).
+std::string Fetch(int port, const std::string& request) {
+  const int fd = Connect(port);
+  EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), static_cast<ssize_t>(request.size()));
+  std::string out;
+  char buf[4096];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+// True when the server closed `fd` within `ms` milliseconds.
+bool ClosedWithin(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, ms) <= 0) return false;
+  char c;
+  return ::recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+}
+
+TEST(MetricsHttpServerTest, ServesWhileIdleConnectionsAreEvictedAndTimedOut) {
+  MetricsHttpServer server;
+  MetricsHttpServer::Options options;
+  options.max_connections = 4;
+  options.request_timeout = std::chrono::milliseconds(800);
+  auto port = server.Start(options, [] { return std::string("flexgs_up 1\n"); });
+  ASSERT_TRUE(port.ok()) << port.status();
+  const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  // Twice the cap of silent and half-sent connections.
+  std::vector<int> held;
+  for (int i = 0; i < 8; ++i) {
+    held.push_back(Connect(*port));
+    if (i % 2 == 1) {
+      ASSERT_GT(::send(held.back(), "GET /metrics HTTP/1.1\r\n", 23, MSG_NOSIGNAL), 0);
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string r = Fetch(*port, get);
+    EXPECT_THAT(r, StartsWith("HTTP/1.1 200 OK\r\n")) << i;
+    EXPECT_THAT(r, HasSubstr("Content-Type: text/plain; version=0.0.4"));
+    EXPECT_THAT(r, HasSubstr("\r\n\r\nflexgs_up 1\n"));
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
+  }
+  EXPECT_GE(server.stats().evicted, 4u);  // the oldest idle ones made room
+  // The rest are closed by the request timeout.
+  int closed = 0;
+  for (int fd : held) closed += ClosedWithin(fd, 3000) ? 1 : 0;
+  EXPECT_EQ(closed, 8);
+  EXPECT_GE(server.stats().timed_out, 1u);
+  for (int fd : held) ::close(fd);
+  EXPECT_EQ(server.stats().served, 3u);
+  // Other requests.
+  EXPECT_THAT(Fetch(*port, "GET /other HTTP/1.0\r\n\r\n"), StartsWith("HTTP/1.1 404"));
+  EXPECT_THAT(Fetch(*port, "POST /metrics HTTP/1.1\r\n\r\n"), StartsWith("HTTP/1.1 405"));
+  EXPECT_THAT(Fetch(*port, "garbage\r\n\r\n"), StartsWith("HTTP/1.1 400"));
+  EXPECT_THAT(Fetch(*port, "GET /metrics HTTP/1.1\r\nX: " + std::string(9000, 'x') + "\r\n\r\n"),
+              StartsWith("HTTP/1.1 431"));
+  const std::string head = Fetch(*port, "HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
+  EXPECT_THAT(head, StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(head, Not(HasSubstr("flexgs_up")));
+  server.Stop();
+  server.Stop();  // idempotent
+}
+
 // ---------------------------------------------------------------------------
 // Chunk-size limits and the scenes a request names
 
@@ -356,6 +511,7 @@ class SecureServer {
 
   v1::SceneService::Stub& stub() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  int port() const { return port_; }
   ServerMetrics& metrics() { return metrics_; }
 
  private:
@@ -528,6 +684,83 @@ TEST(SecureSceneServiceTest, StreamRateAndChunkLimitsRefuseWithTheirCodes) {
   EXPECT_TRUE(GetScene(server, "", "a").ok());
   EXPECT_THAT(server.metrics().Render(), HasSubstr("flexgs_streams_rejected_total{reason=\"rate_limited\"} 1"));
   EXPECT_THAT(server.metrics().Render(), HasSubstr("flexgs_streams_rejected_total{reason=\"max_streams\"} 0"));
+}
+
+TEST(SecureSceneServiceTest, PerPeerCapCountsStreamsPerAddressAndToken) {
+  SceneServiceOptions options;
+  options.authenticator = Tokens();
+  options.max_streams_per_peer = 2;
+  SecureServer server(options);
+  // Streams that stall: a small client window that is never read beyond the header.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  args.SetInt("flexgs.test.channel", 1);  // a connection of its own
+  auto stub = v1::SceneService::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(server.port()), grpc::InsecureChannelCredentials(), args));
+  struct Held {
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::StreamChunk>> reader;
+  };
+  v1::StreamSceneRequest big = Request("a", 16 << 10);
+  big.set_ratio(1.0);
+  big.set_encoding(v1::ENCODING_LOSSLESS);
+  std::vector<std::unique_ptr<Held>> held;
+  for (int i = 0; i < 2; ++i) {
+    held.push_back(std::make_unique<Held>());
+    Authorize(held.back()->ctx, kTokenA);
+    held.back()->reader = stub->StreamScene(&held.back()->ctx, big);
+    v1::StreamChunk header;
+    ASSERT_TRUE(held.back()->reader->Read(&header)) << i;
+  }
+  // The same address and token: refused at once, with the retry hint.
+  const StreamOutcome third = Stream(server, kTokenA, Request("a"));
+  EXPECT_EQ(third.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.status.error_message();
+  EXPECT_THAT(third.status.error_message(), HasSubstr("too many concurrent streams from this client (limit 2)"));
+  EXPECT_EQ(third.retry_after, "1000");
+  // Another token from the same address has slots of its own; unary calls are not
+  // counted with streams.
+  const StreamOutcome other = Stream(server, kTokenAll, Request("a"));
+  EXPECT_TRUE(other.status.ok()) << other.status.error_message();
+  EXPECT_TRUE(GetScene(server, kTokenA, "a").ok());
+  for (auto& h : held) {
+    h->ctx.TryCancel();
+    v1::StreamChunk c;
+    while (h->reader->Read(&c)) {
+    }
+    EXPECT_EQ(h->reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  // The slots come back once the server has seen the cancellations.
+  grpc::Status again;
+  for (int i = 0; i < 100; ++i) {
+    again = Stream(server, kTokenA, Request("a")).status;
+    if (again.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(again.ok()) << again.error_message();
+  EXPECT_THAT(server.metrics().Render(), HasSubstr("flexgs_streams_rejected_total{reason=\"peer_limit\"} "));
+}
+
+TEST(SecureSceneServiceTest, LongStringsAreInvalidAndNeverEchoedWhole) {
+  SecureServer server(SceneServiceOptions{});
+  const std::string long_id = "\x1b" + std::string(9000, 'y');
+  const grpc::Status get = GetScene(server, "", long_id);
+  EXPECT_EQ(get.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(get.error_message(), HasSubstr("at most 256 bytes"));
+  EXPECT_THAT(get.error_message(), HasSubstr("(9001 bytes)"));
+  EXPECT_LT(get.error_message().size(), 400u);
+  EXPECT_EQ(get.error_message().find('\x1b'), std::string::npos);
+  const StreamOutcome stream = Stream(server, "", Request(long_id));
+  EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(stream.status.error_message(), get.error_message());
+  v1::StreamSceneRequest token = Request("a");
+  token.set_resume_token(std::string(kMaxResumeTokenBytes + 1, 't'));
+  EXPECT_EQ(Stream(server, "", token).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // At the limit: looked up, and the message shows only a prefix.
+  const grpc::Status missing = GetScene(server, "", std::string(kMaxSceneIdBytes, 'z'));
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(missing.error_message(), "no scene '" + std::string(kClientStringPrefixBytes, 'z') + "...(256 bytes)'");
+  EXPECT_EQ(GetScene(server, "", "a\nb").error_message(), "no scene 'a\\nb'");
 }
 
 }  // namespace

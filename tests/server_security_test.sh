@@ -11,7 +11,7 @@
 #     health and metrics open; no token in any log;
 #   - limits: a burst over --stream-rate -> RESOURCE_EXHAUSTED, a chunk size over
 #     --max-client-chunk-bytes -> INVALID_ARGUMENT, a request over --max-request-bytes
-#     -> RESOURCE_EXHAUSTED;
+#     -> RESOURCE_EXHAUSTED, a scene id over 256 bytes -> INVALID_ARGUMENT;
 #   - bad TLS/token/limit settings: exit 1 with the reason, before listening.
 #   server_security_test.sh FLEXGS FLEXGS_SERVER FLEXGS_CLIENT FLEXGS_LOADGEN HEALTH_PROBE
 set -euo pipefail
@@ -139,9 +139,13 @@ LONG_ID=$(head -c 5000 /dev/zero | tr '\0' x)
 run_client big "$LONG_ID" --server "$ADDR"
 expect_refused big RESOURCE_EXHAUSTED
 grep -q "larger than max (5[0-9]* vs. 4096)" "$WORK/big.err" || fail "request size limit not named"
-run_client under "${LONG_ID:0:3000}" --server "$ADDR"  # below 4096 bytes: looked up
-expect_refused under NOT_FOUND
-echo "plaintext: state ${REF:0:16}...; chunk 131072 > 65536 INVALID_ARGUMENT; 5000-byte request RESOURCE_EXHAUSTED"
+run_client under "${LONG_ID:0:3000}" --server "$ADDR"  # below 4096 bytes: decoded, over the scene id limit
+expect_refused under INVALID_ARGUMENT
+grep -q "at most 256 bytes" "$WORK/under.err" || fail "scene id limit not named: $(cat "$WORK/under.err")"
+run_client at_limit "${LONG_ID:0:256}" --server "$ADDR"  # at the scene id limit: looked up
+expect_refused at_limit NOT_FOUND
+echo "plaintext: state ${REF:0:16}...; chunk 131072 > 65536 INVALID_ARGUMENT; 5000-byte request RESOURCE_EXHAUSTED;" \
+  "3000-byte scene id INVALID_ARGUMENT, 256-byte NOT_FOUND"
 
 # --- TLS ------------------------------------------------------------------------------
 start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
