@@ -146,18 +146,10 @@ absl::Status TrainOptions::Validate() const {
   if (!(near_view_jitter >= 0.0 && near_view_jitter <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("near-view jitter must be in [0, 1], got ", near_view_jitter));
   }
-  if (near_view_jitter > 0.0 && (tune_gaussians || view_sampling.has_value())) {
-    return absl::InvalidArgumentError(
-        "views near the targets distil the frozen input and replace sampled views: they need frozen Gaussians and "
-        "no view sampling");
+  if (near_view_jitter > 0.0 && view_sampling.has_value()) {
+    return absl::InvalidArgumentError("views near the targets replace sampled views: use one or the other");
   }
-  if (view_sampling.has_value()) {
-    if (tune_gaussians) {
-      return absl::InvalidArgumentError(
-          "sampled views distil the frozen input scene; tuning the Gaussians needs fixed targets");
-    }
-    FLEXGS_RETURN_IF_ERROR(view_sampling->Validate());
-  }
+  if (view_sampling.has_value()) FLEXGS_RETURN_IF_ERROR(view_sampling->Validate());
   if (!(coverage_share >= 0.0 && coverage_share <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("coverage share ", coverage_share, " is not in [0, 1]"));
   }
@@ -287,7 +279,18 @@ absl::Status ElasticTrainer::Init() {
   model_.coverage_share = options_.coverage_share;
   model_.gsnet_box_inputs = options_.gsnet_box_inputs;
   gsnet_input_ = GsNetInputCloud(model_);
-  view_bounds_ = RobustBounds(model_.gaussians);
+  // Checked here, not in Validate(): a caller validates its options before it has loaded
+  // the scene that becomes the teacher.
+  if (options_.tune_gaussians && (options_.view_sampling.has_value() || options_.near_view_jitter > 0.0) &&
+      (!options_.teacher || options_.teacher->empty())) {
+    return absl::InvalidArgumentError(
+        "sampled or near views with tuned Gaussians need the input scene as the teacher (TrainOptions::teacher)");
+  }
+  if (options_.tune_gaussians && options_.teacher && options_.teacher->size() != model_.gaussians.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("the teacher has ", options_.teacher->size(), " Gaussians, the model ",
+                                                   model_.gaussians.size()));
+  }
+  view_bounds_ = RobustBounds(Teacher());
   // A checkpoint restores GI without recomputing it: the coverage follows it here.
   if (model_.coverage_share > 0.0) coverage_ = CoverageLevels(model_);
   // The GI is always the trainer's, over the targets (a checkpoint does not store this).
@@ -373,7 +376,7 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
       sampled_camera = SampleView(view_bounds_, *options_.view_sampling, view_key);
     }
     FLEXGS_ASSIGN_OR_RETURN(RenderResult teacher,
-                            timed([&] { return raster_full_->Forward(cloud, sampled_camera, ro, {}); }));
+                            timed([&] { return raster_full_->Forward(Teacher(), sampled_camera, ro, {}); }));
     sampled_target = std::move(teacher.color);
     stats.view = -1;
   } else {
@@ -679,6 +682,11 @@ uint32_t ElasticTrainer::Fingerprint() const {
   Put(b, static_cast<uint8_t>(options_.pose_at_insertion));
   if (options_.coverage_share > 0.0) Put(b, options_.coverage_share);
   Put(b, static_cast<uint8_t>(options_.gsnet_box_inputs));
+  if (options_.tune_gaussians && options_.teacher) {
+    Put(b, static_cast<uint64_t>(options_.teacher->size()));
+    Put(b, Crc32c(absl::string_view(reinterpret_cast<const char*>(options_.teacher->positions.data()),
+                                    options_.teacher->positions.size() * sizeof(float))));
+  }
   if (options_.near_view_jitter > 0.0) Put(b, options_.near_view_jitter);
   if (options_.view_sampling.has_value()) {
     const ViewDistribution& d = *options_.view_sampling;

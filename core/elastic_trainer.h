@@ -101,9 +101,11 @@ struct TrainOptions {
   bool tune_gaussians = false;
   // Set: every step draws its camera from this distribution (a pure function of seed and
   // iteration) and distils the input scene's render there; the `targets` given to the
-  // trainer then serve only as GI views. Unset: the step uses one of the targets. Needs
-  // frozen Gaussians (the input is the teacher).
+  // trainer then serve only as GI views. Unset: the step uses one of the targets.
   std::optional<ViewDistribution> view_sampling;
+  // The scene sampled and near views render as targets when the Gaussians are tuned (the
+  // model's own cloud then moves away from the input); unused for frozen Gaussians.
+  std::shared_ptr<const GaussianCloud> teacher;
   // With fixed targets (dataset photos or renders at dataset cameras): every second step
   // distils the frozen input at a camera near a random target camera instead (centre
   // moved by up to this fraction of its distance to what it looks at), so the model also
@@ -195,6 +197,10 @@ class ElasticTrainer {
   absl::Status Init();
   absl::Status RecomputeGi();
   uint32_t Fingerprint() const;  // of the trajectory-defining options and the targets
+  // What sampled and near views render: the frozen model itself, or the given teacher.
+  const GaussianCloud& Teacher() const {
+    return options_.tune_gaussians && options_.teacher ? *options_.teacher : model_.gaussians;
+  }
   // The served selection at ratio e (see TrainOptions::reference_selection) and its
   // straight-through surrogate, from GsNetLogits' (l0, l1) pairs.
   // With `nested`, `levels` receives the nested additions per rung (ascending, ending

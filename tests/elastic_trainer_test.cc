@@ -239,6 +239,20 @@ void ExpectFullStreamIsTheInput(const ElasticModel& m) {
   EXPECT_EQ(held->sh_rest, input.sh_rest);
 }
 
+// Tuned Gaussians with sampled views: the teacher (the input) renders the targets while
+// the model's own cloud moves; resume stays bit-identical.
+TEST(ElasticTrainerTest, TunedGaussiansDistilFromTheTeacherAtSampledViews) {
+  TrainOptions o = SampledOptions(false);
+  o.tune_gaussians = true;
+  o.teacher = std::make_shared<const GaussianCloud>(Scene());
+  auto t = NewTrainer(o);
+  std::vector<StepStats> stats;
+  RunSteps(*t, 8, &stats);
+  EXPECT_EQ(stats[0].view, -1);
+  EXPECT_NE(t->Result().gaussians.positions, Scene().positions);
+  ExpectResumeMatches(*t, o, 4, "tuned-sampled");
+}
+
 TEST(ElasticTrainerTest, FrozenBaseServesTheInputBitForBit) {
   for (bool insertion : {false, true}) {
     auto t = NewTrainer(SampledOptions(insertion));
@@ -406,8 +420,14 @@ TEST(ElasticTrainerTest, BadInputsFailFast) {
   o.pose_at_insertion = true;  // without nested
   EXPECT_NE(o.Validate().message().find("nested"), absl::string_view::npos) << o.Validate();
   o = SampledOptions(false);
-  o.tune_gaussians = true;
-  EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
+  o.tune_gaussians = true;  // without a teacher
+  {
+    auto m = InitialElasticModel(Scene(), Targets(), o);
+    ASSERT_TRUE(m.ok());
+    const auto t = ElasticTrainer::Create(*m, Targets(), o);
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(t.status().message().find("teacher"), absl::string_view::npos) << t.status();
+  }
   o = SmallOptions();
   o.near_view_jitter = 1.5;
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);

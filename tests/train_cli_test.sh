@@ -191,8 +191,11 @@ expect_error "empty distance range" "positive" "$TMP/s.ply" --out "$TMP/x.flexgs
 expect_error "field of view of 180 degrees" "(0, 180)" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-fov 40:180
 expect_error "field of view of 0 degrees" "(0, 180)" "$TMP/s.ply" --out "$TMP/x.flexgs" --view-fov 0
 expect_error "insertion poses without --nested" "need nested" "$TMP/s.ply" --out "$TMP/x.flexgs" --pose insertion
-expect_error "sampled views with tuned Gaussians" "frozen input" "$TMP/s.ply" --out "$TMP/x.flexgs" \
-  --tune-gaussians --views sphere
+# Tuned Gaussians with sampled views: the input renders the targets (a teacher copy).
+"$FLEXGS" train "$TMP/s.ply" --out "$TMP/t.flexgs" --iters 3 --tune-gaussians --views sphere "${COMMON[@]}" \
+  > /dev/null 2> "$TMP/t.err"
+check "--tune-gaussians --views sphere trains (exit 0)" test $? -eq 0
+check "... with tuned Gaussians" grep -q "tuned Gaussians" "$TMP/t.err"
 expect_error "--views dataset without a dataset" "needs --images" "$TMP/s.ply" --out "$TMP/x.flexgs" --views dataset
 expect_error "sampled views with dataset cameras" "--views auto" "$TMP/s.ply" --out "$TMP/x.flexgs" \
   --views sphere --cameras "$TMP/cams.json"

@@ -204,6 +204,7 @@ int RunTrain(const TrainArgs& args) {
   auto sampling = ResolveViewSampling(args, opt);
   if (!sampling.ok()) return Fail(sampling.status());
   opt.view_sampling = *sampling;
+  // Tuned Gaussians move away from the input; sampled and near views still render it.
   // Dataset views (auto): every second step a teacher view near a dataset camera.
   const bool dataset = !args.images.empty() || !args.cameras.empty();
   if (dataset && args.views == "auto" && !args.tune_gaussians) opt.near_view_jitter = args.near_view_jitter;
@@ -227,6 +228,9 @@ int RunTrain(const TrainArgs& args) {
   auto cloud = LoadScene(args.scene);
   if (!cloud.ok()) return Fail(cloud.status());
   if (cloud->empty()) return Fail(absl::InvalidArgumentError(absl::StrFormat("'%s' has no Gaussians", args.scene)));
+  if (opt.tune_gaussians && (opt.view_sampling.has_value() || opt.near_view_jitter > 0.0)) {
+    opt.teacher = std::make_shared<const GaussianCloud>(*cloud);
+  }
 
   const auto t_setup = std::chrono::steady_clock::now();
   nlohmann::json target_source;
