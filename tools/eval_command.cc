@@ -667,7 +667,8 @@ RdSeries RdPointsOf(const WireSeries& w, const EvalRow& row) {
 std::string Kib(uint64_t bytes) { return absl::StrFormat("%.1f", bytes / 1024.0); }
 
 std::string MaybeDb(const std::optional<double>& db, bool sign = false) {
-  return db ? absl::StrFormat(sign ? "%+.2f" : "%.2f", *db) : std::string("-");
+  if (!db) return std::string("-");
+  return sign ? absl::StrFormat("%+.2f", *db) : absl::StrFormat("%.2f", *db);
 }
 
 double MinBytes(const RdSeries& s) {
