@@ -626,6 +626,38 @@ TEST(StreamScriptTest, TrainedLosslessScriptsPatchAndReplayExactly) {
   }
 }
 
+// Poses fixed at insertion, streamed to 100 % losslessly: no patch block before the last
+// level, whose patches bring every earlier Gaussian back to the model's own, so the
+// client ends with the model's Gaussians bit for bit; patch bytes are counted per level.
+TEST(StreamScriptTest, InsertionPosesStreamTheFullSceneExactly) {
+  ThreadPool pool(2);
+  ElasticModel m = ::flexgs::testing::RatioDependentTestModel(3000, 3, /*sh_degree=*/1);
+  m.pose_at_insertion = true;
+  auto plan = PlanLevels(m, {.top_ratio = 1.0, .ladder = {0.02, 0.07, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 4u);
+  const ScriptOptions options{.encoding = ChunkEncoding::kLossless, .sh_degree = 1, .max_chunk_bytes = 4096};
+  auto script = BuildStreamScript(*plan, options);
+  ASSERT_TRUE(script.ok()) << script.status();
+  CheckScriptReplay(*plan, *script, options);
+  std::vector<uint64_t> patch_bytes(plan->levels.size(), 0);
+  for (const StreamItem& it : script->items) {
+    if (it.kind == StreamItemKind::kPatches) patch_bytes[it.level] += it.data.size();
+  }
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    EXPECT_EQ(script->levels[k].patch_bytes, patch_bytes[k]) << k;
+    EXPECT_EQ(patch_bytes[k] > 0, k == 3) << k;
+  }
+  auto held = LevelCloud(*plan, 3);
+  ASSERT_TRUE(held.ok());
+  std::vector<uint32_t> order;
+  for (const PlanLevel& l : plan->levels) order.insert(order.end(), l.added.begin(), l.added.end());
+  const GaussianCloud input = m.gaussians.Gather(order);
+  EXPECT_EQ(held->positions, input.positions);
+  EXPECT_EQ(held->log_scales, input.log_scales);
+  EXPECT_EQ(held->rotations, input.rotations);
+}
+
 TEST(StreamScriptTest, QuantizedScriptsDecodeWithinTolerance) {
   ThreadPool pool(2);
   const ElasticModel m = TrainedLikeTestModel(4000, 7, 3);
