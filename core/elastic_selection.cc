@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "core/level_planner.h"
+#include "core/morton.h"
 
 namespace flexgs {
 

@@ -513,8 +513,10 @@ absl::StatusOr<StepStats> ElasticTrainer::Step() {
   } else {
     grad = cloud;  // same layout; overwritten below
   }
-  std::vector<uint8_t> in_s(n, 0);
-  for (uint32_t i : sel) in_s[i] = 1;
+  std::vector<uint8_t> in_s(tune ? n : 0, 0);
+  if (tune) {
+    for (uint32_t i : sel) in_s[i] = 1;
+  }
   for (size_t i = 0; tune && i < n; ++i) {
     const bool direct = !in_s[i];
     for (int d = 0; d < 3; ++d) {

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/elastic_model.h"
+#include "core/morton.h"  // MortonCode, the send order
 #include "core/thread_pool.h"
 
 namespace flexgs {
@@ -68,8 +69,5 @@ absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level);
 
 // Canonical bytes of a plan (for caching, digests and determinism tests).
 std::string SerializePlan(const Plan& plan);
-
-// Morton (Z-order) code of a position inside [lo, hi], 21 bits per axis.
-uint64_t MortonCode(const float* p, const std::array<float, 3>& lo, const std::array<float, 3>& hi);
 
 }  // namespace flexgs

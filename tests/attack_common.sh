@@ -45,6 +45,13 @@ need_second_loopback() {
     { echo "SKIP: cannot bind 127.0.0.2 (needed as the attacker's address)"; exit 77; }
 }
 
+# make_synth_scene: the scene every attack test serves, $WORK/scenes/synth.ply (3,000
+# Gaussians, SH 1), made with "$FLEXGS" generate.
+make_synth_scene() {
+  mkdir -p "$WORK/scenes"
+  "$FLEXGS" generate --out "$WORK/scenes/synth.ply" --count 3000 --sh-degree 1 > /dev/null
+}
+
 # start_server NAME ARGS...: sets PORT, METRICS_PORT and SERVER_PID once the server is
 # SERVING (--host, --port, --metrics-port are set here; the metrics host is the default).
 SERVER_PID="" PORT="" METRICS_PORT=""

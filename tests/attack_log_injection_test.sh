@@ -13,8 +13,7 @@
 FLEXGS=$1 SERVER=$2 CLIENT=$3
 source "$(dirname "$0")/attack_common.sh"
 
-mkdir -p "$WORK/scenes"
-"$FLEXGS" generate --out "$WORK/scenes/synth.ply" --count 3000 --sh-degree 1 > /dev/null
+make_synth_scene
 start_server server --scenes "$WORK/scenes"
 RSS0=$(rss_mib "$SERVER_PID")
 LOG=$WORK/server.log

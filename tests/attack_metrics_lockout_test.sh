@@ -13,8 +13,7 @@
 FLEXGS=$1 SERVER=$2 CLIENT=$3 PROBE=$4
 source "$(dirname "$0")/attack_common.sh"
 
-mkdir -p "$WORK/scenes"
-"$FLEXGS" generate --out "$WORK/scenes/synth.ply" --count 3000 --sh-degree 1 > /dev/null
+make_synth_scene
 MAX_CONN=16 REQ_TIMEOUT_S=$((2 * SCALE))
 start_server server --scenes "$WORK/scenes" --metrics-max-connections $MAX_CONN \
   --metrics-request-timeout $REQ_TIMEOUT_S

@@ -23,8 +23,7 @@ ATTACK_CONNS=${ATTACK_CONNS:-10} ATTACK_STREAMS=${ATTACK_STREAMS:-1500}
 REQUEST_TIMEOUT_S=$((4 * SCALE)) PER_PEER=64
 RSS_DURING_MIB=${RSS_DURING_MIB:-96} RSS_AFTER_MIB=${RSS_AFTER_MIB:-24}
 
-mkdir -p "$WORK/scenes"
-"$FLEXGS" generate --out "$WORK/scenes/synth.ply" --count 3000 --sh-degree 1 > /dev/null
+make_synth_scene
 start_server server --scenes "$WORK/scenes" --request-timeout $REQUEST_TIMEOUT_S
 "$CLIENT" --server "127.0.0.1:$PORT" --scene synth --budget-ratio 0.3 --no-render --quiet --out "$WORK/warm" \
   > /dev/null 2>&1 || fatal "warm-up stream"

@@ -16,8 +16,7 @@ source "$(dirname "$0")/attack_common.sh"
 need_second_loopback
 PER_PEER=64 HOG=256
 
-mkdir -p "$WORK/scenes"
-"$FLEXGS" generate --out "$WORK/scenes/synth.ply" --count 3000 --sh-degree 1 > /dev/null
+make_synth_scene
 
 # hog ADDR SOURCE [TOKEN]: holds HOG calls until "$WORK/release" exists; writes hog.json
 # once every call is either refused or still open, then waits.

@@ -102,6 +102,19 @@ void ExpectResumeMatches(const ElasticTrainer& straight, const TrainOptions& o, 
   EXPECT_EQ(CheckpointBytes(straight, name + "-a"), CheckpointBytes(**resumed, name + "-b"));
 }
 
+// GI top-k: the trainer's starting model without its networks (heuristic ranking, no
+// transform), the baseline the trained levels must beat.
+ElasticModel GiTopKModel(const TrainOptions& o) {
+  auto initial = InitialElasticModel(Scene(), Targets(), o);
+  EXPECT_TRUE(initial.ok()) << initial.status();
+  ElasticModel heuristic = *std::move(initial);
+  heuristic.gsnet.reset();
+  heuristic.field.reset();
+  heuristic.gi_prior_weight = 0;
+  heuristic.pose_at_insertion = false;
+  return heuristic;
+}
+
 // Mean PSNR over `views` of the model at ratio e as a client receives it: the
 // independent top-k, or with `nested` the last level of a plan whose top ratio is e.
 double SubsetPsnr(const ElasticModel& m, double e, const std::vector<TrainingView>& views, bool nested = false) {
@@ -335,13 +348,7 @@ TEST(ElasticTrainerTest, SampledViewTrainingBeatsGiTopKOnSphereViews) {
   ASSERT_TRUE(cams.ok());
   auto sphere = RenderTargets(Scene(), *cams, o);
   ASSERT_TRUE(sphere.ok());
-  auto initial = InitialElasticModel(Scene(), Targets(), o);
-  ASSERT_TRUE(initial.ok());
-  ElasticModel heuristic = *initial;
-  heuristic.gsnet.reset();
-  heuristic.field.reset();
-  heuristic.gi_prior_weight = 0;
-  heuristic.pose_at_insertion = false;
+  const ElasticModel heuristic = GiTopKModel(o);
   auto t = NewTrainer(o);
   RunSteps(*t, 150);
   for (double e : {0.01, 0.05}) {
@@ -373,12 +380,7 @@ TEST(ElasticTrainerTest, ShortRunBeatsGiTopKOnHeldOutViews) {
   TrainOptions o = SmallOptions();
   auto held_out = MakeOrbitTargets(Scene(), o, 180.0 / o.orbit_views);
   ASSERT_TRUE(held_out.ok()) << held_out.status();
-  auto initial = InitialElasticModel(Scene(), Targets(), o);
-  ASSERT_TRUE(initial.ok());
-  ElasticModel heuristic = *initial;
-  heuristic.gsnet.reset();
-  heuristic.field.reset();
-  heuristic.gi_prior_weight = 0;
+  const ElasticModel heuristic = GiTopKModel(o);
   for (bool nested : {false, true}) {
     o.nested = nested;
     auto t = NewTrainer(o);
