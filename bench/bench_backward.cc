@@ -3,8 +3,8 @@
 // (all parameter gradients), on guitar.ply and a guitar-sized synthetic scene with SH
 // degree 3, over 8 orbit views; and on CUDA a synthetic 1M-Gaussian scene at 1280x720.
 // BM_TrainerStep: whole ElasticTrainer steps (the target or full render, the selected
-// render and its backward, GsNet, the field, Adam; per Recipe) with the renders on each device, and the time 35k steps (the reference's
-// stage 2) would take at that rate.
+// render and its backward, GsNet, the field, Adam; per Recipe) with the renders on each device, and the time 35k steps
+// (the reference's stage 2) would take at that rate.
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -12,13 +12,13 @@
 
 #include <benchmark/benchmark.h>
 
-#include "core/elastic_trainer.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/rasterizer_backward.h"
-#include "core/synthetic_scene.h"
-#include "core/view_sampler.h"
+#include "io/ply_io.h"
 #include "kernels/backend.h"
+#include "render/rasterizer_backward.h"
+#include "scene/orbit.h"
+#include "scene/synthetic_scene.h"
+#include "scene/view_sampler.h"
+#include "train/elastic_trainer.h"
 
 namespace flexgs {
 namespace {
@@ -171,11 +171,13 @@ void BM_TrainerStep(benchmark::State& state, const std::string& scene, Device de
   state.counters["minutes_for_35k"] = 35000.0 * seconds / static_cast<double>(state.iterations()) / 60.0;
 }
 
-#define FLEXGS_DIFF_BENCH(name, scene, device, w, h)                                                  \
-  BENCHMARK_CAPTURE(BM_Differentiable, name##_forward, std::string(scene), false, device, w, h)          \
-      ->Unit(benchmark::kMillisecond)->UseRealTime();                                                   \
+#define FLEXGS_DIFF_BENCH(name, scene, device, w, h)                                                    \
+  BENCHMARK_CAPTURE(BM_Differentiable, name##_forward, std::string(scene), false, device, w, h)         \
+      ->Unit(benchmark::kMillisecond)                                                                   \
+      ->UseRealTime();                                                                                  \
   BENCHMARK_CAPTURE(BM_Differentiable, name##_forward_backward, std::string(scene), true, device, w, h) \
-      ->Unit(benchmark::kMillisecond)->UseRealTime()
+      ->Unit(benchmark::kMillisecond)                                                                   \
+      ->UseRealTime()
 
 FLEXGS_DIFF_BENCH(guitar_cpu, "guitar.ply", Device::kCpu, 256, 256);
 FLEXGS_DIFF_BENCH(synthetic_90k_sh3_cpu, "synthetic_90k_sh3", Device::kCpu, 256, 256);
@@ -184,19 +186,31 @@ FLEXGS_DIFF_BENCH(synthetic_90k_sh3_cuda, "synthetic_90k_sh3", Device::kCuda, 25
 FLEXGS_DIFF_BENCH(synthetic_1m_720p_cuda, "synthetic_1m", Device::kCuda, 1280, 720);
 
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu, std::string("guitar.ply"), Device::kCpu, 256, 256)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(10);
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu_tuned_orbit, std::string("guitar.ply"), Device::kCpu, 256, 256,
                   Recipe::kTunedOrbit)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(10);
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cpu_nested_insertion, std::string("guitar.ply"), Device::kCpu, 256, 256,
                   Recipe::kNestedInsertion)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(10);
 BENCHMARK_CAPTURE(BM_TrainerStep, synthetic_1m_720p_cpu, std::string("synthetic_1m"), Device::kCpu, 1280, 720)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(2);
 BENCHMARK_CAPTURE(BM_TrainerStep, guitar_256_cuda, std::string("guitar.ply"), Device::kCuda, 256, 256)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(20);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(20);
 BENCHMARK_CAPTURE(BM_TrainerStep, synthetic_1m_720p_cuda, std::string("synthetic_1m"), Device::kCuda, 1280, 720)
-    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->Iterations(10);
 
 }  // namespace
 }  // namespace flexgs

@@ -10,10 +10,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include "core/chunk_codec.h"
-#include "core/level_planner.h"
-#include "core/ply_io.h"
-#include "core/synthetic_scene.h"
+#include "io/ply_io.h"
+#include "scene/synthetic_scene.h"
+#include "stream/chunk_codec.h"
+#include "stream/level_planner.h"
 
 namespace flexgs {
 namespace {
@@ -30,7 +30,8 @@ GaussianCloud MortonSorted(const GaussianCloud& c) {
     }
   }
   std::vector<std::pair<uint64_t, uint32_t>> order;
-  for (size_t i = 0; i < c.size(); ++i) order.push_back({MortonCode(&c.positions[i * 3], lo, hi), static_cast<uint32_t>(i)});
+  for (size_t i = 0; i < c.size(); ++i)
+    order.push_back({MortonCode(&c.positions[i * 3], lo, hi), static_cast<uint32_t>(i)});
   std::sort(order.begin(), order.end());
   std::vector<uint32_t> idx;
   for (const auto& o : order) idx.push_back(o.second);
@@ -107,18 +108,18 @@ void BM_Decode(benchmark::State& state, const std::string& scene, ChunkEncoding 
   SetCounters(state, *c, blocks);
 }
 
-#define FLEXGS_CODEC_BENCH(scene_name, file)                                                                       \
-  BENCHMARK_CAPTURE(BM_Encode, scene_name##_quantized, std::string(file), ChunkEncoding::kQuantized)              \
-      ->Unit(benchmark::kMillisecond)                                                                              \
-      ->UseRealTime();                                                                                             \
-  BENCHMARK_CAPTURE(BM_Decode, scene_name##_quantized, std::string(file), ChunkEncoding::kQuantized)              \
-      ->Unit(benchmark::kMillisecond)                                                                              \
-      ->UseRealTime();                                                                                             \
-  BENCHMARK_CAPTURE(BM_Encode, scene_name##_lossless, std::string(file), ChunkEncoding::kLossless)                \
-      ->Unit(benchmark::kMillisecond)                                                                              \
-      ->UseRealTime();                                                                                             \
-  BENCHMARK_CAPTURE(BM_Decode, scene_name##_lossless, std::string(file), ChunkEncoding::kLossless)                \
-      ->Unit(benchmark::kMillisecond)                                                                              \
+#define FLEXGS_CODEC_BENCH(scene_name, file)                                                         \
+  BENCHMARK_CAPTURE(BM_Encode, scene_name##_quantized, std::string(file), ChunkEncoding::kQuantized) \
+      ->Unit(benchmark::kMillisecond)                                                                \
+      ->UseRealTime();                                                                               \
+  BENCHMARK_CAPTURE(BM_Decode, scene_name##_quantized, std::string(file), ChunkEncoding::kQuantized) \
+      ->Unit(benchmark::kMillisecond)                                                                \
+      ->UseRealTime();                                                                               \
+  BENCHMARK_CAPTURE(BM_Encode, scene_name##_lossless, std::string(file), ChunkEncoding::kLossless)   \
+      ->Unit(benchmark::kMillisecond)                                                                \
+      ->UseRealTime();                                                                               \
+  BENCHMARK_CAPTURE(BM_Decode, scene_name##_lossless, std::string(file), ChunkEncoding::kLossless)   \
+      ->Unit(benchmark::kMillisecond)                                                                \
       ->UseRealTime()
 
 FLEXGS_CODEC_BENCH(guitar, "guitar.ply");

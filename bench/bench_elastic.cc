@@ -11,11 +11,11 @@
 
 #include <benchmark/benchmark.h>
 
-#include "core/gsnet.h"
-#include "core/synthetic_scene.h"
-#include "core/thread_pool.h"
-#include "core/transform_field.h"
+#include "base/thread_pool.h"
+#include "elastic/gsnet.h"
+#include "elastic/transform_field.h"
 #include "kernels/backend.h"
+#include "scene/synthetic_scene.h"
 
 #if defined(FLEXGS_HAS_CUDA)
 #include "kernels/elastic_kernels.h"

@@ -9,11 +9,11 @@
 
 #include <benchmark/benchmark.h>
 
-#include "core/global_importance.h"
-#include "core/level_planner.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/synthetic_scene.h"
+#include "io/ply_io.h"
+#include "render/global_importance.h"
+#include "scene/orbit.h"
+#include "scene/synthetic_scene.h"
+#include "stream/level_planner.h"
 
 namespace flexgs {
 namespace {
@@ -72,11 +72,17 @@ void BM_GlobalImportance(benchmark::State& state, const std::string& scene) {
   }
   state.counters["gaussians"] = static_cast<double>(cloud->size());
   state.counters["views"] = 100;
-  state.counters["s_per_view"] = benchmark::Counter(100.0 * state.iterations(), benchmark::Counter::kIsRate |
-                                                                                 benchmark::Counter::kInvert);
+  state.counters["s_per_view"] =
+      benchmark::Counter(100.0 * state.iterations(), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-BENCHMARK_CAPTURE(BM_GlobalImportance, guitar, std::string("guitar.ply"))->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
-BENCHMARK_CAPTURE(BM_GlobalImportance, synthetic_1m, std::string("synthetic_1m"))->Unit(benchmark::kSecond)->UseRealTime()->Iterations(1);
+BENCHMARK_CAPTURE(BM_GlobalImportance, guitar, std::string("guitar.ply"))
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime()
+    ->Iterations(1);
+BENCHMARK_CAPTURE(BM_GlobalImportance, synthetic_1m, std::string("synthetic_1m"))
+    ->Unit(benchmark::kSecond)
+    ->UseRealTime()
+    ->Iterations(1);
 
 }  // namespace
 }  // namespace flexgs

@@ -7,10 +7,10 @@
 
 #include <benchmark/benchmark.h>
 
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/synthetic_scene.h"
+#include "io/ply_io.h"
 #include "kernels/backend.h"
+#include "scene/orbit.h"
+#include "scene/synthetic_scene.h"
 
 namespace flexgs {
 namespace {
@@ -75,10 +75,18 @@ void BM_Render(benchmark::State& state, const std::string& scene, Device device)
   state.counters["isect_per_frame"] = static_cast<double>(intersections) / state.iterations();
 }
 
-BENCHMARK_CAPTURE(BM_Render, guitar_cpu, std::string("guitar.ply"), Device::kCpu)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Render, synthetic_1m_cpu, std::string("synthetic_1m"), Device::kCpu)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Render, guitar_cuda, std::string("guitar.ply"), Device::kCuda)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_Render, synthetic_1m_cuda, std::string("synthetic_1m"), Device::kCuda)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_Render, guitar_cpu, std::string("guitar.ply"), Device::kCpu)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Render, synthetic_1m_cpu, std::string("synthetic_1m"), Device::kCpu)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Render, guitar_cuda, std::string("guitar.ply"), Device::kCuda)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_Render, synthetic_1m_cuda, std::string("synthetic_1m"), Device::kCuda)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace flexgs

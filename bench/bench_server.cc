@@ -41,10 +41,10 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
 
-#include "core/crc32c.h"
+#include "base/crc32c.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
@@ -115,9 +115,9 @@ class ServerProcess {
 };
 
 struct ProcSample {
-  double cpu_s = 0;     // utime + stime
-  uint64_t hwm_kib = 0; // VmHWM: peak resident set
-  uint64_t rss_kib = 0; // VmRSS
+  double cpu_s = 0;      // utime + stime
+  uint64_t hwm_kib = 0;  // VmHWM: peak resident set
+  uint64_t rss_kib = 0;  // VmRSS
 };
 
 ProcSample SampleProc(pid_t pid) {
@@ -208,8 +208,8 @@ double MetricValue(const std::string& text, const std::string& name) {
 struct StreamResult {
   bool ok = false;
   std::string error;
-  double ttfc_s = 0;   // first message received
-  double ttfl_s = 0;   // first LEVEL_END received: the client can render level 0
+  double ttfc_s = 0;  // first message received
+  double ttfl_s = 0;  // first LEVEL_END received: the client can render level 0
   double total_s = 0;
   uint64_t bytes = 0;  // StreamChunk payload bytes
 };
@@ -393,17 +393,19 @@ Figures Derive(const Experiment& e) {
 }
 
 void PrintTable(const std::vector<Experiment>& exps) {
-  std::printf("| experiment | streams (failed) | plan hits/misses | streams/s | TTFC p50/p99 ms | "
-              "first level p50/p99 ms | stream p50/p99 ms | MB/stream | MB/s | server CPU s/GB | "
-              "server peak RSS MiB |\n");
+  std::printf(
+      "| experiment | streams (failed) | plan hits/misses | streams/s | TTFC p50/p99 ms | "
+      "first level p50/p99 ms | stream p50/p99 ms | MB/stream | MB/s | server CPU s/GB | "
+      "server peak RSS MiB |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& e : exps) {
     const Figures f = Derive(e);
-    std::printf("| %s | %d (%d) | %.0f/%.0f | %.1f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.3f | %.1f | %.1f | "
-                "%.1f |\n",
-                e.name.c_str(), e.streams, e.failures, e.hits, e.misses, f.streams_per_s, f.ttfc_p50_ms,
-                f.ttfc_p99_ms, f.ttfl_p50_ms, f.ttfl_p99_ms, f.total_p50_ms, f.total_p99_ms, f.mb_per_stream,
-                f.mb_per_s, f.cpu_s_per_gb, f.peak_rss_mib);
+    std::printf(
+        "| %s | %d (%d) | %.0f/%.0f | %.1f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.3f | %.1f | %.1f | "
+        "%.1f |\n",
+        e.name.c_str(), e.streams, e.failures, e.hits, e.misses, f.streams_per_s, f.ttfc_p50_ms, f.ttfc_p99_ms,
+        f.ttfl_p50_ms, f.ttfl_p99_ms, f.total_p50_ms, f.total_p99_ms, f.mb_per_stream, f.mb_per_s, f.cpu_s_per_gb,
+        f.peak_rss_mib);
   }
   for (const auto& e : exps) {
     std::printf("- %s: %s%s\n", e.name.c_str(), e.note.c_str(),
@@ -465,10 +467,12 @@ int Main(int argc, char** argv) {
   app.add_option("--server", server_bin, "The flexgs-server binary")->capture_default_str();
   app.add_option("--ply", ply, "Scene PLY")->capture_default_str();
   app.add_option("--clients", n_clients, "Concurrent clients")->capture_default_str()->check(CLI::Range(1, 1024));
-  app.add_option("--hit-rounds", cfg.hit_rounds, "Rounds of the hit experiment")->capture_default_str()->check(
-      CLI::Range(1, 1000));
-  app.add_option("--miss-rounds", cfg.miss_rounds, "Rounds of the miss experiment")->capture_default_str()->check(
-      CLI::Range(1, 1000));
+  app.add_option("--hit-rounds", cfg.hit_rounds, "Rounds of the hit experiment")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--miss-rounds", cfg.miss_rounds, "Rounds of the miss experiment")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--ratio", cfg.ratio, "Ratio budget")->capture_default_str()->check(CLI::Range(0.01, 0.9));
   app.add_option("--timeout-s", cfg.timeout_s, "Deadline of each call")->capture_default_str();
   app.add_option("--budget-s", cfg.budget_s, "Stop starting rounds after this long")->capture_default_str();
@@ -500,9 +504,9 @@ int Main(int argc, char** argv) {
   // The heuristic bundle: GI over 16 orbit views of 256x256 (cheap, and the model
   // size -- what streaming cost depends on -- is the same as with more views).
   const std::string bundle = (work / "scenes" / (cfg.scene + ".flexgs")).string();
-  pid_t pid = Spawn({flexgs_bin, "elasticize", ply, "--out", bundle, "--orbit", "16", "--width", "256", "--height",
-                     "256"},
-                    log_fd, log_fd);
+  pid_t pid =
+      Spawn({flexgs_bin, "elasticize", ply, "--out", bundle, "--orbit", "16", "--width", "256", "--height", "256"},
+            log_fd, log_fd);
   if (int rc = WaitFor(pid, 90); rc != 0) {
     std::cerr << "flexgs elasticize failed (" << rc << ")\n";
     dump_log();
@@ -514,9 +518,8 @@ int Main(int argc, char** argv) {
   if (pipe(out_pipe) != 0) return 1;
   ServerProcess server;
   server.Start(Spawn({server_bin, "--host", "127.0.0.1", "--port", "0", "--scenes", (work / "scenes").string(),
-                      "--metrics-host", "127.0.0.1", "--metrics-port", std::to_string(metrics_port),
-                      "--max-streams", std::to_string(std::max(256, 2 * n_clients)), "--drain-seconds", "1",
-                      "--log-level", "warn"},
+                      "--metrics-host", "127.0.0.1", "--metrics-port", std::to_string(metrics_port), "--max-streams",
+                      std::to_string(std::max(256, 2 * n_clients)), "--drain-seconds", "1", "--log-level", "warn"},
                      out_pipe[1], log_fd));
   close(out_pipe[1]);
   // "listening on PORT" is the only thing the server writes to stdout.
@@ -554,8 +557,7 @@ int Main(int argc, char** argv) {
       grpc::health::v1::HealthCheckRequest req;
       req.set_service("flexgs.v1.SceneService");
       grpc::health::v1::HealthCheckResponse resp;
-      serving = health->Check(&ctx, req, &resp).ok() &&
-                resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+      serving = health->Check(&ctx, req, &resp).ok() && resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
       if (!serving) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (!serving) {
@@ -584,10 +586,10 @@ int Main(int argc, char** argv) {
 
   std::vector<Experiment> exps;
   const double base = cfg.ratio;
-  exps.push_back(RunExperiment("cold", "fresh server, all ask ratio " + std::to_string(base) +
-                                           ": one plan computed, the rest join it (counted as hits)",
-                               1, clients, cfg, server.pid(), metrics_port, run_start,
-                               [base](int, int) { return base; }));
+  exps.push_back(RunExperiment(
+      "cold",
+      "fresh server, all ask ratio " + std::to_string(base) + ": one plan computed, the rest join it (counted as hits)",
+      1, clients, cfg, server.pid(), metrics_port, run_start, [base](int, int) { return base; }));
   exps.push_back(RunExperiment("hit", "plan cached; all ask the same ratio", cfg.hit_rounds, clients, cfg, server.pid(),
                                metrics_port, run_start, [base](int, int) { return base; }));
   const int n = n_clients;

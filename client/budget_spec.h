@@ -32,9 +32,9 @@ absl::StatusOr<double> ParseBitRate(absl::string_view text);
 struct BudgetSpec {
   enum class Kind { kBytes, kRatio, kGaussians, kAuto };
   Kind kind = Kind::kAuto;
-  uint64_t bytes = 0;        // kBytes
-  double ratio = 0;          // kRatio, in (0, 1]
-  uint64_t gaussians = 0;    // kGaussians, > 0
+  uint64_t bytes = 0;                           // kBytes
+  double ratio = 0;                             // kRatio, in (0, 1]
+  uint64_t gaussians = 0;                       // kGaussians, > 0
   double auto_fraction = kDefaultAutoFraction;  // kAuto, in (0, 1]
 };
 

@@ -5,7 +5,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/file_io.h"
+#include "base/file_io.h"
 
 namespace flexgs::client {
 namespace {
@@ -54,8 +54,8 @@ absl::StatusOr<std::string> ReadBearerToken(const std::string& path) {
   auto text = ReadFileToString(path, kMaxFileBytes);
   if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("token file: ", text.status().message()));
   std::string token = *std::move(text);
-  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' ||
-                            token.back() == '\t')) {
+  while (!token.empty() &&
+         (token.back() == '\n' || token.back() == '\r' || token.back() == ' ' || token.back() == '\t')) {
     token.pop_back();
   }
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("token file '", path, "' is empty"));

@@ -25,21 +25,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file_io.h"
+#include "base/sha256.h"
 #include "client/budget_spec.h"
 #include "client/channel_credentials.h"
 #include "client/device_resident_store.h"
 #include "client/progress_bar.h"
 #include "client/resident_store.h"
 #include "client/scene_client.h"
-#include "core/camera_io.h"
-#include "core/file_io.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/png_io.h"
-#include "core/sha256.h"
-#include "core/stream_budget.h"
+#include "io/camera_io.h"
+#include "io/ply_io.h"
+#include "io/png_io.h"
 #include "kernels/backend.h"
+#include "scene/orbit.h"
 #include "spdlog/spdlog.h"
+#include "stream/stream_budget.h"
 
 namespace fc = flexgs::client;
 namespace fs = std::filesystem;
@@ -96,7 +96,7 @@ std::string StateDigest(const flexgs::GaussianCloud& c) {
 
 struct LevelRecord {
   fc::LevelStats stats;
-  double render_s = 0;        // wall time of this level's renders
+  double render_s = 0;  // wall time of this level's renders
   uint64_t resident_bytes = 0;
   std::string state_sha256;
 };
@@ -151,8 +151,8 @@ class LevelRenderer : public fc::StreamObserver {
     if (!args_.quiet) {
       bar_->Clear();
       std::cout << absl::StrFormat("level %d  %5.1f%%  %9d Gaussians  %10s  received at %6.2f s  rendered in %.2f s\n",
-                                   stats.index, stats.ratio * 100, stats.gaussians, fc::FormatBytes(stats.payload_bytes),
-                                   stats.completed_s, rec.render_s)
+                                   stats.index, stats.ratio * 100, stats.gaussians,
+                                   fc::FormatBytes(stats.payload_bytes), stats.completed_s, rec.render_s)
                 << std::flush;
     }
   }
@@ -190,14 +190,15 @@ class LevelRenderer : public fc::StreamObserver {
                 const std::string& name) {
     // A device-resident store renders from GPU memory; a host one through the backend.
     auto* dev = dynamic_cast<fc::DeviceResidentStore*>(const_cast<fc::ResidentStore*>(&store));
-    auto r = dev != nullptr ? dev->Render(cameras_[view], options_) : backend_->Render(host_cloud, cameras_[view], options_);
+    auto r =
+        dev != nullptr ? dev->Render(cameras_[view], options_) : backend_->Render(host_cloud, cameras_[view], options_);
     if (!r.ok()) {
       status_ = r.status();
       return;
     }
-    framebuffer_bytes_ = std::max<uint64_t>(
-        framebuffer_bytes_, r->color.pixels.capacity() * sizeof(float) + r->final_transmittance.capacity() * sizeof(float) +
-                                r->contributors.capacity() * sizeof(uint32_t));
+    framebuffer_bytes_ = std::max<uint64_t>(framebuffer_bytes_, r->color.pixels.capacity() * sizeof(float) +
+                                                                    r->final_transmittance.capacity() * sizeof(float) +
+                                                                    r->contributors.capacity() * sizeof(uint32_t));
     auto st = flexgs::WritePng((fs::path(args_.out) / name).string(), r->color);
     if (!st.ok()) status_ = st;
   }
@@ -327,9 +328,9 @@ int Run(const Args& args, const CLI::App& app) {
   if (!info.ok()) {
     std::cerr << "flexgs-client: " << CodeName(info.status().code()) << "\n";
     if (info.status().code() == absl::StatusCode::kUnavailable) {
-      return Fail(2, absl::UnavailableError(absl::StrFormat(
-                         "gave up after %.1f s: %s", std::chrono::duration<double>(Clock::now() - t0).count(),
-                         info.status().message())));
+      return Fail(2, absl::UnavailableError(absl::StrFormat("gave up after %.1f s: %s",
+                                                            std::chrono::duration<double>(Clock::now() - t0).count(),
+                                                            info.status().message())));
     }
     return Fail(2, info.status());
   }
@@ -371,7 +372,8 @@ int Run(const Args& args, const CLI::App& app) {
   // What the client can give the server to size levels: the budget minus what it
   // needs whatever the level (one framebuffer per view size).
   uint64_t framebuffer_reserve = 0;
-  for (const auto& c : cameras) framebuffer_reserve = std::max(framebuffer_reserve, FramebufferBytes(c.width, c.height));
+  for (const auto& c : cameras)
+    framebuffer_reserve = std::max(framebuffer_reserve, FramebufferBytes(c.width, c.height));
   fc::StreamRequest request;
   request.scene_id = args.scene;
   request.encoding = encoding;
@@ -379,9 +381,9 @@ int Run(const Args& args, const CLI::App& app) {
   if (args.sh_degree >= 0) request.max_sh_degree = static_cast<uint32_t>(args.sh_degree);
   if (spec.kind == fc::BudgetSpec::Kind::kBytes || spec.kind == fc::BudgetSpec::Kind::kAuto) {
     if (budget_bytes <= framebuffer_reserve) {
-      return Fail(1, absl::InvalidArgumentError(absl::StrCat(
-                         "budget ", fc::FormatBytes(budget_bytes), " does not even hold the ",
-                         fc::FormatBytes(framebuffer_reserve), " framebuffer of the requested views")));
+      return Fail(1, absl::InvalidArgumentError(
+                         absl::StrCat("budget ", fc::FormatBytes(budget_bytes), " does not even hold the ",
+                                      fc::FormatBytes(framebuffer_reserve), " framebuffer of the requested views")));
     }
     request.memory_bytes = budget_bytes - framebuffer_reserve;
   } else if (spec.kind == fc::BudgetSpec::Kind::kRatio) {
@@ -442,13 +444,14 @@ int Run(const Args& args, const CLI::App& app) {
     j["encoding"] = args.encoding;
     j["sh_degree"] = header.sh_degree();
     j["renderer"] = std::string((*backend)->name());
-    j["budget"] = {{"spec", args.budget.empty() ? (args.budget_ratio > 0 ? absl::StrCat("ratio ", args.budget_ratio)
-                                                                         : absl::StrCat(args.budget_gaussians, " Gaussians"))
-                                                : args.budget},
-                   {"bytes", budget_bytes},
-                   {"source", budget_source},
-                   {"declared_memory_bytes", request.memory_bytes.value_or(0)},
-                   {"framebuffer_reserve_bytes", framebuffer_reserve}};
+    j["budget"] = {
+        {"spec", args.budget.empty() ? (args.budget_ratio > 0 ? absl::StrCat("ratio ", args.budget_ratio)
+                                                              : absl::StrCat(args.budget_gaussians, " Gaussians"))
+                                     : args.budget},
+        {"bytes", budget_bytes},
+        {"source", budget_source},
+        {"declared_memory_bytes", request.memory_bytes.value_or(0)},
+        {"framebuffer_reserve_bytes", framebuffer_reserve}};
     nlohmann::json levels = nlohmann::json::array();
     for (const auto& rec : renderer.records()) {
       levels.push_back({{"index", rec.stats.index},
@@ -490,8 +493,8 @@ int Run(const Args& args, const CLI::App& app) {
   }
   (void)app;
   if (!within_budget) {
-    return Fail(3, absl::ResourceExhaustedError(absl::StrCat("resident bytes ", peak, " exceeded the budget ",
-                                                             budget_bytes)));
+    return Fail(
+        3, absl::ResourceExhaustedError(absl::StrCat("resident bytes ", peak, " exceeded the budget ", budget_bytes)));
   }
   return 0;
 }

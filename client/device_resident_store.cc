@@ -15,7 +15,8 @@ absl::StatusOr<std::unique_ptr<DeviceResidentStore>> DeviceResidentStore::Create
 GaussianCloud DeviceResidentStore::ToHost() const {
   auto cloud = store_->Download();
   if (!cloud.ok()) {
-    spdlog::error("copying the device-resident Gaussians to the host failed: {}", std::string(cloud.status().message()));
+    spdlog::error("copying the device-resident Gaussians to the host failed: {}",
+                  std::string(cloud.status().message()));
     return GaussianCloud{};
   }
   return *std::move(cloud);

@@ -12,12 +12,12 @@
 namespace flexgs::client {
 
 struct ProgressState {
-  int level = 0;            // 0-based level being received
-  int levels = 0;           // levels in the stream
-  double ratio = 0;         // that level's ratio
-  uint64_t bytes = 0;       // received so far
-  uint64_t total_bytes = 0; // expected total (0: unknown)
-  double seconds = 0;       // since the stream began
+  int level = 0;             // 0-based level being received
+  int levels = 0;            // levels in the stream
+  double ratio = 0;          // that level's ratio
+  uint64_t bytes = 0;        // received so far
+  uint64_t total_bytes = 0;  // expected total (0: unknown)
+  double seconds = 0;        // since the stream began
 };
 
 // The line for a state (no newline, no escape codes); rate and ETA from bytes/seconds.
@@ -26,8 +26,7 @@ std::string FormatProgressLine(const ProgressState& state, int bar_width = 20);
 class ProgressBar {
  public:
   // enabled = false makes every call a no-op; use IsTerminal(out) to decide.
-  ProgressBar(std::FILE* out, bool enabled,
-              std::chrono::milliseconds min_interval = std::chrono::milliseconds(100));
+  ProgressBar(std::FILE* out, bool enabled, std::chrono::milliseconds min_interval = std::chrono::milliseconds(100));
   ~ProgressBar();  // Finish()
 
   void Update(const ProgressState& state);  // rate-limited redraw ("\r" + line + erase-to-EOL)

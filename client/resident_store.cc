@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/level_planner.h"
+#include "stream/level_planner.h"
 
 namespace flexgs::client {
 namespace {

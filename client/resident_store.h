@@ -13,7 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "core/gaussian_cloud.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs::client {
 

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/crc32c.h"
-#include "core/gaussian_cloud.h"
-#include "core/level_planner.h"
+#include "base/crc32c.h"
+#include "scene/gaussian_cloud.h"
+#include "stream/level_planner.h"
 
 namespace flexgs::client {
 namespace {
@@ -51,8 +51,8 @@ absl::Status CheckHeader(const v1::StreamHeader& h) {
   }
   if (h.levels().empty()) return Loss(0, kKind, "no levels");
   if (h.model_gaussians() == 0) return Loss(0, kKind, "model has no Gaussians");
-  uint64_t held = 0;             // Gaussians held before level k
-  uint64_t next_sequence = 1;    // first sequence of level k
+  uint64_t held = 0;           // Gaussians held before level k
+  uint64_t next_sequence = 1;  // first sequence of level k
   uint64_t payload_bytes = 0;
   double previous_ratio = 0;
   for (int k = 0; k < h.levels_size(); ++k) {
@@ -200,8 +200,8 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyGaussians(uint64_t sequence, co
       info->sh_degree != static_cast<int>(h.sh_degree()) || info->count != b.count()) {
     return Loss(sequence, kKind, "block data (kind ", static_cast<int>(info->kind), ", encoding ",
                 static_cast<int>(info->encoding), ", SH degree ", info->sh_degree, ", count ", info->count,
-                ") contradicts the block (count ", b.count(), ") or header (encoding ",
-                static_cast<int>(h.encoding()), ", SH degree ", h.sh_degree(), ")");
+                ") contradicts the block (count ", b.count(), ") or header (encoding ", static_cast<int>(h.encoding()),
+                ", SH degree ", h.sh_degree(), ")");
   }
   absl::StatusOr<GaussianCloud> decoded = DecodeGaussianBlock(b.data(), limits_);
   if (!decoded.ok()) return Loss(sequence, kKind, decoded.status().message());
@@ -246,11 +246,10 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   }
   absl::StatusOr<BlockInfo> info = ReadBlockInfo(b.data());
   if (!info.ok()) return Loss(sequence, kKind, info.status().message());
-  if (info->kind != ChunkKind::kPatches || info->encoding != BlockEncoding(h.encoding()) ||
-      info->count != b.count()) {
+  if (info->kind != ChunkKind::kPatches || info->encoding != BlockEncoding(h.encoding()) || info->count != b.count()) {
     return Loss(sequence, kKind, "block data (kind ", static_cast<int>(info->kind), ", encoding ",
-                static_cast<int>(info->encoding), ", count ", info->count, ") contradicts the block (count ",
-                b.count(), ") or header (encoding ", static_cast<int>(h.encoding()), ")");
+                static_cast<int>(info->encoding), ", count ", info->count, ") contradicts the block (count ", b.count(),
+                ") or header (encoding ", static_cast<int>(h.encoding()), ")");
   }
   absl::StatusOr<std::vector<float>> decoded = DecodePatchBlock(b.data(), limits_);
   if (!decoded.ok()) return Loss(sequence, kKind, decoded.status().message());

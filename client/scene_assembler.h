@@ -16,8 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "client/resident_store.h"
-#include "core/chunk_codec.h"
 #include "flexgs/v1/scene_service.pb.h"
+#include "stream/chunk_codec.h"
 
 namespace flexgs::client {
 
@@ -75,7 +75,7 @@ class SceneAssembler {
   uint64_t next_sequence_ = 0;
   uint64_t payload_bytes_ = 0;
   int levels_completed_ = 0;
-  int current_level_ = 0;      // level the next block belongs to
+  int current_level_ = 0;           // level the next block belongs to
   uint64_t level_patched_ = 0;      // Gaussians patched so far in the current level
   uint64_t level_block_bytes_ = 0;  // encoded block bytes taken so far in the current level
   bool complete_ = false;

@@ -259,18 +259,17 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
     failures_in_a_row = progressed ? 1 : failures_in_a_row + 1;
     const auto idle = Clock::now() - last_progress;
     if (idle >= retry.give_up_after) {
-      return absl::Status(last_error.code() == absl::StatusCode::kDataLoss ? absl::StatusCode::kDataLoss
-                                                                           : absl::StatusCode::kUnavailable,
-                          absl::StrCat("gave up after ",
-                                       std::chrono::duration_cast<std::chrono::milliseconds>(idle).count() / 1000.0,
-                                       " s without progress (", summary.retries, " retries, holding ",
-                                       assembler.levels_completed(), " complete levels); last error: ",
-                                       last_error.message()));
+      return absl::Status(
+          last_error.code() == absl::StatusCode::kDataLoss ? absl::StatusCode::kDataLoss
+                                                           : absl::StatusCode::kUnavailable,
+          absl::StrCat("gave up after ", std::chrono::duration_cast<std::chrono::milliseconds>(idle).count() / 1000.0,
+                       " s without progress (", summary.retries, " retries, holding ", assembler.levels_completed(),
+                       " complete levels); last error: ", last_error.message()));
     }
     // Exponential backoff with equal jitter: half fixed (so retries never hammer),
     // half random (so many clients cut off together do not come back together).
-    const double base = std::min<double>(retry.max_backoff.count(), retry.initial_backoff.count() *
-                                                                         std::pow(retry.multiplier, failures_in_a_row - 1));
+    const double base = std::min<double>(
+        retry.max_backoff.count(), retry.initial_backoff.count() * std::pow(retry.multiplier, failures_in_a_row - 1));
     std::uniform_real_distribution<double> jitter(0.5, 1.0);
     auto backoff = std::chrono::milliseconds(static_cast<int64_t>(base * jitter(rng)));
     backoff = std::max(backoff, hint);

@@ -27,11 +27,11 @@
 namespace flexgs::client {
 
 struct ConnectOptions {
-  std::string address;          // host:port, or any gRPC target ("dns:///svc:50051")
+  std::string address;  // host:port, or any gRPC target ("dns:///svc:50051")
   // TLS: with tls_ca set the channel uses TLS, verifying the server against that CA
   // bundle; client cert/key add mutual TLS. Empty: plaintext.
   std::string tls_ca_file, tls_cert_file, tls_key_file;
-  std::string bearer_token;     // sent as "authorization: Bearer <token>" when non-empty
+  std::string bearer_token;  // sent as "authorization: Bearer <token>" when non-empty
   uint32_t max_receive_message_bytes = 8u << 20;
   // HTTP/2 receive window per stream. 0: gRPC's adaptive window (BDP probing), which
   // on a fast path grows to megabytes -- then a slow reader's pace only reaches the
@@ -55,18 +55,18 @@ struct StreamRequest {
   std::optional<double> ratio;
   std::optional<uint64_t> gaussians;
   std::optional<uint32_t> max_sh_degree;
-  std::vector<double> ladder;                       // empty: the scene's
+  std::vector<double> ladder;  // empty: the scene's
   v1::Encoding encoding = v1::ENCODING_QUANTIZED;
-  uint32_t max_chunk_bytes = 0;                     // 0: server default
+  uint32_t max_chunk_bytes = 0;  // 0: server default
 };
 
 struct RetryPolicy {
   std::chrono::milliseconds initial_backoff{100};
   std::chrono::milliseconds max_backoff{5000};
   double multiplier = 2.0;
-  std::chrono::milliseconds give_up_after{60000};   // without progress
-  std::chrono::milliseconds attempt_deadline{0};    // per call; 0: none
-  uint64_t seed = 1;                                // jitter
+  std::chrono::milliseconds give_up_after{60000};  // without progress
+  std::chrono::milliseconds attempt_deadline{0};   // per call; 0: none
+  uint64_t seed = 1;                               // jitter
 };
 
 struct StreamOptions {
@@ -81,10 +81,10 @@ struct StreamOptions {
 struct LevelStats {
   int index = 0;
   double ratio = 0;
-  uint64_t gaussians = 0;        // held after the level
-  uint64_t payload_bytes = 0;    // StreamChunk payload bytes received for this level
-  double started_s = 0;          // first message of the level verified
-  double completed_s = 0;        // its LEVEL_END applied
+  uint64_t gaussians = 0;      // held after the level
+  uint64_t payload_bytes = 0;  // StreamChunk payload bytes received for this level
+  double started_s = 0;        // first message of the level verified
+  double completed_s = 0;      // its LEVEL_END applied
 };
 
 // Callbacks from the receiving thread, in stream order. Keep them short or hand off;
@@ -107,9 +107,9 @@ class StreamObserver {
 struct StreamSummary {
   v1::StreamHeader header;
   std::vector<LevelStats> levels;
-  uint64_t payload_bytes = 0;   // verified payload bytes kept
+  uint64_t payload_bytes = 0;  // verified payload bytes kept
   uint64_t messages = 0;
-  int retries = 0;              // reconnects
+  int retries = 0;                 // reconnects
   uint64_t rejected_messages = 0;  // failed verification (each caused a resume)
   double seconds = 0;
 };
@@ -127,8 +127,8 @@ class SceneClient {
   // Streams `request` into `store` (reset on the header) to the trailer. `observer` may
   // be null. Returns the summary, or the error that ended it (gRPC codes mapped to the
   // absl code of the same number, message prefixed with what was being done).
-  absl::StatusOr<StreamSummary> Stream(const StreamRequest& request, const StreamOptions& options,
-                                       ResidentStore* store, StreamObserver* observer);
+  absl::StatusOr<StreamSummary> Stream(const StreamRequest& request, const StreamOptions& options, ResidentStore* store,
+                                       StreamObserver* observer);
 
  private:
   struct Impl;

@@ -19,8 +19,8 @@ class TokenBucket {
   // rate_bytes_per_s > 0; burst_bytes >= 1 is the most that may pass at once after an
   // idle period (the bucket starts full). `sleep` defaults to std::this_thread::sleep_for
   // and `now` to Clock::now; tests inject fakes.
-  TokenBucket(double rate_bytes_per_s, double burst_bytes,
-              std::function<void(Clock::duration)> sleep = {}, std::function<Clock::time_point()> now = {});
+  TokenBucket(double rate_bytes_per_s, double burst_bytes, std::function<void(Clock::duration)> sleep = {},
+              std::function<Clock::time_point()> now = {});
 
   // Blocks until `bytes` tokens are available, then takes them. A request larger than
   // the burst is allowed and leaves the bucket in debt (the next call waits it off), so

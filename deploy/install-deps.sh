@@ -6,7 +6,7 @@
 #   FLEXGS_DEPS=compile deploy/install-deps.sh   # only what compiling needs (image build stage)
 #   FLEXGS_DEPS=runtime deploy/install-deps.sh   # only shared libraries (runtime images)
 #   FLEXGS_EXTRAS=1 deploy/install-deps.sh # also independent checkers (torch, grpcio, podman, splat-transform)
-#   FLEXGS_CONTAINERS=1 deploy/install-deps.sh   # also podman, runc, debootstrap (tests/container_test.sh)
+#   FLEXGS_CONTAINERS=1 deploy/install-deps.sh   # also podman, runc, debootstrap (tests/process/container_test.sh)
 set -euo pipefail
 
 SUDO=""

@@ -22,7 +22,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PRE
       -DFLEXGS_BUILD_TESTS=OFF -DFLEXGS_BUILD_BENCH=OFF -DFLEXGS_X86_64_V3=${FLEXGS_X86_64_V3} \
  && cmake --build /build --target flexgs-server flexgs-health-probe flexgs-client \
  && install -D -m 0755 -t /opt/flexgs/bin \
-      /build/server/flexgs-server /build/server/flexgs-health-probe /build/client/flexgs-client \
+      /build/server/flexgs-server /build/client/flexgs-health-probe /build/client/flexgs-client \
  && strip /opt/flexgs/bin/*
 # ---- end of the shared build stage ----
 

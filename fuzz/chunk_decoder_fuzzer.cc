@@ -1,4 +1,4 @@
-// Fuzz target: the streaming chunk decoder (core/chunk_codec.h) -- the bytes a
+// Fuzz target: the streaming chunk decoder (core/stream/chunk_codec.h) -- the bytes a
 // client receives from the network. Dispatches on ReadBlockInfo's kind.
 //
 // Invariants of an accepted block:
@@ -16,9 +16,9 @@
 #include <limits>
 #include <vector>
 
-#include "core/chunk_codec.h"
-#include "core/level_planner.h"
 #include "fuzz/fuzz_check.h"
+#include "stream/chunk_codec.h"
+#include "stream/level_planner.h"
 
 namespace flexgs::fuzz {
 namespace {
@@ -37,7 +37,8 @@ absl::string_view AbslView(const std::string& s) { return absl::string_view(s.da
 // Unit length with w >= 0, for `count` quaternions at `q` with `stride` floats apart.
 void CheckUnitQuaternions(const float* q, size_t count, size_t stride) {
   for (size_t i = 0; i < count; ++i, q += stride) {
-    const double norm = std::sqrt(double{q[0]} * q[0] + double{q[1]} * q[1] + double{q[2]} * q[2] + double{q[3]} * q[3]);
+    const double norm =
+        std::sqrt(double{q[0]} * q[0] + double{q[1]} * q[1] + double{q[2]} * q[2] + double{q[3]} * q[3]);
     FUZZ_CHECK(std::abs(norm - 1.0) < 1e-5);
     FUZZ_CHECK(q[0] >= 0.0f);
   }

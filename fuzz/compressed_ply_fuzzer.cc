@@ -1,5 +1,5 @@
 // Fuzz target: the SuperSplat/PlayCanvas compressed-PLY importer
-// (DecodeCompressedPly, core/compressed_ply.h) behind ParsePlyHeader.
+// (DecodeCompressedPly, core/io/compressed_ply.h) behind ParsePlyHeader.
 //
 // Invariants of an accepted input: one Gaussian per vertex row, SH degree from the
 // `sh` element (0 without it), f_rest values in [-4, 4], rotations finite, and
@@ -8,9 +8,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "core/compressed_ply.h"
-#include "core/ply_io.h"
 #include "fuzz/fuzz_check.h"
+#include "io/compressed_ply.h"
+#include "io/ply_io.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   flexgs::fuzz::QuietLogs();

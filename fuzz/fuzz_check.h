@@ -15,15 +15,15 @@
 #include <string_view>
 #include <vector>
 
-#include "core/gaussian_cloud.h"
+#include "scene/gaussian_cloud.h"
 #include "spdlog/spdlog.h"
 
-#define FUZZ_CHECK(cond)                                                                       \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
+#define FUZZ_CHECK(cond)                                                                     \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
       std::fprintf(stderr, "%s:%d: fuzz invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                            \
-    }                                                                                          \
+      std::abort();                                                                          \
+    }                                                                                        \
   } while (0)
 
 namespace flexgs::fuzz {
@@ -54,8 +54,8 @@ inline bool AllFinite(const std::vector<float>& v) {
 }
 
 inline bool AllFinite(const GaussianCloud& c) {
-  return AllFinite(c.positions) && AllFinite(c.log_scales) && AllFinite(c.rotations) &&
-         AllFinite(c.opacity_logits) && AllFinite(c.sh_dc) && AllFinite(c.sh_rest);
+  return AllFinite(c.positions) && AllFinite(c.log_scales) && AllFinite(c.rotations) && AllFinite(c.opacity_logits) &&
+         AllFinite(c.sh_dc) && AllFinite(c.sh_rest);
 }
 
 }  // namespace flexgs::fuzz

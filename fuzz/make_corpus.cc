@@ -16,13 +16,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/chunk_codec.h"
-#include "core/file_io.h"
-#include "core/model_bundle.h"
-#include "core/ply_io.h"
-#include "core/resume_token.h"
-#include "core/safetensors.h"
-#include "core/synthetic_scene.h"
+#include "base/file_io.h"
+#include "elastic/model_bundle.h"
+#include "io/ply_io.h"
+#include "io/safetensors.h"
+#include "scene/synthetic_scene.h"
+#include "stream/chunk_codec.h"
+#include "stream/resume_token.h"
 
 namespace flexgs {
 namespace {
@@ -115,8 +115,7 @@ void PlyCorpus() {
   // ASCII with CRLF header lines, comments, a face element with a list property,
   // blank lines and unusual number spellings.
   {
-    std::string h =
-        "ply\r\nformat ascii 1.0\r\ncomment made by hand\r\nobj_info edge cases\r\nelement vertex 2\r\n";
+    std::string h = "ply\r\nformat ascii 1.0\r\ncomment made by hand\r\nobj_info edge cases\r\nelement vertex 2\r\n";
     for (const char* p : {"x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                           "rot_0", "rot_1", "rot_2", "rot_3"}) {
       absl::StrAppend(&h, "property float ", p, "\r\n");
@@ -194,7 +193,8 @@ void ChunkCorpus() {
   Write("chunk_decoder", "gaussians_quantized_64.bin",
         EncodeGaussianBlock(many, 0, many.size(), ChunkEncoding::kQuantized, 0));
   Write("chunk_decoder", "gaussians_quantized_one.bin", EncodeGaussianBlock(many, 5, 6, ChunkEncoding::kQuantized, 0));
-  Write("chunk_decoder", "gaussians_quantized_empty.bin", EncodeGaussianBlock(many, 0, 0, ChunkEncoding::kQuantized, 0));
+  Write("chunk_decoder", "gaussians_quantized_empty.bin",
+        EncodeGaussianBlock(many, 0, 0, ChunkEncoding::kQuantized, 0));
   Write("chunk_decoder", "gaussians_lossless_empty.bin", EncodeGaussianBlock(many, 0, 0, ChunkEncoding::kLossless, 0));
 
   std::vector<float> patches;

@@ -1,5 +1,5 @@
 // Fuzz target: the manifest.json reader of model bundles (ParseBundleManifest,
-// core/model_bundle.h). A manifest whose only fault is a stale digest is tried
+// core/elastic/model_bundle.h). A manifest whose only fault is a stale digest is tried
 // again with the digest recomputed, so mutations reach the field checks behind it.
 //
 // Invariants of an accepted manifest: the digest is the SHA-256 of the canonical
@@ -14,8 +14,8 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "core/model_bundle.h"
-#include "core/sha256.h"
+#include "base/sha256.h"
+#include "elastic/model_bundle.h"
 #include "fuzz/fuzz_check.h"
 #include "nlohmann/json.hpp"
 

@@ -1,4 +1,4 @@
-// Fuzz target: ParseGaussianPly (core/ply_io.h) on arbitrary bytes -- binary (both
+// Fuzz target: ParseGaussianPly (core/io/ply_io.h) on arbitrary bytes -- binary (both
 // endiannesses) and ASCII PLY, and compressed PLY through the same entry point.
 //
 // Invariants of an accepted input:
@@ -12,9 +12,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "core/gaussian_cloud.h"
-#include "core/ply_io.h"
 #include "fuzz/fuzz_check.h"
+#include "io/ply_io.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs::fuzz {
 namespace {

@@ -1,4 +1,4 @@
-// Fuzz target: DecodeResumeToken (core/resume_token.h), the opaque bytes a client
+// Fuzz target: DecodeResumeToken (core/stream/resume_token.h), the opaque bytes a client
 // sends back on reconnect. Each input is tried as is and with its trailing CRC-32C
 // recomputed, so mutations of the body reach the field checks behind the checksum.
 //
@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <string>
 
-#include "core/crc32c.h"
-#include "core/resume_token.h"
+#include "base/crc32c.h"
 #include "fuzz/fuzz_check.h"
+#include "stream/resume_token.h"
 
 namespace flexgs::fuzz {
 namespace {

@@ -1,4 +1,4 @@
-// Fuzz target: ParseSafetensors (core/safetensors.h), the reader of a bundle's
+// Fuzz target: ParseSafetensors (core/io/safetensors.h), the reader of a bundle's
 // elastic.safetensors.
 //
 // Invariants of an accepted file: every tensor has product(shape) values and rank
@@ -10,8 +10,8 @@
 #include <map>
 #include <string>
 
-#include "core/safetensors.h"
 #include "fuzz/fuzz_check.h"
+#include "io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace flexgs;

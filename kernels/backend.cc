@@ -6,8 +6,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/cpu_rasterizer.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
+#include "render/cpu_rasterizer.h"
 #include "spdlog/spdlog.h"
 
 #if defined(FLEXGS_HAS_CUDA)

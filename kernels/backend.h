@@ -10,8 +10,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "core/rasterizer.h"
-#include "core/rasterizer_backward.h"
+#include "render/rasterizer.h"
+#include "render/rasterizer_backward.h"
 
 namespace flexgs {
 

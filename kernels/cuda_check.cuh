@@ -16,15 +16,15 @@ inline absl::Status CudaError(const char* what, cudaError_t err) {
 
 }  // namespace flexgs
 
-#define FLEXGS_CUDA_RETURN_IF_ERROR(expr)                                                   \
-  do {                                                                                      \
-    const cudaError_t flexgs_cuda_err_ = (expr);                                            \
+#define FLEXGS_CUDA_RETURN_IF_ERROR(expr)                                                     \
+  do {                                                                                        \
+    const cudaError_t flexgs_cuda_err_ = (expr);                                              \
     if (flexgs_cuda_err_ != cudaSuccess) return ::flexgs::CudaError(#expr, flexgs_cuda_err_); \
   } while (0)
 
 // Kernel launches report configuration errors only through cudaGetLastError.
-#define FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED(kernel_name)                                                       \
-  do {                                                                                                         \
-    const cudaError_t flexgs_cuda_err_ = cudaGetLastError();                                                   \
+#define FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED(kernel_name)                                                         \
+  do {                                                                                                           \
+    const cudaError_t flexgs_cuda_err_ = cudaGetLastError();                                                     \
     if (flexgs_cuda_err_ != cudaSuccess) return ::flexgs::CudaError("launch of " kernel_name, flexgs_cuda_err_); \
   } while (0)

@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/raster_math.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
 #include "kernels/cuda_check.cuh"
+#include "render/raster_math.h"
 
 namespace flexgs {
 namespace {
@@ -41,7 +41,8 @@ __global__ void __launch_bounds__(kThreads1D)
     ProjectKernel(int n, const float* __restrict__ positions, const float* __restrict__ log_scales,
                   const float* __restrict__ rotations, const float* __restrict__ opacity_logits,
                   const float* __restrict__ sh_dc, const float* __restrict__ sh_rest,
-                  const float* __restrict__ opacity_scale, int sh_degree, int rest_coeffs, raster::CameraParams cam, raster::RadiusMode mode, int tiles_x, int tiles_y, float2* __restrict__ xy,
+                  const float* __restrict__ opacity_scale, int sh_degree, int rest_coeffs, raster::CameraParams cam,
+                  raster::RadiusMode mode, int tiles_x, int tiles_y, float2* __restrict__ xy,
                   float4* __restrict__ conic_opacity, float4* __restrict__ rgb, float* __restrict__ depth,
                   int4* __restrict__ rect, unsigned long long* __restrict__ tiles_touched,
                   unsigned int* __restrict__ visible_count) {
@@ -62,9 +63,8 @@ __global__ void __launch_bounds__(kThreads1D)
       const float* pos = positions + 3 * static_cast<size_t>(i);
       float c[3];
       raster::EvalShColor(sh_degree, sh_dc + 3 * static_cast<size_t>(i),
-                          rest_coeffs > 0 ? sh_rest + static_cast<size_t>(i) * 3 * rest_coeffs : nullptr,
-                          rest_coeffs, pos[0] - cam.campos[0],
-                          pos[1] - cam.campos[1], pos[2] - cam.campos[2], c);
+                          rest_coeffs > 0 ? sh_rest + static_cast<size_t>(i) * 3 * rest_coeffs : nullptr, rest_coeffs,
+                          pos[0] - cam.campos[0], pos[1] - cam.campos[1], pos[2] - cam.campos[2], c);
       xy[i] = make_float2(p.mean_x, p.mean_y);
       conic_opacity[i] = make_float4(p.conic_a, p.conic_b, p.conic_c, p.opacity);
       rgb[i] = make_float4(c[0], c[1], c[2], 0.0f);

@@ -12,7 +12,7 @@
 //   (f) RenderKernel      one 16x16 block per tile, front-to-back blending
 //
 // Equality with the CPU reference is by construction: every per-Gaussian and per-pixel
-// expression comes from core/raster_math.h, and the CPU's per-tile (depth, id) order is
+// expression comes from core/render/raster_math.h, and the CPU's per-tile (depth, id) order is
 // reproduced because (c) emits pairs in Gaussian-id order and the radix sort is stable,
 // so equal depths keep id order. What remains are float differences (device expf vs
 // libm, FMA contraction), covered by the tests' tolerance.
@@ -24,11 +24,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/camera.h"
-#include "core/gaussian_cloud.h"
-#include "core/rasterizer.h"
 #include "kernels/cuda_rasterizer.h"
 #include "kernels/device_buffer.cuh"
+#include "render/rasterizer.h"
+#include "scene/camera.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs {
 
@@ -83,8 +83,7 @@ class CudaRasterPipeline {
   absl::StatusOr<RenderResult> Download(const DeviceRasterFrame& frame, const RenderOptions& options);
 
   uint64_t ScratchBytes() const {
-    return attributes_.capacity() + per_gaussian_.capacity() + pairs_.capacity() + temp_.capacity() +
-           image_.capacity();
+    return attributes_.capacity() + per_gaussian_.capacity() + pairs_.capacity() + temp_.capacity() + image_.capacity();
   }
 
  private:

@@ -1,4 +1,4 @@
-// CUDA rasterizer backend: the GPU twin of CpuRasterizer (core/cpu_rasterizer.h), on
+// CUDA rasterizer backend: the GPU twin of CpuRasterizer (core/render/cpu_rasterizer.h), on
 // the stages of kernels/cuda_raster_pipeline.cuh, plus the availability probe.
 #include "kernels/cuda_rasterizer.h"
 
@@ -10,7 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
 #include "kernels/cuda_raster_pipeline.cuh"
 
 namespace flexgs {

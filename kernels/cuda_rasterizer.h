@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "core/rasterizer.h"
+#include "render/rasterizer.h"
 
 namespace flexgs {
 

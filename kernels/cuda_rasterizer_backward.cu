@@ -6,7 +6,7 @@
 //                               shared memory, recovering each transmittance by division
 //                               (T_before = T_after / (1 - alpha)), as INRIA and gsplat do
 //   (h) GaussianBackwardKernel  one thread per Gaussian: colour, opacity and projection
-// The per-pair and per-Gaussian math is core/raster_backward_math.h, the same functions
+// The per-pair and per-Gaussian math is core/render/raster_backward_math.h, the same functions
 // the CPU DifferentiableRasterizer runs, so the two differ only in float rounding: the
 // division above, device expf, and summation order.
 //
@@ -25,12 +25,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/raster_backward_math.h"
-#include "core/raster_math.h"
-#include "core/status_macros.h"
+#include "base/status_macros.h"
 #include "kernels/cuda_check.cuh"
 #include "kernels/cuda_raster_pipeline.cuh"
 #include "kernels/device_buffer.cuh"
+#include "render/raster_backward_math.h"
+#include "render/raster_math.h"
 
 namespace flexgs {
 namespace {
@@ -167,11 +167,11 @@ __global__ void __launch_bounds__(kThreads1D)
     GaussianBackwardKernel(int n, const unsigned long long* __restrict__ tiles_touched,
                            const float* __restrict__ positions, const float* __restrict__ log_scales,
                            const float* __restrict__ rotations, const float* __restrict__ opacity_logits,
-                           const float* __restrict__ sh_rest, const float* __restrict__ opacity_scale,
-                           int sh_degree, int rest_coeffs, const float4* __restrict__ rgb, raster::CameraParams cam,
-                           const float* __restrict__ g_isect, float* __restrict__ g_pos, float* __restrict__ g_log_scale,
-                           float* __restrict__ g_rot, float* __restrict__ g_logit, float* __restrict__ g_scale,
-                           float* __restrict__ g_dc, float* __restrict__ g_rest) {
+                           const float* __restrict__ sh_rest, const float* __restrict__ opacity_scale, int sh_degree,
+                           int rest_coeffs, const float4* __restrict__ rgb, raster::CameraParams cam,
+                           const float* __restrict__ g_isect, float* __restrict__ g_pos,
+                           float* __restrict__ g_log_scale, float* __restrict__ g_rot, float* __restrict__ g_logit,
+                           float* __restrict__ g_scale, float* __restrict__ g_dc, float* __restrict__ g_rest) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n || tiles_touched[i] == 0) return;
   const size_t s = static_cast<size_t>(i);
@@ -181,20 +181,19 @@ __global__ void __launch_bounds__(kThreads1D)
   const float4 c = rgb[i];
   const float col[3] = {c.x, c.y, c.z};
   const size_t k = static_cast<size_t>(rest_coeffs);
-  raster::GaussianBackward(gs, positions + 3 * s, log_scales + 3 * s, rotations + 4 * s, opacity_logits[i],
-                           opacity_scale != nullptr ? opacity_scale[i] : 1.0f,
-                           rest_coeffs > 0 ? sh_rest + s * 3 * k : nullptr, sh_degree, rest_coeffs, col, cam,
-                           g_pos + 3 * s, g_log_scale + 3 * s, g_rot + 4 * s, g_logit + s,
-                           opacity_scale != nullptr ? g_scale + s : nullptr, g_dc + 3 * s,
-                           rest_coeffs > 0 ? g_rest + s * 3 * k : nullptr);
+  raster::GaussianBackward(
+      gs, positions + 3 * s, log_scales + 3 * s, rotations + 4 * s, opacity_logits[i],
+      opacity_scale != nullptr ? opacity_scale[i] : 1.0f, rest_coeffs > 0 ? sh_rest + s * 3 * k : nullptr, sh_degree,
+      rest_coeffs, col, cam, g_pos + 3 * s, g_log_scale + 3 * s, g_rot + 4 * s, g_logit + s,
+      opacity_scale != nullptr ? g_scale + s : nullptr, g_dc + 3 * s, rest_coeffs > 0 ? g_rest + s * 3 * k : nullptr);
 }
 
 class CudaDifferentiableRasterizer final : public DifferentiableRasterBackend {
  public:
   std::string_view name() const override { return "cuda"; }
 
-  absl::StatusOr<RenderResult> Forward(const GaussianCloud& cloud, const Camera& camera,
-                                       const RenderOptions& options, const ForwardInputs& inputs) override {
+  absl::StatusOr<RenderResult> Forward(const GaussianCloud& cloud, const Camera& camera, const RenderOptions& options,
+                                       const ForwardInputs& inputs) override {
     ready_ = false;
     cloud_ = nullptr;
     FLEXGS_RETURN_IF_ERROR(cloud.Validate());
@@ -210,8 +209,8 @@ class CudaDifferentiableRasterizer final : public DifferentiableRasterBackend {
                                                   cudaMemcpyHostToDevice, pipeline_.stream()));
     }
     FLEXGS_ASSIGN_OR_RETURN(
-        frame_, pipeline_.Run(view_, camera, options,
-                              has_scale_ ? reinterpret_cast<const float*>(scale_.data()) : nullptr));
+        frame_,
+        pipeline_.Run(view_, camera, options, has_scale_ ? reinterpret_cast<const float*>(scale_.data()) : nullptr));
     FLEXGS_ASSIGN_OR_RETURN(RenderResult result, pipeline_.Download(frame_, options));
     cloud_ = &cloud;
     cloud_size_ = cloud.size();
@@ -283,9 +282,9 @@ class CudaDifferentiableRasterizer final : public DifferentiableRasterBackend {
     auto* d_dc = Carver::Get<float>(work_, at_dc);
     auto* d_rest = Carver::Get<float>(work_, at_rest);
     GaussianBackwardKernel<<<Blocks1D(n), kThreads1D, 0, stream>>>(
-        static_cast<int>(n), f.tiles_touched, view_.positions, view_.log_scales, view_.rotations,
-        view_.opacity_logits, view_.sh_rest, has_scale_ ? reinterpret_cast<const float*>(scale_.data()) : nullptr,
-        f.sh_degree, k, f.rgb, f.cam, d_isect, d_pos, d_ls, d_rot, d_logit, d_scale, d_dc, d_rest);
+        static_cast<int>(n), f.tiles_touched, view_.positions, view_.log_scales, view_.rotations, view_.opacity_logits,
+        view_.sh_rest, has_scale_ ? reinterpret_cast<const float*>(scale_.data()) : nullptr, f.sh_degree, k, f.rgb,
+        f.cam, d_isect, d_pos, d_ls, d_rot, d_logit, d_scale, d_dc, d_rest);
     FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("GaussianBackwardKernel");
 
     float bg[3];

@@ -1,6 +1,6 @@
 // CUDA differentiable rasterizer (kernels/cuda_rasterizer_backward.cu): the GPU twin of
-// DifferentiableRasterizer (core/rasterizer_backward.h), checked against it by
-// tests/rasterizer_cuda_test.cc (CudaDifferentiableTest).
+// DifferentiableRasterizer (core/render/rasterizer_backward.h), checked against it by
+// tests/unit/kernels/rasterizer_cuda_test.cc (CudaDifferentiableTest).
 //
 // Plain C++ header, included by backend.cc in every build; the function exists only
 // when the project is built with CUDA (FLEXGS_HAS_CUDA). Callers go through
@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "core/rasterizer_backward.h"
+#include "render/rasterizer_backward.h"
 
 namespace flexgs {
 

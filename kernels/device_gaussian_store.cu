@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "core/level_planner.h"
 #include "kernels/cuda_rasterizer.h"
+#include "stream/level_planner.h"
 
 namespace flexgs {
 namespace {
@@ -19,9 +19,9 @@ absl::Status CudaFailure(const char* what, cudaError_t err) {
   return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(err)));
 }
 
-#define FLEXGS_CUDA_OK(expr)                                           \
-  do {                                                                 \
-    const cudaError_t flexgs_err_ = (expr);                            \
+#define FLEXGS_CUDA_OK(expr)                                                \
+  do {                                                                      \
+    const cudaError_t flexgs_err_ = (expr);                                 \
     if (flexgs_err_ != cudaSuccess) return CudaFailure(#expr, flexgs_err_); \
   } while (0)
 

@@ -13,9 +13,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "core/camera.h"
-#include "core/gaussian_cloud.h"
-#include "core/rasterizer.h"
+#include "render/rasterizer.h"
+#include "scene/camera.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs {
 

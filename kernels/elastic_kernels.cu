@@ -1,5 +1,5 @@
-// CUDA GsNet and transform field: the GPU twins of core/gsnet.cc and
-// core/transform_field.cc (contracts in kernels/elastic_kernels.h).
+// CUDA GsNet and transform field: the GPU twins of core/elastic/gsnet.cc and
+// core/elastic/transform_field.cc (contracts in kernels/elastic_kernels.h).
 //
 // Stages, one kernel each:
 //   GsNetKernel         one thread per Gaussian: activations, three branch MLPs and the
@@ -17,7 +17,7 @@
 //
 // Every per-Gaussian formula (quaternion rule, axis sampling, plane product order)
 // mirrors the CPU code line by line; the remaining differences are float summation
-// order and FMA contraction, covered by tests/elastic_cuda_test.cc's tolerance.
+// order and FMA contraction, covered by tests/unit/kernels/elastic_cuda_test.cc's tolerance.
 #include "kernels/elastic_kernels.h"
 
 #include <cuda_runtime.h>
@@ -41,12 +41,12 @@ constexpr int kMlpThreads = 128;  // the MLP kernel uses many registers per thre
 constexpr int kMaxLevels = 8;     // TransformFieldConfig::Validate's limit
 constexpr int kHidden = GsNetWeights::kHidden;
 constexpr int kConcat = 4 * kHidden;
-constexpr float kMinQuatNorm = 1e-12f;  // core/raster_math.h's threshold
+constexpr float kMinQuatNorm = 1e-12f;  // core/render/raster_math.h's threshold
 // Gaussians per field launch: bounds the feature buffer (F floats per Gaussian).
 constexpr size_t kFieldChunk = size_t{1} << 20;
 
-#define FLEXGS_RETURN_IF_NOT_OK(expr)     \
-  do {                                    \
+#define FLEXGS_RETURN_IF_NOT_OK(expr)      \
+  do {                                     \
     const absl::Status flexgs_s_ = (expr); \
     if (!flexgs_s_.ok()) return flexgs_s_; \
   } while (0)
@@ -159,7 +159,7 @@ struct AxisSample {
   float w;
 };
 
-// core/transform_field.cc's SampleAxis, verbatim.
+// core/elastic/transform_field.cc's SampleAxis, verbatim.
 __host__ __device__ inline AxisSample SampleAxis(float coord, int res) {
   const float hi = static_cast<float>(res - 1);
   float u = (coord + 1.0f) * 0.5f * hi;
@@ -183,7 +183,7 @@ struct FieldPlanes {
   int axis_ok[3] = {};
 };
 
-// kPlaneAxes (core/transform_field.h) as arithmetic, so that after unrolling the plane
+// kPlaneAxes (core/elastic/transform_field.h) as arithmetic, so that after unrolling the plane
 // loop the axis indices are compile-time constants and axis[] stays in registers.
 __host__ __device__ constexpr int PlaneAxisA(int p) { return p < 3 ? 0 : (p < 5 ? 1 : 2); }
 __host__ __device__ constexpr int PlaneAxisB(int p) { return p == 0 ? 1 : (p == 1 || p == 3) ? 2 : 3; }
@@ -226,8 +226,8 @@ __global__ void __launch_bounds__(kThreads)
     const float* __restrict__ t = planes + desc.offset[l][p] + static_cast<size_t>(c) * ra * rb;
     const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
     const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-    const float v = t[b.i0 * ra + a.i0] * w00 + t[b.i0 * ra + a.i1] * w01 + t[b.i1 * ra + a.i0] * w10 +
-                    t[b.i1 * ra + a.i1] * w11;
+    const float v =
+        t[b.i0 * ra + a.i0] * w00 + t[b.i0 * ra + a.i1] * w01 + t[b.i1 * ra + a.i0] * w10 + t[b.i1 * ra + a.i1] * w11;
     prod = p == 0 ? v : prod * v;
   }
   featT[static_cast<size_t>(f) * m + g] = prod;
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kMlpThreads)
 #pragma unroll
   for (int hd = 0; hd < 3; ++hd) {
     const int k_out = hd == 2 ? 4 : 3;  // TransformFieldWeights::kHeadOutputs
-    const int off = 3 * hd;  // 0, 3, 6
+    const int off = 3 * hd;             // 0, 3, 6
     const float* __restrict__ w1 = mlp.w1[hd];
     const float* __restrict__ b1 = mlp.b1[hd];
     const float* __restrict__ w2 = mlp.w2[hd];
@@ -419,12 +419,12 @@ absl::Status CudaElasticEvaluator::Scores(float ratio, absl::Span<float> delta) 
     base[k] = acc;
   }
 
-  GsNetKernel<<<Blocks(s.cloud_n, kThreads), kThreads, 0, s.stream>>>(
-      s.cloud_n, s.positions.data(), s.log_scales.data(), s.rotations.data(), s.gsnet_dev, base[0], base[1],
-      s.scores.data());
+  GsNetKernel<<<Blocks(s.cloud_n, kThreads), kThreads, 0, s.stream>>>(s.cloud_n, s.positions.data(),
+                                                                      s.log_scales.data(), s.rotations.data(),
+                                                                      s.gsnet_dev, base[0], base[1], s.scores.data());
   FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("GsNetKernel");
-  FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(delta.data(), s.scores.data(), s.cloud_n * sizeof(float),
-                                              cudaMemcpyDeviceToHost, s.stream));
+  FLEXGS_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(delta.data(), s.scores.data(), s.cloud_n * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
   return s.Sync();
 }
 
@@ -460,8 +460,7 @@ absl::Status CudaElasticEvaluator::SetField(const TransformFieldWeights& field) 
     for (int p = 0; p < 6; ++p) {
       const std::vector<float>& plane = field.levels[l].planes[p];
       FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(s.planes.data() + desc.offset[l][p], plane.data(),
-                                                  plane.size() * sizeof(float), cudaMemcpyHostToDevice,
-                                                  s.stream));
+                                                  plane.size() * sizeof(float), cudaMemcpyHostToDevice, s.stream));
     }
   }
 

@@ -1,12 +1,12 @@
-// CUDA twins of GsNetScores (core/gsnet.h) and EvalTransformField
-// (core/transform_field.h), in kernels/elastic_kernels.cu.
+// CUDA twins of GsNetScores (core/elastic/gsnet.h) and EvalTransformField
+// (core/elastic/transform_field.h), in kernels/elastic_kernels.cu.
 //
 // Plain C++ header (no CUDA types) so host-compiled code can include it. The
 // definitions exist only in builds with CUDA (FLEXGS_HAS_CUDA); check
 // CudaAvailable() (kernels/backend.h) before use -- Create() fails cleanly otherwise.
 //
 // Results equal the CPU functions up to float summation order (same formulas, same
-// degenerate-input rules); tests/elastic_cuda_test.cc checks it.
+// degenerate-input rules); tests/unit/kernels/elastic_cuda_test.cc checks it.
 #pragma once
 
 #include <memory>
@@ -14,9 +14,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "core/gaussian_cloud.h"
-#include "core/gsnet.h"
-#include "core/transform_field.h"
+#include "elastic/gsnet.h"
+#include "elastic/transform_field.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs {
 
@@ -52,8 +52,7 @@ class CudaElasticEvaluator {
 };
 
 // One-shot conveniences (upload, run, download) with the CPU functions' contracts.
-absl::Status CudaGsNetScores(const GsNetWeights& net, const GaussianCloud& cloud, float ratio,
-                             absl::Span<float> delta);
+absl::Status CudaGsNetScores(const GsNetWeights& net, const GaussianCloud& cloud, float ratio, absl::Span<float> delta);
 absl::Status CudaEvalTransformField(const TransformFieldWeights& field, const FieldNormalization& norm,
                                     absl::Span<const float> positions, float ratio, absl::Span<float> deltas);
 

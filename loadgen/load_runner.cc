@@ -44,11 +44,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/crc32c.h"
 #include "client/channel_credentials.h"
 #include "client/resident_store.h"
 #include "client/scene_assembler.h"
 #include "client/token_bucket.h"
-#include "core/crc32c.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
 
 namespace flexgs::loadgen {

@@ -30,11 +30,11 @@ struct LoadConfig {
   bool verify = true;          // full decode (SceneAssembler); else sequence/CRC/trailer only
   double timeout_s = 60;       // per stream deadline
   uint64_t seed = 1;
-  int channels = 0;               // 0: ceil(concurrency / kStreamsPerChannel)
-  int threads = 0;                // 0: hardware threads (at most concurrency)
-  uint32_t max_chunk_bytes = 0;   // 0: server default
-  double connect_timeout_s = 10;  // channels are connected before the clock starts
-  double progress_s = 10;         // stderr progress line period; 0: none
+  int channels = 0;                       // 0: ceil(concurrency / kStreamsPerChannel)
+  int threads = 0;                        // 0: hardware threads (at most concurrency)
+  uint32_t max_chunk_bytes = 0;           // 0: server default
+  double connect_timeout_s = 10;          // channels are connected before the clock starts
+  double progress_s = 10;                 // stderr progress line period; 0: none
   std::string tls_ca, tls_cert, tls_key;  // TLS / mutual TLS as flexgs-client; empty: plaintext
   std::string bearer_token;               // sent as "authorization: Bearer <token>" when set
 };

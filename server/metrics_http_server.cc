@@ -82,8 +82,7 @@ void CloseConn(Conn& c) {
   // Read what is left so that close() does not send a reset that could make the
   // peer drop a response it has not read yet.
   char buf[1024];
-  while (recv(c.fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
-  }
+  while (recv(c.fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {}
   close(c.fd);
   c.closed = true;
 }
@@ -132,7 +131,7 @@ absl::StatusOr<int> MetricsHttpServer::Start(const Options& options, std::functi
   socklen_t len = sizeof bound;
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
   const int bound_port = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-                                                      : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+                                                     : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   if (pipe2(wake_fd_, O_CLOEXEC | O_NONBLOCK) != 0) {
     close(fd);
     return absl::InternalError(absl::StrCat("metrics server: pipe: ", std::strerror(errno)));

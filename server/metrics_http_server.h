@@ -34,9 +34,9 @@ class MetricsHttpServer {
     std::chrono::milliseconds request_timeout{5000};
   };
   struct Stats {
-    uint64_t served = 0;           // 200 responses written completely
-    uint64_t timed_out = 0;        // closed by the request timeout
-    uint64_t evicted = 0;          // closed to make room for a new connection
+    uint64_t served = 0;     // 200 responses written completely
+    uint64_t timed_out = 0;  // closed by the request timeout
+    uint64_t evicted = 0;    // closed to make room for a new connection
   };
 
   MetricsHttpServer() = default;

@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/elastic_model.h"
-#include "core/resume_token.h"
-#include "core/thread_pool.h"
+#include "base/thread_pool.h"
+#include "elastic/elastic_model.h"
 #include "server/wire_script.h"
+#include "stream/resume_token.h"
 
 namespace flexgs::server {
 
@@ -36,8 +36,7 @@ class PlanCache {
  public:
   using ScriptPtr = std::shared_ptr<const WireScript>;
   using Done = std::function<void(absl::StatusOr<ScriptPtr>)>;
-  using ComputeFn =
-      std::function<absl::StatusOr<WireScript>(const ElasticModel&, const StreamParams&, ThreadPool*)>;
+  using ComputeFn = std::function<absl::StatusOr<WireScript>(const ElasticModel&, const StreamParams&, ThreadPool*)>;
 
   struct Options {
     uint64_t capacity_bytes = uint64_t{1} << 30;

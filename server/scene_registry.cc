@@ -13,13 +13,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/cpu_rasterizer.h"
-#include "core/file_io.h"
-#include "core/global_importance.h"
-#include "core/model_bundle.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/sha256.h"
+#include "base/file_io.h"
+#include "base/sha256.h"
+#include "elastic/model_bundle.h"
+#include "io/ply_io.h"
+#include "render/cpu_rasterizer.h"
+#include "render/global_importance.h"
+#include "scene/orbit.h"
 #include "spdlog/spdlog.h"
 
 namespace flexgs::server {
@@ -47,8 +47,8 @@ absl::StatusOr<std::string> StatSignature(const fs::path& p, bool must_exist) {
   }
   // Reading a FIFO or a device would block or never end: only regular files are scenes.
   if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(p.string(), ": not a regular file"));
-  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec,
-                      ":", st.st_ctim.tv_sec, ".", st.st_ctim.tv_nsec, ":", st.st_mode, ";");
+  return absl::StrCat(st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".", st.st_mtim.tv_nsec, ":",
+                      st.st_ctim.tv_sec, ".", st.st_ctim.tv_nsec, ":", st.st_mode, ";");
 }
 
 // The signature of a candidate: its PLY file, or the bundle's three files (a missing
@@ -100,8 +100,8 @@ absl::StatusOr<ElasticModel> HeuristicModelFromPlyBytes(const std::string& path,
 absl::StatusOr<std::shared_ptr<const Scene>> MakeScene(const std::string& id, const std::string& source,
                                                        ElasticModel model) {
   if (id.empty() || id.size() > kMaxSceneIdLength) {
-    return absl::InvalidArgumentError(absl::StrFormat("scene id '%s' must have 1 to %d characters", id,
-                                                      kMaxSceneIdLength));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("scene id '%s' must have 1 to %d characters", id, kMaxSceneIdLength));
   }
   if (model.digest.empty()) return absl::InvalidArgumentError(absl::StrCat("scene ", id, " has no model digest"));
   if (model.gaussians.empty()) return absl::InvalidArgumentError(absl::StrCat("scene ", id, " has no Gaussians"));
@@ -125,7 +125,6 @@ absl::StatusOr<std::shared_ptr<const Scene>> MakeScene(const std::string& id, co
   scene->model = std::make_shared<const ElasticModel>(std::move(model));
   return std::shared_ptr<const Scene>(std::move(scene));
 }
-
 
 std::string SignatureKey(const absl::StatusOr<std::string>& signature) {
   return signature.ok() ? *signature : absl::StrCat("error: ", signature.status().message());
@@ -272,7 +271,7 @@ absl::StatusOr<RescanResult> SceneRegistry::Rescan(const std::string& dir, const
     }
     Tracked& t = tracked_[c.id];
     const std::string signature = SignatureKey(Signature(c));
-    if (t.source == path && signature == t.signature) continue;                  // unchanged
+    if (t.source == path && signature == t.signature) continue;                // unchanged
     if (t.failed_source == path && signature == t.failed_signature) continue;  // failed before, as it is now
 
     const auto t0 = std::chrono::steady_clock::now();
@@ -313,10 +312,11 @@ absl::StatusOr<RescanResult> SceneRegistry::Rescan(const std::string& dir, const
     const ElasticModel& m = *scene->model;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (current != nullptr) {
-      spdlog::info("replaced scene '{}' from {}: digest {} -> {}, {} Gaussians, SH {}, {} in {:.2f} s; running "
-                   "streams finish on the old model",
-                   c.id, path, current->model->digest, m.digest, m.gaussians.size(), m.gaussians.sh_degree,
-                   m.heuristic() ? "heuristic" : "trained", seconds);
+      spdlog::info(
+          "replaced scene '{}' from {}: digest {} -> {}, {} Gaussians, SH {}, {} in {:.2f} s; running "
+          "streams finish on the old model",
+          c.id, path, current->model->digest, m.digest, m.gaussians.size(), m.gaussians.sh_degree,
+          m.heuristic() ? "heuristic" : "trained", seconds);
       result.replaced.push_back(c.id);
       result.retired_digests.push_back(current->model->digest);
     } else {

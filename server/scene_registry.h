@@ -3,7 +3,7 @@
 // immutable: a stream holds its scene's shared_ptr, so it finishes on the version it
 // started with even when a rescan has swapped in another.
 //
-// A scenes directory holds model bundles (`<id>.flexgs/`, see core/model_bundle.h)
+// A scenes directory holds model bundles (`<id>.flexgs/`, see core/elastic/model_bundle.h)
 // and plain scenes (`<id>.ply`). A plain PLY is served in heuristic mode: its Global
 // Importance is computed at load time over orbit views (as `flexgs elasticize` does),
 // and its digest is derived from the file's bytes and those GI settings, so a
@@ -37,14 +37,14 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "core/elastic_model.h"
+#include "elastic/elastic_model.h"
 
 namespace flexgs::server {
 
 struct SceneLoadOptions {
-  int gi_views = 16;   // orbit views for a plain PLY's Global Importance
-  int gi_size = 256;   // square render size of those views
-  int threads = 0;     // CPU threads for GI (0 = all)
+  int gi_views = 16;  // orbit views for a plain PLY's Global Importance
+  int gi_size = 256;  // square render size of those views
+  int threads = 0;    // CPU threads for GI (0 = all)
 };
 
 struct Scene {
@@ -53,7 +53,7 @@ struct Scene {
   std::shared_ptr<const ElasticModel> model;
   std::array<float, 3> bounds_min{};  // axis-aligned bounds of the Gaussian centres
   std::array<float, 3> bounds_max{};
-  std::array<float, 3> view_min{};    // RobustBounds (1%-99%) of the centres, for framing
+  std::array<float, 3> view_min{};  // RobustBounds (1%-99%) of the centres, for framing
   std::array<float, 3> view_max{};
 };
 
@@ -62,7 +62,7 @@ struct RescanResult {
   std::vector<std::string> added;
   std::vector<std::string> replaced;  // now serving a new model digest
   std::vector<std::string> removed;
-  std::vector<std::string> failed;    // did not load (this time); previous version, if any, kept
+  std::vector<std::string> failed;           // did not load (this time); previous version, if any, kept
   std::vector<std::string> retired_digests;  // models no longer served (replaced or removed)
   bool changed() const { return !added.empty() || !replaced.empty() || !removed.empty(); }
 };

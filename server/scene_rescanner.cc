@@ -77,11 +77,11 @@ void SceneRescanner::RescanOnce() {
     for (const std::string& digest : result->retired_digests) dropped += cache_->EvictModel(digest);
   }
   if (result->changed() || !result->failed.empty()) {
-    spdlog::info("rescan of {}: added [{}], replaced [{}], removed [{}], failed [{}]; {} cached plan(s) of retired "
-                 "models dropped; serving {} scene(s)",
-                 options_.dir, absl::StrJoin(result->added, ","), absl::StrJoin(result->replaced, ","),
-                 absl::StrJoin(result->removed, ","), absl::StrJoin(result->failed, ","), dropped,
-                 registry_->size());
+    spdlog::info(
+        "rescan of {}: added [{}], replaced [{}], removed [{}], failed [{}]; {} cached plan(s) of retired "
+        "models dropped; serving {} scene(s)",
+        options_.dir, absl::StrJoin(result->added, ","), absl::StrJoin(result->replaced, ","),
+        absl::StrJoin(result->removed, ","), absl::StrJoin(result->failed, ","), dropped, registry_->size());
   } else {
     spdlog::debug("rescan of {}: no change", options_.dir);
   }

@@ -15,10 +15,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/stream_budget.h"
 #include "server/grpc_status.h"
 #include "server/stream_request.h"
 #include "spdlog/spdlog.h"
+#include "stream/stream_budget.h"
 
 namespace flexgs::server {
 namespace {
@@ -48,7 +48,8 @@ v1::SceneInfo MakeSceneInfo(const Scene& scene) {
     info.mutable_view_bounds()->add_max(scene.view_max[d]);
   }
   for (double r : model.ladder) info.add_ladder(r);
-  for (int d = 0; d <= model.gaussians.sh_degree; ++d) info.add_resident_bytes_per_gaussian(ResidentBytesPerGaussian(d));
+  for (int d = 0; d <= model.gaussians.sh_degree; ++d)
+    info.add_resident_bytes_per_gaussian(ResidentBytesPerGaussian(d));
   info.set_model_digest(model.digest);
   info.set_trained(!model.heuristic());
   return info;
@@ -176,11 +177,12 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     resolved_ = *std::move(resolved);
     scene_id_ = EscapeClientString(resolved_.params.scene_id);
     if (resolved_.resumed) service_->metrics_->StreamResumed();
-    spdlog::info("stream start: scene={} budget={} top_ratio={:.6g} ladder_rungs={} sh={} encoding={} chunk={} "
-                 "resume_from={} peer={}",
-                 scene_id_, resolved_.budget, resolved_.params.top_ratio, resolved_.params.ladder.size(),
-                 resolved_.params.sh_degree, v1::Encoding_Name(static_cast<v1::Encoding>(resolved_.params.encoding)),
-                 resolved_.params.max_chunk_bytes, resolved_.resume_from, peer_);
+    spdlog::info(
+        "stream start: scene={} budget={} top_ratio={:.6g} ladder_rungs={} sh={} encoding={} chunk={} "
+        "resume_from={} peer={}",
+        scene_id_, resolved_.budget, resolved_.params.top_ratio, resolved_.params.ladder.size(),
+        resolved_.params.sh_degree, v1::Encoding_Name(static_cast<v1::Encoding>(resolved_.params.encoding)),
+        resolved_.params.max_chunk_bytes, resolved_.resume_from, peer_);
     {
       std::lock_guard<std::mutex> lock(mu_);
       plan_pending_ = true;
@@ -248,8 +250,8 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     if (rejected) {
       uint64_t suppressed = 0;
       if (service_->reject_log_.Allow(&suppressed)) {
-        spdlog::info("stream rejected: scene={} status={} ({}) peer={}{}", scene_id_,
-                     GrpcCodeName(status.error_code()), EscapeClientString(status.error_message(), 512), peer_,
+        spdlog::info("stream rejected: scene={} status={} ({}) peer={}{}", scene_id_, GrpcCodeName(status.error_code()),
+                     EscapeClientString(status.error_message(), 512), peer_,
                      suppressed > 0 ? fmt::format(" [{} similar lines suppressed]", suppressed) : std::string());
       }
     } else {
@@ -286,9 +288,9 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
       if (fired && read_pending_ && !done_producing_) {
         timed_out = true;
         rejected_ = true;
-        StopLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                                absl::StrCat("no complete request within ",
-                                             service_->options_.request_timeout.count(), " ms")));
+        StopLocked(grpc::Status(
+            grpc::StatusCode::DEADLINE_EXCEEDED,
+            absl::StrCat("no complete request within ", service_->options_.request_timeout.count(), " ms")));
       }
       --timers_;
     }
@@ -306,9 +308,11 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
           refused = ToGrpcStatus(script.status());
           if (refused.ok()) refused = grpc::Status(grpc::StatusCode::INTERNAL, "planning failed");
         } else if (resolved_.resume_from > (*script)->messages.size()) {
-          refused = grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
-                                 absl::StrCat("resume_from_sequence ", resolved_.resume_from, " is beyond the end of "
-                                              "the stream (", (*script)->messages.size(), " messages)"));
+          refused =
+              grpc::Status(grpc::StatusCode::OUT_OF_RANGE, absl::StrCat("resume_from_sequence ", resolved_.resume_from,
+                                                                        " is beyond the end of "
+                                                                        "the stream (",
+                                                                        (*script)->messages.size(), " messages)"));
         } else {
           script_ = *std::move(script);
           next_ = resolved_.resume_from;
@@ -335,8 +339,8 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     }
     if (cancel) {
       // Still counted in timers_, so the reactor cannot finish (and be deleted) yet.
-      spdlog::warn("stream stalled: scene={} write of message {} not done after {} ms; cancelling", scene_id_,
-                   write_id, service_->options_.stall_timeout.count());
+      spdlog::warn("stream stalled: scene={} write of message {} not done after {} ms; cancelling", scene_id_, write_id,
+                   service_->options_.stall_timeout.count());
       service_->stalls_.fetch_add(1);
       service_->metrics_->StallCancelled();
       ctx_->TryCancel();
@@ -547,9 +551,8 @@ class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::By
     Request request;
     if (!grpc::SerializationTraits<Request>::Deserialize(&request_, &request).ok()) {
       undecodable_ = true;
-      Decide(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("request message could not be decoded as a ",
-                                       Request::descriptor()->full_name())));
+      Decide(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("request message could not be decoded as a ",
+                                                                           Request::descriptor()->full_name())));
       return;
     }
     Decide((service_->*handler_)(ctx_, request, &response_));
@@ -590,9 +593,9 @@ class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::By
       --timers_;
     }
     if (timed_out) {
-      Decide(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                          absl::StrCat("no complete request within ", service_->options_.request_timeout.count(),
-                                       " ms")));
+      Decide(
+          grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                       absl::StrCat("no complete request within ", service_->options_.request_timeout.count(), " ms")));
     } else {
       MaybeFinish();
     }
@@ -631,8 +634,8 @@ class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::By
   const Handler handler_;
   const Clock::time_point start_;
   std::string address_;
-  bool peer_held_ = false;  // constructor only
-  bool admitted_ = false;   // constructor only
+  bool peer_held_ = false;    // constructor only
+  bool admitted_ = false;     // constructor only
   bool no_message_ = false;   // OnReadDone only (read in OnDone, after it)
   bool undecodable_ = false;  // OnReadDone only
   grpc::ByteBuffer request_;
@@ -653,9 +656,9 @@ SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, Serv
       cache_(cache),
       metrics_(metrics),
       options_(options),
-      rate_limiter_(options.stream_rate > 0 ? std::make_unique<PeerRateLimiter>(options.stream_rate,
-                                                                                options.stream_burst)
-                                            : nullptr),
+      rate_limiter_(options.stream_rate > 0
+                        ? std::make_unique<PeerRateLimiter>(options.stream_rate, options.stream_burst)
+                        : nullptr),
       peer_streams_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
                                                      : nullptr),
       unary_peers_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
@@ -675,8 +678,8 @@ SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, Serv
                             }));
   MarkMethodStreamed(1, new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, v1::SceneInfo>(
                             [this](grpc::CallbackServerContext* ctx) {
-                              return new UnaryReactor<v1::GetSceneRequest, v1::SceneInfo>(this, ctx, RpcMethod::kGetScene,
-                                                                                   &SceneService::DoGetScene);
+                              return new UnaryReactor<v1::GetSceneRequest, v1::SceneInfo>(
+                                  this, ctx, RpcMethod::kGetScene, &SceneService::DoGetScene);
                             }));
 }
 
@@ -745,8 +748,7 @@ bool SceneService::TryAcquireBytes(uint64_t bytes) {
   }
   const uint64_t now = cur + bytes;
   uint64_t peak = peak_in_flight_.load();
-  while (now > peak && !peak_in_flight_.compare_exchange_weak(peak, now)) {
-  }
+  while (now > peak && !peak_in_flight_.compare_exchange_weak(peak, now)) {}
   return true;
 }
 
@@ -773,9 +775,9 @@ grpc::Status SceneService::DoGetScene(grpc::CallbackServerContext* ctx, const v1
   if (grpc::Status status = Authenticate(ctx, &grant); !status.ok()) return status;
   if (absl::Status st = CheckSceneIdLength(request.scene_id()); !st.ok()) return ToGrpcStatus(st);
   // Refused before the lookup: the answer is the same for scenes that do not exist.
-  if (grpc::Status status = CheckGrant(grant, request.scene_id().empty()
-                                                  ? std::vector<std::string>{}
-                                                  : std::vector<std::string>{request.scene_id()});
+  if (grpc::Status status =
+          CheckGrant(grant, request.scene_id().empty() ? std::vector<std::string>{}
+                                                       : std::vector<std::string>{request.scene_id()});
       !status.ok()) {
     return status;
   }

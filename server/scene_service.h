@@ -63,14 +63,14 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "core/stream_script.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
-#include "server/peer_rate_limiter.h"
 #include "server/log_escape.h"
+#include "server/peer_rate_limiter.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/server_metrics.h"
 #include "server/token_authenticator.h"
+#include "stream/stream_script.h"
 
 namespace flexgs::server {
 
@@ -146,7 +146,7 @@ class SceneService final : public v1::SceneService::CallbackService {
   PlanCache* const cache_;
   ServerMetrics* const metrics_;
   const SceneServiceOptions options_;
-  const std::unique_ptr<PeerRateLimiter> rate_limiter_;  // null: no --stream-rate
+  const std::unique_ptr<PeerRateLimiter> rate_limiter_;    // null: no --stream-rate
   const std::unique_ptr<PeerStreamLimiter> peer_streams_;  // null: no per-peer cap
   const std::unique_ptr<PeerStreamLimiter> unary_peers_;   // the same cap, for unary calls
   std::atomic<int> unary_active_{0};                       // unary calls in progress

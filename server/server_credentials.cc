@@ -11,7 +11,7 @@
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/file_io.h"
+#include "base/file_io.h"
 
 namespace flexgs::server {
 namespace {
@@ -87,14 +87,12 @@ absl::StatusOr<ServerCredentials> MakeServerCredentials(const ServerTlsFiles& fi
   KeyPtr key(key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr) : nullptr);
   ERR_clear_error();
   if (key == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--tls-key '", files.key, "' holds no unencrypted PEM private key"));
+    return absl::InvalidArgumentError(absl::StrCat("--tls-key '", files.key, "' holds no unencrypted PEM private key"));
   }
   if (X509_check_private_key(leaf.get(), key.get()) != 1) {
     ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrCat("--tls-key '", files.key,
-                                                   "' is not the key of the first certificate in --tls-cert '",
-                                                   files.cert, "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tls-key '", files.key, "' is not the key of the first certificate in --tls-cert '", files.cert, "'"));
   }
 
   grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);

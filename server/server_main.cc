@@ -23,12 +23,12 @@
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <google/protobuf/stubs/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
+#include <CLI/CLI.hpp>
 
 #include "kernels/backend.h"
 #include "server/log_escape.h"
@@ -95,8 +95,7 @@ CLI::Option* Opt(CLI::App& app, const std::string& name, T& value, const std::st
 // protobuf's own messages (e.g. "String field ... contains invalid UTF-8 data" for
 // every such request a client sends) go through spdlog, at most one a second after a
 // burst of 5, so that a client cannot flood the log with them.
-void ProtobufLog(google::protobuf::LogLevel level, const char* /*filename*/, int /*line*/,
-                 const std::string& message) {
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*filename*/, int /*line*/, const std::string& message) {
   static LogThrottle throttle(1, 5);
   uint64_t suppressed = 0;
   if (level != google::protobuf::LOGLEVEL_FATAL && !throttle.Allow(&suppressed)) return;
@@ -155,18 +154,17 @@ int Run(const Flags& f) {
   } else {
     spdlog::info("authentication: off (no --tokens-file or FLEXGS_TOKENS)");
   }
-  spdlog::info("limits: request messages <= {} bytes within {} s, client chunk size <= {} bytes, new streams per "
-               "address: {}, streams: {} in all, {} per client, {} per connection",
-               f.max_request_bytes, f.request_timeout, f.max_client_chunk_bytes,
-               f.stream_rate > 0 ? fmt::format("{}/s, burst {}", f.stream_rate, f.stream_burst) : "unlimited",
-               f.max_streams, f.max_streams_per_peer > 0 ? std::to_string(f.max_streams_per_peer) : "unlimited",
-               f.max_streams_per_connection);
+  spdlog::info(
+      "limits: request messages <= {} bytes within {} s, client chunk size <= {} bytes, new streams per "
+      "address: {}, streams: {} in all, {} per client, {} per connection",
+      f.max_request_bytes, f.request_timeout, f.max_client_chunk_bytes,
+      f.stream_rate > 0 ? fmt::format("{}/s, burst {}", f.stream_rate, f.stream_burst) : "unlimited", f.max_streams,
+      f.max_streams_per_peer > 0 ? std::to_string(f.max_streams_per_peer) : "unlimited", f.max_streams_per_connection);
 
   ServerMetrics metrics;
   if (f.metrics_port > 0) {
-    auto port = metrics.StartExposer(
-        f.metrics_host, f.metrics_port, f.metrics_max_connections,
-        std::chrono::milliseconds(static_cast<int64_t>(f.metrics_request_timeout * 1000)));
+    auto port = metrics.StartExposer(f.metrics_host, f.metrics_port, f.metrics_max_connections,
+                                     std::chrono::milliseconds(static_cast<int64_t>(f.metrics_request_timeout * 1000)));
     if (!port.ok()) {
       spdlog::error("{}", std::string(port.status().message()));
       return 1;

@@ -21,32 +21,42 @@ constexpr char kService[] = "flexgs.v1.SceneService";
 constexpr const char* kMethodNames[kRpcMethodCount] = {"ListScenes", "GetScene", "StreamScene"};
 constexpr const char* kMethodTypes[kRpcMethodCount] = {"unary", "unary", "server_stream"};
 constexpr const char* kRejectNames[kRejectReasonCount] = {
-    "max_streams", "not_found", "invalid_argument", "failed_precondition", "out_of_range", "unavailable",
-    "internal", "rate_limited", "unauthenticated", "permission_denied", "peer_limit", "request_timeout"};
+    "max_streams", "not_found",    "invalid_argument", "failed_precondition", "out_of_range", "unavailable",
+    "internal",    "rate_limited", "unauthenticated",  "permission_denied",   "peer_limit",   "request_timeout"};
 
 // Streams over slow links last minutes: the default buckets (<= 10 s) would put them
 // all in +Inf.
-const prometheus::Histogram::BucketBoundaries kHandlingBuckets = {
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800};
+const prometheus::Histogram::BucketBoundaries kHandlingBuckets = {0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1,   2.5,
+                                                                  5,     10,    30,   60,   120, 300,  600, 1800};
 const prometheus::Histogram::BucketBoundaries kFirstChunkBuckets = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
-const prometheus::Histogram::BucketBoundaries kPlanBuckets = {
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+const prometheus::Histogram::BucketBoundaries kPlanBuckets = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                              1,     2.5,   5,    10,    30,   60,  120};
 
 }  // namespace
 
 RejectReason RejectReasonFor(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return RejectReason::kMaxStreams;
-    case grpc::StatusCode::NOT_FOUND: return RejectReason::kNotFound;
-    case grpc::StatusCode::INVALID_ARGUMENT: return RejectReason::kInvalidArgument;
-    case grpc::StatusCode::FAILED_PRECONDITION: return RejectReason::kFailedPrecondition;
-    case grpc::StatusCode::OUT_OF_RANGE: return RejectReason::kOutOfRange;
-    case grpc::StatusCode::UNAVAILABLE: return RejectReason::kUnavailable;
-    case grpc::StatusCode::UNAUTHENTICATED: return RejectReason::kUnauthenticated;
-    case grpc::StatusCode::PERMISSION_DENIED: return RejectReason::kPermissionDenied;
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return RejectReason::kRequestTimeout;
-    default: return RejectReason::kInternal;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return RejectReason::kMaxStreams;
+    case grpc::StatusCode::NOT_FOUND:
+      return RejectReason::kNotFound;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return RejectReason::kInvalidArgument;
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return RejectReason::kFailedPrecondition;
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return RejectReason::kOutOfRange;
+    case grpc::StatusCode::UNAVAILABLE:
+      return RejectReason::kUnavailable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return RejectReason::kUnauthenticated;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return RejectReason::kPermissionDenied;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return RejectReason::kRequestTimeout;
+    default:
+      return RejectReason::kInternal;
   }
 }
 
@@ -68,8 +78,9 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                    .Register(*registry_);
   auto& seconds = BuildHistogram()
                       .Name("grpc_server_handling_seconds")
-                      .Help("Histogram of response latency (seconds) of gRPC that had been application-level "
-                            "handled by the server.")
+                      .Help(
+                          "Histogram of response latency (seconds) of gRPC that had been application-level "
+                          "handled by the server.")
                       .Register(*registry_);
   for (int m = 0; m < kRpcMethodCount; ++m) {
     const prometheus::Labels base = {
@@ -141,14 +152,16 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
   permission_denied_ = &auth.Add({{"code", "PERMISSION_DENIED"}});
   auto& undecodable = BuildCounter()
                           .Name("flexgs_requests_undecodable_total")
-                          .Help("SceneService requests whose message could not be decoded or that ended before "
-                                "their message (answered INVALID_ARGUMENT), by method.")
+                          .Help(
+                              "SceneService requests whose message could not be decoded or that ended before "
+                              "their message (answered INVALID_ARGUMENT), by method.")
                           .Register(*registry_);
   for (int m = 0; m < kRpcMethodCount; ++m) undecodable_[m] = &undecodable.Add({{"grpc_method", kMethodNames[m]}});
   reload_failures_ = &BuildCounter()
                           .Name("flexgs_scene_reload_failures_total")
-                          .Help("Scenes that failed to load in a rescan (the previous version, if any, is kept), "
-                                "and rescans whose directory could not be listed.")
+                          .Help(
+                              "Scenes that failed to load in a rescan (the previous version, if any, is kept), "
+                              "and rescans whose directory could not be listed.")
                           .Register(*registry_)
                           .Add({});
 }
@@ -182,8 +195,9 @@ void ServerMetrics::RpcStarted(RpcMethod method) { started_[static_cast<int>(met
 
 void ServerMetrics::RpcHandled(RpcMethod method, grpc::StatusCode code, double seconds) {
   const int m = static_cast<int>(method);
-  const int c = static_cast<int>(code) >= 0 && static_cast<int>(code) < 17 ? static_cast<int>(code)
-                                                                           : static_cast<int>(grpc::StatusCode::UNKNOWN);
+  const int c = static_cast<int>(code) >= 0 && static_cast<int>(code) < 17
+                    ? static_cast<int>(code)
+                    : static_cast<int>(grpc::StatusCode::UNKNOWN);
   handled_[m][c]->Increment();
   handling_seconds_[m]->Observe(seconds);
 }

@@ -93,6 +93,7 @@ class ServerMetrics {
   void RequestUndecodable(RpcMethod method);
   // Scenes that failed to load in a rescan (and failed listings of the directory).
   void SceneReloadFailed(uint64_t count);
+
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricsHttpServer> exposer_;

@@ -10,20 +10,20 @@
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
 
-#include "core/crc32c.h"
+#include "base/crc32c.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
 
 namespace {
 
 const char* CodeName(grpc::StatusCode c) {
-  static const char* kNames[] = {"OK",          "CANCELLED",           "UNKNOWN",       "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED", "NOT_FOUND",     "ALREADY_EXISTS", "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",  "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED", "INTERNAL",          "UNAVAILABLE",   "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
+  static const char* kNames[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   const int i = static_cast<int>(c);
   return i >= 0 && i < 17 ? kNames[i] : "UNKNOWN";
 }
@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
   auto stub = flexgs::v1::SceneService::NewStub(channel);
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)));
   const auto t0 = std::chrono::steady_clock::now();
   auto reader = stub->StreamScene(&ctx, request);
 

@@ -6,11 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "core/chunk_codec.h"
-#include "core/level_planner.h"
-#include "core/stream_budget.h"
-#include "core/stream_script.h"
 #include "server/log_escape.h"
+#include "stream/chunk_codec.h"
+#include "stream/level_planner.h"
+#include "stream/stream_budget.h"
+#include "stream/stream_script.h"
 
 namespace flexgs::server {
 namespace {
@@ -64,8 +64,8 @@ absl::Status CheckChunkBytes(uint32_t bytes, int encoding, int sh_degree) {
   const size_t block = bytes - kChunkEnvelopeBytes;
   if (GaussiansPerBlock(block, ChunkEncodingOf(encoding), sh_degree) == 0 ||
       PatchesPerBlock(block, ChunkEncodingOf(encoding)) == 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_chunk_bytes %d cannot hold a single Gaussian at SH degree %d", bytes, sh_degree));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_chunk_bytes %d cannot hold a single Gaussian at SH degree %d", bytes, sh_degree));
   }
   return absl::OkStatus();
 }
@@ -92,7 +92,8 @@ absl::StatusOr<StreamParams> FreshParams(const Scene& scene, const v1::StreamSce
   p.scene_id = scene.id;
   p.model_digest = model.digest;
   p.sh_degree = model.gaussians.sh_degree;
-  if (r.has_max_sh_degree()) p.sh_degree = std::min<int>(p.sh_degree, static_cast<int>(std::min(r.max_sh_degree(), 3u)));
+  if (r.has_max_sh_degree())
+    p.sh_degree = std::min<int>(p.sh_degree, static_cast<int>(std::min(r.max_sh_degree(), 3u)));
   p.ladder = r.ladder().empty() ? model.ladder : std::vector<double>(r.ladder().begin(), r.ladder().end());
   if (absl::Status st = CheckLadder(model, p.ladder); !st.ok()) return st;
   auto encoding = EncodingOf(r.encoding());
@@ -127,8 +128,7 @@ absl::Status CheckRequestStrings(const v1::StreamSceneRequest& request) {
 
 absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registry,
                                                     const v1::StreamSceneRequest& request,
-                                                    uint32_t default_max_chunk_bytes,
-                                                    uint32_t max_client_chunk_bytes) {
+                                                    uint32_t default_max_chunk_bytes, uint32_t max_client_chunk_bytes) {
   if (absl::Status st = CheckRequestStrings(request); !st.ok()) return st;
   ResolvedStream out;
   if (request.resume_token().empty()) {
@@ -159,10 +159,10 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
   }
   const ElasticModel& model = *out.scene->model;
   if (token->model_digest != model.digest) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "resume token is for model ", EscapeClientString(token->model_digest, 16), "; scene '",
-        EscapeClientString(token->scene_id), "' now serves model ", model.digest.substr(0, 16),
-        ": start a new stream"));
+    return absl::FailedPreconditionError(absl::StrCat("resume token is for model ",
+                                                      EscapeClientString(token->model_digest, 16), "; scene '",
+                                                      EscapeClientString(token->scene_id), "' now serves model ",
+                                                      model.digest.substr(0, 16), ": start a new stream"));
   }
   // The digest matches, so the token was issued for this model; these checks only
   // stop a forged token (a CRC is not a signature) from reaching the planner.
@@ -212,9 +212,9 @@ absl::Status ValidateChunkLimits(uint32_t default_max_chunk_bytes, uint32_t max_
 
 absl::Status CheckClientChunkBytes(uint32_t requested, uint32_t max_client_chunk_bytes) {
   if (requested <= max_client_chunk_bytes) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "max_chunk_bytes %d is above this server's limit of %d bytes (--max-client-chunk-bytes)", requested,
-      max_client_chunk_bytes));
+  return absl::InvalidArgumentError(
+      absl::StrFormat("max_chunk_bytes %d is above this server's limit of %d bytes (--max-client-chunk-bytes)",
+                      requested, max_client_chunk_bytes));
 }
 
 std::vector<std::string> SceneIdsNamedBy(const v1::StreamSceneRequest& request) {

@@ -26,10 +26,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/resume_token.h"
-#include "core/stream_script.h"
 #include "flexgs/v1/scene_service.pb.h"
 #include "server/scene_registry.h"
+#include "stream/resume_token.h"
+#include "stream/stream_script.h"
 
 namespace flexgs::server {
 
@@ -37,7 +37,7 @@ namespace flexgs::server {
 inline constexpr size_t kMaxLadderRungs = 64;
 // The string fields of requests: a scene id is at most as long as the registry
 // allows one to be (a file name's stem); the server's own resume tokens are under
-// 1.3 KiB (core/resume_token.cc).
+// 1.3 KiB (core/stream/resume_token.cc).
 inline constexpr size_t kMaxSceneIdBytes = 256;
 inline constexpr size_t kMaxResumeTokenBytes = 2048;
 
@@ -52,7 +52,7 @@ struct ResolvedStream {
   StreamParams params;       // effective: concrete encoding, chunk size, ladder, SH degree
   uint64_t resume_from = 0;  // first sequence to send
   bool resumed = false;
-  std::string budget;        // what the client asked for, for logs ("ratio=0.1", "token", ...)
+  std::string budget;  // what the client asked for, for logs ("ratio=0.1", "token", ...)
 };
 
 // `default_max_chunk_bytes` is used when the request names no chunk size;

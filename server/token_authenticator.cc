@@ -5,8 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/file_io.h"
-#include "core/sha256.h"
+#include "base/file_io.h"
+#include "base/sha256.h"
 
 namespace flexgs::server {
 namespace {
@@ -121,8 +121,8 @@ absl::StatusOr<TokenAuthenticator> TokenAuthenticator::Parse(std::string_view te
       for (size_t i = 0; i < out.entries_.size(); ++i) {
         if (out.entries_[i].digest == e.digest) {
           return absl::InvalidArgumentError(absl::StrCat(where, ": the same token as ",
-                                                         layout == Layout::kLines ? "line " : "entry ",
-                                                         entry_number[i], "; give each token one line"));
+                                                         layout == Layout::kLines ? "line " : "entry ", entry_number[i],
+                                                         "; give each token one line"));
         }
       }
       out.entries_.push_back(std::move(e));

@@ -33,7 +33,7 @@ namespace flexgs::server {
 
 // What one token may read.
 struct TokenGrant {
-  bool all_scenes = false;      // "*"
+  bool all_scenes = false;       // "*"
   std::set<std::string> scenes;  // otherwise exactly these ids
 
   bool Allows(const std::string& scene_id) const { return all_scenes || scenes.count(scene_id) > 0; }

@@ -3,9 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "core/crc32c.h"
-#include "core/level_planner.h"
-#include "core/stream_budget.h"
+#include "base/crc32c.h"
+#include "stream/level_planner.h"
+#include "stream/stream_budget.h"
 
 namespace flexgs::server {
 namespace {
@@ -29,8 +29,7 @@ uint64_t WireScript::ByteSize() const {
   return bytes;
 }
 
-absl::StatusOr<WireScript> BuildWireScript(const ElasticModel& model, const StreamParams& params,
-                                           ThreadPool* pool) {
+absl::StatusOr<WireScript> BuildWireScript(const ElasticModel& model, const StreamParams& params, ThreadPool* pool) {
   if (params.encoding != v1::ENCODING_QUANTIZED && params.encoding != v1::ENCODING_LOSSLESS) {
     return absl::InvalidArgumentError(absl::StrCat("encoding ", params.encoding, " is not a concrete encoding"));
   }

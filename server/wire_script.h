@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/elastic_model.h"
-#include "core/resume_token.h"
-#include "core/stream_script.h"
-#include "core/thread_pool.h"
+#include "base/thread_pool.h"
+#include "elastic/elastic_model.h"
 #include "flexgs/v1/scene_service.pb.h"
+#include "stream/resume_token.h"
+#include "stream/stream_script.h"
 
 namespace flexgs::server {
 
@@ -28,9 +28,9 @@ struct WireMessage {
 struct WireScript {
   std::vector<WireMessage> messages;  // index = StreamChunk.sequence
   std::vector<StreamLevelSummary> levels;
-  uint64_t block_bytes = 0;    // encoded block bytes (StreamScript::payload_bytes)
-  uint64_t payload_bytes = 0;  // sum of every message payload (what the wire carries)
-  uint64_t resident_bytes = 0; // client resident bytes at the last level
+  uint64_t block_bytes = 0;     // encoded block bytes (StreamScript::payload_bytes)
+  uint64_t payload_bytes = 0;   // sum of every message payload (what the wire carries)
+  uint64_t resident_bytes = 0;  // client resident bytes at the last level
   int sh_degree = 0;
 
   // Memory held, for cache accounting.
@@ -40,7 +40,6 @@ struct WireScript {
 // Plans `model` with `params` (top ratio, ladder), builds the stream script (SH
 // degree, encoding, chunk size) and serialises every message. The header carries
 // EncodeResumeToken(params). Errors are the planner's and script builder's.
-absl::StatusOr<WireScript> BuildWireScript(const ElasticModel& model, const StreamParams& params,
-                                           ThreadPool* pool);
+absl::StatusOr<WireScript> BuildWireScript(const ElasticModel& model, const StreamParams& params, ThreadPool* pool);
 
 }  // namespace flexgs::server

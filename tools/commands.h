@@ -8,8 +8,8 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/status/statusor.h"
-#include "core/gaussian_cloud.h"
-#include "core/transform_field.h"
+#include "elastic/transform_field.h"
+#include "scene/gaussian_cloud.h"
 
 namespace flexgs::tools {
 

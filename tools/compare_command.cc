@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
-#include "core/image_metrics.h"
-#include "core/png_io.h"
+#include "io/png_io.h"
+#include "render/image_metrics.h"
 #include "tools/commands.h"
 
 namespace flexgs::tools {
@@ -38,8 +38,8 @@ int RunCompare(const CompareArgs& args) {
     j["psnr_db"] = identical ? nlohmann::json(nullptr) : nlohmann::json(*psnr);
     std::cout << j.dump() << "\n";
   } else {
-    std::cout << absl::StrFormat("psnr %s dB  ssim %.6f%s\n", identical ? "inf" : absl::StrFormat("%.3f", *psnr),
-                                 *ssim, identical ? "  (identical)" : "");
+    std::cout << absl::StrFormat("psnr %s dB  ssim %.6f%s\n", identical ? "inf" : absl::StrFormat("%.3f", *psnr), *ssim,
+                                 identical ? "  (identical)" : "");
   }
   if (args.min_psnr > 0 && !identical && *psnr < args.min_psnr) {
     std::cerr << absl::StrFormat("flexgs compare: PSNR %.3f dB is below --min-psnr %.3f\n", *psnr, args.min_psnr);

@@ -1,7 +1,7 @@
 // `flexgs eval <model.flexgs> --ratios ... --out report/`: the elastic model against
 // baseline subsets at several ratios, on held-out views (FlexGS paper-style table).
 //
-// The selection, rendering and scoring live in core/subset_baselines.h; this file parses
+// The selection, rendering and scoring live in core/eval/subset_baselines.h; this file parses
 // the command line, resolves the test views (never GI views), runs PlayCanvas
 // splat-transform as an external process, measures what every delivery format puts on
 // the wire (our nested stream, decimation as SOG and SPZ, a PlayCanvas LOD pyramid), and
@@ -23,8 +23,8 @@
 #include <memory>
 #include <optional>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,22 +32,22 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "core/camera_io.h"
-#include "core/contact_sheet.h"
-#include "core/dataset_views.h"
-#include "core/elastic_selection.h"
-#include "core/file_io.h"
-#include "core/level_planner.h"
-#include "core/cpu_rasterizer.h"
-#include "core/global_importance.h"
-#include "core/model_bundle.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
-#include "core/png_io.h"
-#include "core/rd_chart.h"
-#include "core/subset_baselines.h"
-#include "core/view_sampler.h"
+#include "base/file_io.h"
+#include "elastic/elastic_selection.h"
+#include "elastic/model_bundle.h"
+#include "eval/contact_sheet.h"
+#include "eval/rd_chart.h"
+#include "eval/subset_baselines.h"
+#include "io/camera_io.h"
+#include "io/dataset_views.h"
+#include "io/ply_io.h"
+#include "io/png_io.h"
 #include "kernels/backend.h"
+#include "render/cpu_rasterizer.h"
+#include "render/global_importance.h"
+#include "scene/orbit.h"
+#include "scene/view_sampler.h"
+#include "stream/level_planner.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
 
@@ -88,14 +88,13 @@ struct EvalArgs {
 // The baselines' model for --original: the untouched input scene with its GI computed
 // over the same orbit the trainer used (count and size from the model's provenance),
 // so pruning baselines see the scene as it was before training changed the Gaussians.
-absl::StatusOr<ElasticModel> OriginalBaselineModel(const std::string& path, const ElasticModel& trained,
-                                                   int threads) {
+absl::StatusOr<ElasticModel> OriginalBaselineModel(const std::string& path, const ElasticModel& trained, int threads) {
   absl::StatusOr<GaussianCloud> cloud = LoadScene(path);
   if (!cloud.ok()) return cloud.status();
   if (cloud->size() != trained.gaussians.size()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "--original %s has %d Gaussians but the model has %d: not the scene it was trained from", path, cloud->size(),
-        trained.gaussians.size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--original %s has %d Gaussians but the model has %d: not the scene it was trained from", path,
+                        cloud->size(), trained.gaussians.size()));
   }
   if (trained.gi.views < 1 || trained.gi.width < 1 || trained.gi.height < 1) {
     return absl::InvalidArgumentError("--original: the model does not record the views its GI used");
@@ -236,8 +235,8 @@ absl::StatusOr<uint64_t> ConvertedBytes(const std::string& exe, const std::strin
   std::error_code ec;
   const uint64_t bytes = fs::file_size(out, ec);
   if (ec) {
-    return absl::InternalError(absl::StrCat("`", ShellQuoted(argv), "` left no file '", out.string(), "': ",
-                                            ec.message()));
+    return absl::InternalError(
+        absl::StrCat("`", ShellQuoted(argv), "` left no file '", out.string(), "': ", ec.message()));
   }
   return bytes;
 }
@@ -410,20 +409,20 @@ absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, int sphere_view
         "renders",
         sphere_views, w, h, sphere_views, fov_x_deg, kEvalSphereDistances[0], kEvalSphereDistances[1],
         kEvalSphereDistances[2]);
-    v.json = {{"kind", "sphere"},
-              {"count", sphere_views},
-              {"fov_x_deg", fov_x_deg},
-              {"distance_factors", std::vector<double>(std::begin(kEvalSphereDistances),
-                                                       std::end(kEvalSphereDistances))},
-              {"directions", "Fibonacci sphere, fixed twist"}};
+    v.json = {
+        {"kind", "sphere"},
+        {"count", sphere_views},
+        {"fov_x_deg", fov_x_deg},
+        {"distance_factors", std::vector<double>(std::begin(kEvalSphereDistances), std::end(kEvalSphereDistances))},
+        {"directions", "Fibonacci sphere, fixed twist"}};
     return v;
   }
   if (!args.images.empty()) {
     auto split = SplitDatasetCameras(args.cameras);
     if (!split.ok()) return split.status();
     const size_t total = split->total();
-    auto views = LoadDatasetViews(args.images, split->test, background, sized ? args.width : 0,
-                                  sized ? args.height : 0);
+    auto views =
+        LoadDatasetViews(args.images, split->test, background, sized ? args.width : 0, sized ? args.height : 0);
     if (!views.ok()) return views.status();
     for (DatasetView& dv : *views) {
       v.cameras.push_back(std::move(dv.camera));
@@ -434,8 +433,8 @@ absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, int sphere_view
         "%d test images from %s (every %dth of %d cameras sorted by name, as the reference's llffhold), at %dx%d%s",
         v.cameras.size(), args.images, kLlffHold, total, v.cameras[0].width, v.cameras[0].height,
         sized ? " (area-resampled)" : "");
-    v.json = {{"images_dir", args.images}, {"cameras_path", args.cameras}, {"hold", kLlffHold},
-              {"cameras_total", total}};
+    v.json = {
+        {"images_dir", args.images}, {"cameras_path", args.cameras}, {"hold", kLlffHold}, {"cameras_total", total}};
     return v;
   }
   if (!args.cameras.empty()) {
@@ -470,12 +469,13 @@ absl::StatusOr<TestViews> ResolveTestViews(const EvalArgs& args, int sphere_view
       "%d held-out orbit views %dx%d at elevation %g deg, azimuth offset %g deg (%s), compared with the full "
       "model's renders",
       opt.count, opt.width, opt.height, opt.elevation_deg, opt.azimuth_offset_deg, gi_text);
-  v.json = {{"orbit", opt.count},
-            {"elevation_deg", opt.elevation_deg},
-            {"azimuth_offset_deg", opt.azimuth_offset_deg},
-            {"fov_x_deg", opt.fov_x_deg},
-            {"gi_views", {{"orbit", gi.orbit}, {"count", gi.views}, {"elevation_deg", gi.elevation_deg},
-                          {"recorded", gi.recorded}}}};
+  v.json = {
+      {"orbit", opt.count},
+      {"elevation_deg", opt.elevation_deg},
+      {"azimuth_offset_deg", opt.azimuth_offset_deg},
+      {"fov_x_deg", opt.fov_x_deg},
+      {"gi_views",
+       {{"orbit", gi.orbit}, {"count", gi.views}, {"elevation_deg", gi.elevation_deg}, {"recorded", gi.recorded}}}};
   return v;
 }
 
@@ -629,26 +629,43 @@ absl::StatusOr<std::vector<WireSeries>> BuildWireSeries(const EvalResult& r, con
   if (FindRow(r, "elastic-nested")) {
     auto bytes = NestedStreamLevelBytes(model, r.ratios, pool);
     if (!bytes.ok()) return bytes.status();
-    out.push_back({"elastic-nested", "elastic-nested",
-                   "flexgs stream payload (quantized chunks), levels 1..k of one nested stream", true,
-                   {0.85f, 0.1f, 0.1f}, *std::move(bytes)});
+    out.push_back({"elastic-nested",
+                   "elastic-nested",
+                   "flexgs stream payload (quantized chunks), levels 1..k of one nested stream",
+                   true,
+                   {0.85f, 0.1f, 0.1f},
+                   *std::move(bytes)});
   }
   if (FindRow(r, "elastic-independent")) {
     auto bytes = SingleLevelStreamBytes(model, r.ratios, pool);
     if (!bytes.ok()) return bytes.status();
-    out.push_back({"elastic-independent", "elastic-independent",
+    out.push_back({"elastic-independent",
+                   "elastic-independent",
                    "flexgs stream payload (quantized chunks) of that ratio alone: a separate download per ratio",
-                   false, {0.95f, 0.55f, 0.05f}, *std::move(bytes)});
+                   false,
+                   {0.95f, 0.55f, 0.05f},
+                   *std::move(bytes)});
   }
   if (FindRow(r, kSplatTransform) && st.sog.size() == r.ratios.size()) {
-    out.push_back({kDecimationSog, kSplatTransform, "splat-transform decimation written as one .sog bundle per level",
-                   false, {0.1f, 0.35f, 0.85f}, st.sog});
-    out.push_back({"decimation-spz", kSplatTransform, "splat-transform decimation written as one .spz file per level",
-                   false, {0.1f, 0.6f, 0.3f}, st.spz});
-    out.push_back({kLodPyramid, kSplatTransform,
+    out.push_back({kDecimationSog,
+                   kSplatTransform,
+                   "splat-transform decimation written as one .sog bundle per level",
+                   false,
+                   {0.1f, 0.35f, 0.85f},
+                   st.sog});
+    out.push_back({"decimation-spz",
+                   kSplatTransform,
+                   "splat-transform decimation written as one .spz file per level",
+                   false,
+                   {0.1f, 0.6f, 0.3f},
+                   st.spz});
+    out.push_back({kLodPyramid,
+                   kSplatTransform,
                    "PlayCanvas LOD pyramid of the decimated levels (lod-meta.json + SOG chunks), LOD files of the "
                    "coarsest level up to this one",
-                   true, {0.55f, 0.2f, 0.7f}, st.lod});
+                   true,
+                   {0.55f, 0.2f, 0.7f},
+                   st.lod});
   }
   return out;
 }
@@ -711,11 +728,10 @@ std::string WireMarkdown(const std::vector<WireSeries>& series, const EvalResult
     const EvalRow& row = *FindRow(r, w.method);
     for (size_t k = 0; k < w.level_bytes.size(); ++k) {
       const CloudScore& c = row.cells[k];
-      absl::StrAppend(&md, absl::StrFormat("| %s | %s | %d | **%s** | %s | %s | %.2f | %s |\n", w.name,
-                                           RatioLabel(r.ratios[k]), c.count, Kib(w.ToShow(k)), Kib(w.level_bytes[k]),
-                                           Kib(w.Cumulative(k)),
-                                           c.count ? static_cast<double>(w.ToShow(k)) / c.count : 0.0,
-                                           FormatPsnr(c.mean_psnr)));
+      absl::StrAppend(
+          &md, absl::StrFormat("| %s | %s | %d | **%s** | %s | %s | %.2f | %s |\n", w.name, RatioLabel(r.ratios[k]),
+                               c.count, Kib(w.ToShow(k)), Kib(w.level_bytes[k]), Kib(w.Cumulative(k)),
+                               c.count ? static_cast<double>(w.ToShow(k)) / c.count : 0.0, FormatPsnr(c.mean_psnr)));
     }
   }
   return md;
@@ -853,8 +869,9 @@ int RunEval(const EvalArgs& args) {
     names.push_back(kSplatTransform);
     if (st_exe.empty()) {
       names.pop_back();
-      st_note = "splat-transform is not on PATH: the splat-transform baseline was skipped, and with it the "
-                "decimation-sog, decimation-spz and lod-pyramid byte columns";
+      st_note =
+          "splat-transform is not on PATH: the splat-transform baseline was skipped, and with it the "
+          "decimation-sog, decimation-spz and lod-pyramid byte columns";
     }
   } else {
     names = absl::StrSplit(args.methods, ',', absl::SkipWhitespace());
@@ -866,8 +883,9 @@ int RunEval(const EvalArgs& args) {
     }
     if (name == kSplatTransform) {
       if (st_exe.empty()) {
-        return Fail(absl::NotFoundError("--methods asks for splat-transform but it is not on PATH "
-                                        "(install it with FLEXGS_EXTRAS=1 deploy/install-deps.sh)"));
+        return Fail(
+            absl::NotFoundError("--methods asks for splat-transform but it is not on PATH "
+                                "(install it with FLEXGS_EXTRAS=1 deploy/install-deps.sh)"));
       }
       want_st = true;
       continue;
@@ -889,8 +907,8 @@ int RunEval(const EvalArgs& args) {
   if (!st_note.empty()) std::cout << "note: " << st_note << "\n";
 
   if (!IsModelBundle(args.model)) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "'", args.model, "' is not an elastic model bundle (make one with `flexgs elasticize`)")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("'", args.model, "' is not an elastic model bundle (make one with `flexgs elasticize`)")));
   }
   auto model = ReadModelBundle(args.model);
   if (!model.ok()) return Fail(model.status());
@@ -899,8 +917,8 @@ int RunEval(const EvalArgs& args) {
   auto views = ResolveTestViews(resolved, sphere_views, *model, *background);
   if (!views.ok()) return Fail(views.status());
   if (static_cast<size_t>(args.contact_view) >= views->cameras.size()) {
-    return Fail(absl::OutOfRangeError(absl::StrFormat("--contact-view %d is outside the %d test views",
-                                                      args.contact_view, views->cameras.size())));
+    return Fail(absl::OutOfRangeError(
+        absl::StrFormat("--contact-view %d is outside the %d test views", args.contact_view, views->cameras.size())));
   }
   std::error_code ec;
   fs::create_directories(args.out, ec);
@@ -943,8 +961,8 @@ int RunEval(const EvalArgs& args) {
   // Over the sphere, contact.png also shows the first close-up (unless the contact view is one).
   if (views->sphere && !IsCloseUp(contact_view) && views->cameras.size() > 2) options.contact_views.push_back(2);
   const auto t0 = std::chrono::steady_clock::now();
-  auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), *ratios, want_full, methods,
-                                options, **backend);
+  auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), *ratios, want_full, methods, options,
+                                **backend);
   if (!result.ok()) return Fail(result.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -960,10 +978,10 @@ int RunEval(const EvalArgs& args) {
     auto one = ComposeContactSheet(plan.layout, plan.cells, views->cameras[view].width, views->cameras[view].height);
     if (!one.ok()) return Fail(one.status());
     sheets.push_back(*std::move(one));
-    sheet_captions.push_back(
-        views->sphere ? absl::StrFormat("%s%s: distance %g x fit", IsCloseUp(view) ? "close-up " : "",
-                                        views->cameras[view].name, SphereDistance(view))
-                      : views->cameras[view].name);
+    sheet_captions.push_back(views->sphere
+                                 ? absl::StrFormat("%s%s: distance %g x fit", IsCloseUp(view) ? "close-up " : "",
+                                                   views->cameras[view].name, SphereDistance(view))
+                                 : views->cameras[view].name);
   }
   absl::StatusOr<Image> sheet = sheets[0];
   if (sheets.size() > 1) {
@@ -1043,8 +1061,9 @@ int RunEval(const EvalArgs& args) {
     j["lod_pyramid"] = {{"files", st_wire.lod_files},
                         {"meta_bytes", st_wire.lod_meta_bytes},
                         {"chunking", "splat-transform defaults (-C 512 K Gaussians, -X 16 units per chunk)"},
-                        {"attribution", "files under <lod>_*/ count for that LOD (LOD 0 = the largest ratio); "
-                                        "lod-meta.json for the coarsest, which a viewer fetches first"}};
+                        {"attribution",
+                         "files under <lod>_*/ count for that LOD (LOD 0 = the largest ratio); "
+                         "lod-meta.json for the coarsest, which a viewer fetches first"}};
   }
   j["rd_chart"] = rd_series.empty() ? nlohmann::json(nullptr) : nlohmann::json("rd.png");
   j["rd_summary"] = rd_summary;
@@ -1062,17 +1081,19 @@ int RunEval(const EvalArgs& args) {
     absl::StrAppend(&md, "- Trained model: elastic-* use GsNet's ranking and the transform field.\n");
   }
   absl::StrAppend(&md, "- Test views: ", views->description, ".\n");
-  absl::StrAppend(&md, absl::StrFormat("- Background %g,%g,%g; metrics on 8-bit images, averaged over views; "
-                                       "random seed %d; %s rasterizer; %.1f s.\n",
-                                       (*background)[0], (*background)[1], (*background)[2], args.seed,
-                                       (*backend)->name(), secs));
+  absl::StrAppend(
+      &md, absl::StrFormat("- Background %g,%g,%g; metrics on 8-bit images, averaged over views; "
+                           "random seed %d; %s rasterizer; %.1f s.\n",
+                           (*background)[0], (*background)[1], (*background)[2], args.seed, (*backend)->name(), secs));
   if (!images_protocol && original) {
-    absl::StrAppend(&md, "- Distillation protocol against the original scene: the reference is its render; `full` is "
-                         "the trained model's full set (training also adjusts the Gaussians), and the pruning "
-                         "baselines prune the original.\n");
+    absl::StrAppend(&md,
+                    "- Distillation protocol against the original scene: the reference is its render; `full` is "
+                    "the trained model's full set (training also adjusts the Gaussians), and the pruning "
+                    "baselines prune the original.\n");
   } else if (!images_protocol) {
-    absl::StrAppend(&md, "- Distillation protocol: the reference is the full model's render, so `full` is inf / 1 "
-                         "by definition.\n");
+    absl::StrAppend(&md,
+                    "- Distillation protocol: the reference is the full model's render, so `full` is inf / 1 "
+                    "by definition.\n");
   }
   if (!st_note.empty()) absl::StrAppend(&md, "- Note: ", st_note, ".\n");
   absl::StrAppend(&md, "\n## PSNR (dB)\n\n", MarkdownTable(*result, true));
@@ -1105,25 +1126,27 @@ int RunEval(const EvalArgs& args) {
 
   absl::StrAppend(&md, "\n## Quality per byte on the wire\n\n");
   if (wire->empty()) {
-    absl::StrAppend(&md, "No evaluated method has a delivery format (elastic-nested, elastic-independent, "
-                         "splat-transform): no byte table and no `rd.png`.\n");
+    absl::StrAppend(&md,
+                    "No evaluated method has a delivery format (elastic-nested, elastic-independent, "
+                    "splat-transform): no byte table and no `rd.png`.\n");
   } else {
-    absl::StrAppend(&md, "What a viewer downloads to show each level. **KiB to show** is the cumulative KiB for "
-                         "progressive formats (elastic-nested, lod-pyramid) and the level's own KiB for one-download "
-                         "formats; the other columns give both readings. PSNR is the row's mean over the views, of "
-                         "the unquantized cloud (the LOD pyramid shows splat-transform's decimated clouds).\n\n");
+    absl::StrAppend(&md,
+                    "What a viewer downloads to show each level. **KiB to show** is the cumulative KiB for "
+                    "progressive formats (elastic-nested, lod-pyramid) and the level's own KiB for one-download "
+                    "formats; the other columns give both readings. PSNR is the row's mean over the views, of "
+                    "the unquantized cloud (the LOD pyramid shows splat-transform's decimated clouds).\n\n");
     for (const WireSeries& w : *wire) absl::StrAppend(&md, "- `", w.name, "`: ", w.counted, ".\n");
     if (want_st) {
-      absl::StrAppend(&md, absl::StrFormat(
-                               "- LOD pyramid: %d files, lod-meta.json %d bytes; files under `<lod>_*/` count for "
+      absl::StrAppend(
+          &md, absl::StrFormat("- LOD pyramid: %d files, lod-meta.json %d bytes; files under `<lod>_*/` count for "
                                "that LOD (LOD 0 = the largest ratio), lod-meta.json for the coarsest level, which a "
                                "viewer fetches first; splat-transform's default chunking. SOG sizes vary by about "
                                "0.1%% from run to run (splat-transform seeds its k-means randomly).\n",
                                st_wire.lod_files, st_wire.lod_meta_bytes));
     }
     absl::StrAppend(&md, "\n", WireMarkdown(*wire, *result));
-    absl::StrAppend(&md, absl::StrFormat(
-                             "\n### elastic-nested against decimation-sog and the LOD pyramid at equal bytes\n\n"
+    absl::StrAppend(
+        &md, absl::StrFormat("\n### elastic-nested against decimation-sog and the LOD pyramid at equal bytes\n\n"
                              "At each nested level's cumulative bytes, the baselines' PSNR read off their curves "
                              "(linear in log bytes between their levels; `-` outside their byte range, e.g. below "
                              "the bytes of their smallest level). Goal: a margin of at least %g dB at every level."
@@ -1132,31 +1155,33 @@ int RunEval(const EvalArgs& args) {
     absl::StrAppend(&md, rd_md);
   }
   if (!rd_series.empty()) {
-    absl::StrAppend(&md, "\n`rd.png`: PSNR against KiB to show (log scale), one line per format, a marker per level."
-                         "\n");
+    absl::StrAppend(&md,
+                    "\n`rd.png`: PSNR against KiB to show (log scale), one line per format, a marker per level."
+                    "\n");
   } else if (!wire->empty()) {
     absl::StrAppend(&md, "\nNo `rd.png`: no level has a finite PSNR (every one is identical to the reference).\n");
   }
 
   std::string sheet_text = absl::StrFormat("`contact.png` (%dx%d): view `%s`", sheet->width, sheet->height, cv.name);
   if (options.contact_views.size() > 1) {
-    sheet_text = absl::StrFormat("`contact.png` (%dx%d): two sheets, one above the other: view `%s` (distance %g x "
-                                 "fit), then the close-up `%s` (distance %g x fit)",
-                                 sheet->width, sheet->height, cv.name, SphereDistance(contact_view),
-                                 views->cameras[options.contact_views[1]].name,
-                                 SphereDistance(options.contact_views[1]));
+    sheet_text = absl::StrFormat(
+        "`contact.png` (%dx%d): two sheets, one above the other: view `%s` (distance %g x "
+        "fit), then the close-up `%s` (distance %g x fit)",
+        sheet->width, sheet->height, cv.name, SphereDistance(contact_view),
+        views->cameras[options.contact_views[1]].name, SphereDistance(options.contact_views[1]));
   }
-  absl::StrAppend(&md, absl::StrFormat(
-                           "\n## Contact sheet\n\n%s. Columns, left to right: %s. Rows, top to bottom: %s.%s\n",
-                           sheet_text, absl::StrJoin(contact.layout.column_labels, ", "),
-                           absl::StrJoin(contact.layout.row_labels, ", "),
-                           images_protocol ? " Every row starts with the ground-truth image (and the full model's "
-                                             "render when `full` was evaluated)."
-                                           : " Every row starts with the reference, the full model's render."));
+  absl::StrAppend(
+      &md,
+      absl::StrFormat("\n## Contact sheet\n\n%s. Columns, left to right: %s. Rows, top to bottom: %s.%s\n", sheet_text,
+                      absl::StrJoin(contact.layout.column_labels, ", "), absl::StrJoin(contact.layout.row_labels, ", "),
+                      images_protocol ? " Every row starts with the ground-truth image (and the full model's "
+                                        "render when `full` was evaluated)."
+                                      : " Every row starts with the reference, the full model's render."));
   if (absl::Status st = WriteText(fs::path(args.out) / "report.md", md); !st.ok()) return Fail(st);
 
   std::cout << "\nPSNR (dB), " << views->protocol << " protocol" << (heuristic ? ", heuristic model" : "") << "\n"
-            << MarkdownTable(*result, true) << "\nSSIM\n" << MarkdownTable(*result, false);
+            << MarkdownTable(*result, true) << "\nSSIM\n"
+            << MarkdownTable(*result, false);
   if (!wire->empty()) {
     std::cout << "\nPSNR against bytes on the wire\n" << WireMarkdown(*wire, *result) << "\n" << rd_md;
   }
@@ -1169,8 +1194,8 @@ int RunEval(const EvalArgs& args) {
 
 void RegisterEvalCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<EvalArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "eval", "Compare the elastic model with baseline subsets at several ratios on held-out views");
+  CLI::App* cmd =
+      app.add_subcommand("eval", "Compare the elastic model with baseline subsets at several ratios on held-out views");
   cmd->add_option("model", args->model, "Elastic model bundle (.flexgs dir)")->required();
   cmd->add_option("--ratios", args->ratios, "Ratios to evaluate, in (0, 1]")->capture_default_str();
   auto* images =
@@ -1182,8 +1207,8 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--height", args->height, "View height");
   auto* fov =
       cmd->add_option("--fov", args->fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
-  auto* elevation = cmd->add_option("--elevation", args->elevation_deg,
-                                    "Orbit elevation (default: the GI orbit's + 15 degrees)");
+  auto* elevation =
+      cmd->add_option("--elevation", args->elevation_deg, "Orbit elevation (default: the GI orbit's + 15 degrees)");
   auto* views = cmd->add_option("--views", args->views,
                                 "sphere:N: N views over the whole sphere (no training or GI view), distances "
                                 "cycling 1, 0.7, 0.5 x the fit distance so every third is a close-up");

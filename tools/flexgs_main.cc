@@ -1,9 +1,9 @@
 // flexgs: offline command line for flexgs-stream scenes and models.
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "tools/commands.h"
 

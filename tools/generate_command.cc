@@ -3,8 +3,8 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
-#include "core/ply_io.h"
-#include "core/synthetic_scene.h"
+#include "io/ply_io.h"
+#include "scene/synthetic_scene.h"
 #include "tools/commands.h"
 
 namespace flexgs::tools {
@@ -26,8 +26,8 @@ int RunGenerate(const GenerateArgs& args) {
     std::cerr << "flexgs generate: error: --sh-degree must be 0..3\n";
     return 1;
   }
-  const GaussianCloud cloud = MakeSyntheticScene(
-      {.count = static_cast<size_t>(args.count), .sh_degree = args.sh_degree, .seed = args.seed});
+  const GaussianCloud cloud =
+      MakeSyntheticScene({.count = static_cast<size_t>(args.count), .sh_degree = args.sh_degree, .seed = args.seed});
   if (absl::Status st = WriteGaussianPly(args.out, cloud); !st.ok()) {
     std::cerr << "flexgs generate: error: " << st.message() << "\n";
     return 1;

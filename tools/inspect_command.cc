@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
+#include "io/ply_io.h"
+#include "scene/orbit.h"
 #include "tools/commands.h"
 
 namespace flexgs::tools {
@@ -41,8 +41,7 @@ int RunInspect(const InspectArgs& args) {
   j["sh_degree"] = cloud->sh_degree;
   j["had_normals"] = report.had_normals;
   j["ignored_properties"] = report.ignored_properties;
-  j["non_finite"] = {{"opacity_clamped", report.non_finite.opacity_clamped},
-                     {"dropped", report.non_finite.dropped}};
+  j["non_finite"] = {{"opacity_clamped", report.non_finite.opacity_clamped}, {"dropped", report.non_finite.dropped}};
   j["bounds"] = {{"min", {lo.x(), lo.y(), lo.z()}}, {"max", {hi.x(), hi.y(), hi.z()}}};
   j["robust_bounds"] = {{"min", {robust.lo.x(), robust.lo.y(), robust.lo.z()}},
                         {"max", {robust.hi.x(), robust.hi.y(), robust.hi.z()}},
@@ -53,11 +52,10 @@ int RunInspect(const InspectArgs& args) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  std::cout << absl::StrFormat("%s\n  format          %s, %.1f MiB (%.1f bytes/Gaussian)\n", args.path,
-                               report.format, report.file_bytes / 1048576.0,
-                               j["bytes_per_gaussian_in_file"].get<double>());
-  std::cout << absl::StrFormat("  Gaussians       %d (file declares %d)\n  SH degree       %d\n",
-                               cloud->size(), report.vertices, cloud->sh_degree);
+  std::cout << absl::StrFormat("%s\n  format          %s, %.1f MiB (%.1f bytes/Gaussian)\n", args.path, report.format,
+                               report.file_bytes / 1048576.0, j["bytes_per_gaussian_in_file"].get<double>());
+  std::cout << absl::StrFormat("  Gaussians       %d (file declares %d)\n  SH degree       %d\n", cloud->size(),
+                               report.vertices, cloud->sh_degree);
   std::cout << absl::StrFormat("  bounds          [%.4g %.4g %.4g] .. [%.4g %.4g %.4g]\n", lo.x(), lo.y(), lo.z(),
                                hi.x(), hi.y(), hi.z());
   std::cout << absl::StrFormat("  robust bounds   [%.4g %.4g %.4g] .. [%.4g %.4g %.4g] (1st..99th percentile)\n",

@@ -9,12 +9,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "core/global_importance.h"
-#include "core/level_planner.h"
-#include "core/ply_io.h"
-#include "core/model_bundle.h"
-#include "core/orbit.h"
-#include "core/stream_script.h"
+#include "elastic/model_bundle.h"
+#include "io/ply_io.h"
+#include "render/global_importance.h"
+#include "scene/orbit.h"
+#include "stream/level_planner.h"
+#include "stream/stream_script.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
 
@@ -43,7 +43,8 @@ int RunElasticize(ElasticizeArgs args) {
   } else if (args.variant == "lightgaussian") {
     variant = GiVariant::kLightGaussianVolume;
   } else {
-    return Fail("elasticize", absl::InvalidArgumentError("--gi must be flexgs or lightgaussian, not '" + args.variant + "'"));
+    return Fail("elasticize",
+                absl::InvalidArgumentError("--gi must be flexgs or lightgaussian, not '" + args.variant + "'"));
   }
   ElasticModel model;
   if (!args.ladder.empty()) {
@@ -72,7 +73,9 @@ int RunElasticize(ElasticizeArgs args) {
   // Which views GI saw, so `flexgs eval` can pick test views that are none of them.
   nlohmann::json gi_cameras =
       args.views.cameras_path.empty()
-          ? nlohmann::json{{"kind", "orbit"}, {"count", cams->size()}, {"elevation_deg", args.views.elevation_deg},
+          ? nlohmann::json{{"kind", "orbit"},
+                           {"count", cams->size()},
+                           {"elevation_deg", args.views.elevation_deg},
                            {"fov_x_deg", args.views.fov_x_deg}}
           : nlohmann::json{{"kind", "cameras"}, {"path", args.views.cameras_path}, {"count", cams->size()}};
   model.training_summary_json =
@@ -128,27 +131,29 @@ int RunPlan(const PlanArgs& args) {
   for (size_t k = 0; k < plan->levels.size(); ++k) {
     const PlanLevel& l = plan->levels[k];
     total += plan->RawLevelBytes(k);
-    j["levels"].push_back({{"ratio", l.ratio},
-                           {"count", l.count},
-                           {"added", l.added.size()},
-                           {"patched", l.patches.size() / kPatchStride},
-                           {"raw_bytes", plan->RawLevelBytes(k)},
-                           {"encoded_bytes", script->levels[k].payload_bytes},
-                           {"added_bytes", script->levels[k].payload_bytes - script->levels[k].patch_bytes},
-                           {"patch_bytes", script->levels[k].patch_bytes},
-                           {"bytes_per_added", PerItem(script->levels[k].payload_bytes - script->levels[k].patch_bytes,
-                                                       l.added.size())},
-                           {"bytes_per_patch", PerItem(script->levels[k].patch_bytes, l.patches.size() / kPatchStride)},
-                           {"cumulative_encoded_bytes", cumulative_encoded += script->levels[k].payload_bytes},
-                           {"bytes_per_delivered", PerItem(cumulative_encoded, l.count)},
-                           {"cumulative_raw_bytes", total},
-                           {"overlap_with_independent", l.overlap_with_independent}});
+    j["levels"].push_back(
+        {{"ratio", l.ratio},
+         {"count", l.count},
+         {"added", l.added.size()},
+         {"patched", l.patches.size() / kPatchStride},
+         {"raw_bytes", plan->RawLevelBytes(k)},
+         {"encoded_bytes", script->levels[k].payload_bytes},
+         {"added_bytes", script->levels[k].payload_bytes - script->levels[k].patch_bytes},
+         {"patch_bytes", script->levels[k].patch_bytes},
+         {"bytes_per_added", PerItem(script->levels[k].payload_bytes - script->levels[k].patch_bytes, l.added.size())},
+         {"bytes_per_patch", PerItem(script->levels[k].patch_bytes, l.patches.size() / kPatchStride)},
+         {"cumulative_encoded_bytes", cumulative_encoded += script->levels[k].payload_bytes},
+         {"bytes_per_delivered", PerItem(cumulative_encoded, l.count)},
+         {"cumulative_raw_bytes", total},
+         {"overlap_with_independent", l.overlap_with_independent}});
   }
   if (!args.export_levels.empty()) {
     // What a client holds after each level (unquantized), for comparing its renders.
     std::error_code ec;
     std::filesystem::create_directories(args.export_levels, ec);
-    if (ec) return Fail("plan", absl::UnavailableError(absl::StrCat("cannot create '", args.export_levels, "': ", ec.message())));
+    if (ec)
+      return Fail("plan",
+                  absl::UnavailableError(absl::StrCat("cannot create '", args.export_levels, "': ", ec.message())));
     for (size_t k = 0; k < plan->levels.size(); ++k) {
       auto cloud = LevelCloud(*plan, k);
       if (!cloud.ok()) return Fail("plan", cloud.status());

@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
-#include "core/png_io.h"
+#include "io/png_io.h"
 #include "kernels/backend.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"

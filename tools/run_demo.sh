@@ -33,7 +33,7 @@ trap 'kill -TERM $SERVER_PID 2>/dev/null || true' EXIT
 PORT=""
 for _ in $(seq 1 100); do
   PORT=$(grep -oE '[0-9]+' "$OUT/server.out" 2>/dev/null | head -1 || true)
-  [ -n "$PORT" ] && "$BUILD_DIR/server/flexgs-health-probe" --addr "127.0.0.1:$PORT" >/dev/null 2>&1 && break
+  [ -n "$PORT" ] && "$BUILD_DIR/client/flexgs-health-probe" --addr "127.0.0.1:$PORT" >/dev/null 2>&1 && break
   sleep 0.2
 done
 [ -n "$PORT" ] || { echo "demo: server did not start; see $OUT/server.log" >&2; exit 1; }

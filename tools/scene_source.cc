@@ -6,17 +6,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/image.h"
-#include "core/camera_io.h"
-#include "core/elastic_selection.h"
-#include "core/model_bundle.h"
-#include "core/orbit.h"
-#include "core/ply_io.h"
+#include "elastic/elastic_selection.h"
+#include "elastic/model_bundle.h"
+#include "io/camera_io.h"
+#include "io/ply_io.h"
+#include "scene/image.h"
+#include "scene/orbit.h"
 
 namespace flexgs::tools {
 
 bool IsModelBundle(const std::string& path) {
-  return std::filesystem::is_directory(path) && std::filesystem::exists(std::filesystem::path(path) / kBundleManifestFile);
+  return std::filesystem::is_directory(path) &&
+         std::filesystem::exists(std::filesystem::path(path) / kBundleManifestFile);
 }
 
 absl::StatusOr<GaussianCloud> LoadScene(const std::string& path) {
@@ -32,9 +33,8 @@ absl::StatusOr<GaussianCloud> LoadSceneAtRatio(const std::string& path, double r
   if (absl::Status st = ValidateRatio(ratio); !st.ok()) return st;
   if (!IsModelBundle(path)) {
     if (ratio != 1.0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--ratio ", ratio, " needs an elastic model bundle; '", path,
-          "' is a plain scene (make one with `flexgs elasticize`)"));
+      return absl::InvalidArgumentError(absl::StrCat("--ratio ", ratio, " needs an elastic model bundle; '", path,
+                                                     "' is a plain scene (make one with `flexgs elasticize`)"));
     }
     auto cloud = ReadGaussianPly(path);
     if (cloud.ok()) *view_bounds = RobustBounds(*cloud);

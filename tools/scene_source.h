@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/camera.h"
-#include "core/gaussian_cloud.h"
-#include "core/orbit.h"
+#include "scene/camera.h"
+#include "scene/gaussian_cloud.h"
+#include "scene/orbit.h"
 
 namespace flexgs::tools {
 

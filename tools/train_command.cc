@@ -1,5 +1,5 @@
 // `flexgs train <scene.ply> --out <model.flexgs>`: FlexGS stage-2 training on the CPU
-// (core/elastic_trainer.h), distilling the input scene from orbit views into a trained
+// (core/train/elastic_trainer.h), distilling the input scene from orbit views into a trained
 // elastic model bundle (GsNet + transform field) that plan/render/eval/flexgs-server read.
 //
 // A checkpoint lives next to the bundle (<out>.ckpt). It is written atomically (temp
@@ -18,14 +18,14 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
-#include "core/dataset_views.h"
-#include "core/elastic_trainer.h"
-#include "core/model_bundle.h"
-#include "core/orbit.h"
-#include "core/view_sampler.h"
+#include "elastic/model_bundle.h"
+#include "io/dataset_views.h"
 #include "kernels/backend.h"
+#include "scene/orbit.h"
+#include "scene/view_sampler.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
+#include "train/elastic_trainer.h"
 
 namespace flexgs::tools {
 namespace {
@@ -45,7 +45,7 @@ struct TrainArgs {
   int orbit = 16;
   int64_t iters = 3000;
   int width = 256;
-  int height = 0;  // 0 = width
+  int height = 0;            // 0 = width
   bool width_given = false;  // dataset views keep their own size unless --width is given
   uint64_t seed = 1;
   std::string ladder = "0.01,0.05,0.10,0.15,0.20";
@@ -57,8 +57,8 @@ struct TrainArgs {
   std::string selection = "served";
   double gi_prior_weight = 1.0;
   std::string device = "auto";
-  std::string images;   // dataset PNGs (with --cameras)
-  std::string cameras;  // cameras.json or COLMAP model
+  std::string images;          // dataset PNGs (with --cameras)
+  std::string cameras;         // cameras.json or COLMAP model
   std::string views = "auto";  // sphere | hemisphere | orbit | auto
   std::string view_distance = "0.45:1.3";
   std::string view_fov = "40:65";
@@ -76,8 +76,7 @@ absl::StatusOr<std::optional<ViewDistribution>> ResolveViewSampling(const TrainA
     return absl::InvalidArgumentError("--views dataset needs --images and --cameras, or --cameras");
   }
   // Tuned Gaussians need fixed targets (the sampled views' teacher is the frozen input).
-  if (args.views == "orbit" || args.views == "dataset" ||
-      (args.views == "auto" && (dataset || args.tune_gaussians))) {
+  if (args.views == "orbit" || args.views == "dataset" || (args.views == "auto" && (dataset || args.tune_gaussians))) {
     return std::optional<ViewDistribution>();
   }
   if (dataset) {
@@ -88,8 +87,8 @@ absl::StatusOr<std::optional<ViewDistribution>> ResolveViewSampling(const TrainA
   if (args.views != "auto") {
     absl::StatusOr<ViewDirections> dirs = ParseViewDirections(args.views);
     if (!dirs.ok()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "--views must be sphere, hemisphere, orbit or auto, got '%s'", absl::CEscape(args.views.substr(0, 64))));
+      return absl::InvalidArgumentError(absl::StrFormat("--views must be sphere, hemisphere, orbit or auto, got '%s'",
+                                                        absl::CEscape(args.views.substr(0, 64))));
     }
     d.directions = *dirs;
   }
@@ -127,21 +126,23 @@ absl::StatusOr<std::vector<TrainingView>> ResolveTargets(const TrainArgs& args, 
                {"fov_x_deg", orbit_defaults.fov_x_deg}};
     return MakeOrbitTargets(cloud, opt);
   }
-  if (args.cameras.empty()) return absl::InvalidArgumentError("--images needs --cameras (cameras.json or a COLMAP model)");
+  if (args.cameras.empty())
+    return absl::InvalidArgumentError("--images needs --cameras (cameras.json or a COLMAP model)");
   absl::StatusOr<DatasetCameras> split = SplitDatasetCameras(args.cameras);
   if (!split.ok()) return split.status();
   if (split->train.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s has %d camera(s): every %dth is held out for testing, none is left to train on", args.cameras,
-        split->total(), kLlffHold));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s has %d camera(s): every %dth is held out for testing, none is left to train on",
+                        args.cameras, split->total(), kLlffHold));
   }
   const bool sized = args.width_given;
   // Resampled views keep the cameras' aspect unless --height is given too.
   const Camera& first = split->train.front();
   const int width = opt.width;
-  const int height = args.height > 0 ? args.height
-                                     : std::max(1, static_cast<int>(std::lround(static_cast<double>(width) *
-                                                                                first.height / first.width)));
+  const int height =
+      args.height > 0
+          ? args.height
+          : std::max(1, static_cast<int>(std::lround(static_cast<double>(width) * first.height / first.width)));
   *source = {{"kind", args.images.empty() ? "dataset-cameras" : "dataset-images"},
              {"cameras_path", args.cameras},
              {"hold", kLlffHold},
@@ -256,15 +257,15 @@ int RunTrain(const TrainArgs& args) {
                             view_count)
           : absl::StrFormat("%d %s views", view_count, target_source["kind"].get<std::string>());
   const std::string near_text =
-      opt.near_view_jitter > 0 ? absl::StrFormat(" (every second step a render of the input near one, jitter %g)",
-                                                 opt.near_view_jitter)
-                               : "";
-  std::cerr << absl::StrFormat("flexgs train: %s, %s of %dx%d%s, %s Gaussians, poses %s, on %s, %s at iteration %d "
-                               "of %d (setup %.1f s)\n",
-                               args.scene, view_text, view_width, view_height, near_text,
-                               opt.tune_gaussians ? "tuned" : "frozen", args.pose, device_name,
-                               args.resume ? "resumed" : "starting", t.iteration(), opt.iters,
-                               std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count());
+      opt.near_view_jitter > 0
+          ? absl::StrFormat(" (every second step a render of the input near one, jitter %g)", opt.near_view_jitter)
+          : "";
+  std::cerr << absl::StrFormat(
+      "flexgs train: %s, %s of %dx%d%s, %s Gaussians, poses %s, on %s, %s at iteration %d "
+      "of %d (setup %.1f s)\n",
+      args.scene, view_text, view_width, view_height, near_text, opt.tune_gaussians ? "tuned" : "frozen", args.pose,
+      device_name, args.resume ? "resumed" : "starting", t.iteration(), opt.iters,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count());
 
   g_interrupted.store(false);
   auto old_int = std::signal(SIGINT, OnInterrupt);
@@ -293,8 +294,7 @@ int RunTrain(const TrainArgs& args) {
           "step %d/%d  e %.2f  loss %.4f  PSNR(sel) %.2f dB  PSNR(full) %s  GI agree %.3f  %.2f steps/s  ETA %s\n",
           t.iteration(), opt.iters, s.ratio, s.loss, s.psnr_selected,
           std::isnan(s.psnr_full) ? std::string("frozen") : absl::StrFormat("%.2f dB", s.psnr_full), s.gi_agreement,
-          rate,
-          Duration(static_cast<double>(opt.iters - t.iteration()) / rate));
+          rate, Duration(static_cast<double>(opt.iters - t.iteration()) / rate));
     }
     if (opt.checkpoint_every > 0 && t.iteration() % opt.checkpoint_every == 0 && t.iteration() < opt.iters) {
       if (absl::Status st = t.SaveCheckpoint(ckpt); !st.ok()) {
@@ -332,9 +332,11 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
       "train", "FlexGS stage-2 training (GsNet + transform field) distilled from orbit renders of a scene");
   cmd->add_option("scene", args->scene, "Scene PLY (or a model bundle: its full Gaussians)")->required();
   cmd->add_option("--out", args->out, "Output bundle directory (<name>.flexgs); checkpoint at <out>.ckpt")->required();
-  cmd->add_option("--orbit", args->orbit, "GI views (on a sphere; with --views orbit also the fixed training ring)")->capture_default_str();
+  cmd->add_option("--orbit", args->orbit, "GI views (on a sphere; with --views orbit also the fixed training ring)")
+      ->capture_default_str();
   cmd->add_option("--iters", args->iters, "Total training iterations")->capture_default_str();
-  cmd->add_option("--images", args->images, "Dataset PNG folder (with --cameras; every 8th camera by name is held out)");
+  cmd->add_option("--images", args->images,
+                  "Dataset PNG folder (with --cameras; every 8th camera by name is held out)");
   cmd->add_option("--cameras", args->cameras,
                   "cameras.json or COLMAP model; without --images, the scene's renders at its training cameras");
   cmd->add_option("--width", args->width, "Target width (dataset views: resample to it; default their own size)")

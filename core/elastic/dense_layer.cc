@@ -1,0 +1,36 @@
+#include "elastic/dense_layer.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace flexgs {
+
+absl::Status DenseLayer::Validate(const char* name) const {
+  if (in <= 0 || out <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " has shape [", out, ", ", in, "]; both dimensions must be positive"));
+  }
+  const size_t expected = static_cast<size_t>(out) * static_cast<size_t>(in);
+  if (weight.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".weight has ", weight.size(), " values, expected ", expected,
+                                                   " (shape [", out, ", ", in, "])"));
+  }
+  if (bias.size() != static_cast<size_t>(out)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ".bias has ", bias.size(), " values, expected ", out, " (shape [", out, "])"));
+  }
+  for (size_t i = 0; i < weight.size(); ++i) {
+    if (!std::isfinite(weight[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ".weight contains a non-finite value at index ", i));
+    }
+  }
+  for (size_t i = 0; i < bias.size(); ++i) {
+    if (!std::isfinite(bias[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ".bias contains a non-finite value at index ", i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flexgs

@@ -1,0 +1,69 @@
+// ElasticModel: everything needed to serve a scene at any ratio e.
+//
+// The stage-2 Gaussians, their Global Importance, and optionally the trained GsNet
+// selector and transform field. A model without networks is valid ("heuristic
+// mode"): it ranks by GI alone and applies no transform, which is also the
+// LightGS* baseline (prune without fine-tuning).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "elastic/gsnet.h"
+#include "elastic/transform_field.h"
+#include "scene/gaussian_cloud.h"
+
+namespace flexgs {
+
+inline constexpr int kModelFormatVersion = 1;
+
+// How the Global Importance scores were computed (recorded in the manifest).
+struct GiProvenance {
+  std::string variant = "flexgs";  // "flexgs" (opacity * T) or "lightgaussian_volume"
+  int views = 0;
+  int width = 0;
+  int height = 0;
+};
+
+struct ElasticModel {
+  GaussianCloud gaussians;
+  std::vector<float> global_importance;  // one finite, non-negative score per Gaussian
+  GiProvenance gi;
+  std::optional<GsNetWeights> gsnet;           // absent in heuristic mode
+  std::optional<TransformFieldWeights> field;  // absent in heuristic mode
+  // Ranking score of a trained model: GsNet's margin + gi_prior_weight * log(GI), see
+  // GiLogPrior in elastic_selection.h. 0 is the reference's GsNet-only ranking; > 0
+  // makes GsNet learn a correction to the GI ranking instead of re-deriving it from
+  // geometry alone (which it cannot see opacity in), so an untrained selector with a
+  // zero head ranks exactly like GI top-k.
+  double gi_prior_weight = 0.0;
+  // Share of each ratio's count reserved for spatial coverage (0 = off): the
+  // representatives of the finest octree cells that still fit in that share rank first
+  // (see CoverageLevels in elastic_selection.h). Ranking by importance alone empties
+  // thin parts of an object at small ratios (a guitar keeps its body and loses its
+  // neck), which decimation's pairwise merging never does.
+  double coverage_share = 0.0;
+  // GsNet reads positions and scales in the field box (GsNetInputCloud) instead of raw
+  // world units. The reference feeds raw units, which suits scenes of about unit size;
+  // on a scene hundreds of units across one Adam step moves GsNet's margins by more than
+  // the whole GI prior and the selection collapses (sh3-9k: GI agreement 1.0 -> 0.0 in
+  // four steps). False for bundles made before (their rankings stay as they were).
+  bool gsnet_box_inputs = false;
+  // When a kept Gaussian takes its transformed pose (trained models only):
+  //  * false: at every ratio e, as the reference does -- so each nested level re-sends
+  //    every earlier Gaussian's pose as a patch (8-9 bytes each, every level);
+  //  * true: at the ratio of the level that first sends it, fixed from then on, so later
+  //    levels only add Gaussians and carry no patches. The trainer trains exactly that
+  //    (TrainOptions::pose_at_insertion). Either way a ratio of 1 is the original scene.
+  bool pose_at_insertion = false;
+  FieldNormalization normalization;  // bounds + ratio mapping of the field
+  std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
+  std::string training_summary_json = "{}";  // free-form JSON object
+  // SHA-256 (hex) identifying this model's content; set by the bundle writer/reader.
+  std::string digest;
+
+  bool heuristic() const { return !gsnet.has_value(); }
+};
+
+}  // namespace flexgs

@@ -1,0 +1,189 @@
+#include "stream/level_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "elastic/elastic_selection.h"
+
+namespace flexgs {
+namespace {
+
+template <class T>
+void Append(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <class T>
+void AppendVector(std::string& out, const std::vector<T>& v) {
+  Append<uint64_t>(out, v.size());
+  out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+template <class T>
+void AppendAll(std::vector<T>& dst, const std::vector<T>& src) {
+  dst.insert(dst.end(), src.begin(), src.end());
+}
+
+}  // namespace
+
+uint64_t Plan::RawLevelBytes(size_t level) const {
+  const PlanLevel& l = levels[level];
+  return l.added.size() * RawBytesPerGaussian(sh_degree) + l.patches.size() * sizeof(float);
+}
+
+absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request) {
+  if (absl::Status st = ValidateRatio(request.top_ratio); !st.ok()) return st;
+  const std::vector<double>& ladder = request.ladder.empty() ? model.ladder : request.ladder;
+  for (size_t i = 0; i < ladder.size(); ++i) {
+    if (!(ladder[i] > 0.0 && ladder[i] <= 1.0)) {
+      return absl::InvalidArgumentError(absl::StrCat("ladder rung ", ladder[i], " is outside (0, 1]"));
+    }
+    if (i > 0 && !(ladder[i] > ladder[i - 1])) {
+      return absl::InvalidArgumentError("ladder rungs must be strictly increasing");
+    }
+  }
+  std::vector<double> ratios;
+  for (double r : ladder)
+    if (r < request.top_ratio) ratios.push_back(r);
+  ratios.push_back(request.top_ratio);
+  return ratios;
+}
+
+absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& request, ThreadPool* pool) {
+  const size_t n = model.gaussians.size();
+  if (n == 0) return absl::FailedPreconditionError("model has no Gaussians");
+  auto ratios = PlanRatios(model, request);
+  if (!ratios.ok()) return ratios.status();
+
+  Plan plan;
+  plan.model_gaussians = static_cast<uint32_t>(n);
+  plan.sh_degree = model.gaussians.sh_degree;
+  // Send order within a level: Morton order of the original positions, so that
+  // consecutive Gaussians are spatial neighbours (tight per-block bounds for the codec).
+  const std::array<float, 3>& lo = model.normalization.aabb_min;
+  const std::array<float, 3>& hi = model.normalization.aabb_max;
+  std::vector<uint8_t> chosen(n, 0);
+  std::vector<uint32_t> sent;  // client order: concatenation of every level's `added`
+  const std::vector<uint8_t> coverage = model.coverage_share > 0.0 ? CoverageLevels(model) : std::vector<uint8_t>();
+  for (double e : *ratios) {
+    PlanLevel level;
+    level.ratio = e;
+    level.count = ElasticCount(n, e);
+    const std::vector<float> scores = RankingScores(model, e, pool, &coverage);
+    const size_t need = level.count > sent.size() ? level.count - sent.size() : 0;
+    level.added = TopK(scores, need, &chosen);
+    std::vector<std::pair<uint64_t, uint32_t>> order;
+    order.reserve(level.added.size());
+    for (uint32_t id : level.added) order.push_back({MortonCode(&model.gaussians.positions[id * 3], lo, hi), id});
+    std::sort(order.begin(), order.end());
+    for (size_t i = 0; i < order.size(); ++i) level.added[i] = order[i].second;
+    for (uint32_t id : level.added) chosen[id] = 1;
+    const size_t previously_sent = sent.size();
+    sent.insert(sent.end(), level.added.begin(), level.added.end());
+    level.count = static_cast<uint32_t>(sent.size());
+    if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
+      // Poses fixed at insertion: the new Gaussians take their pose at this level's
+      // ratio and nothing sent before changes, so the level carries no patches.
+      level.added_gaussians = TransformedSubset(model, level.added, e, pool);
+    } else {
+      // One evaluation of the whole held set in client order, sliced into patches (the
+      // Gaussians sent before) and additions: the client's state after this level is then
+      // bit-for-bit TransformedSubset(model, sent, e), independent of how the field
+      // batches its work. (With poses fixed at insertion this is only the final e = 1
+      // level, whose patches restore the original poses.)
+      GaussianCloud held = TransformedSubset(model, sent, e, pool);
+      if (model.field.has_value() && previously_sent > 0) {
+        level.patches.resize(previously_sent * kPatchStride);
+        for (size_t i = 0; i < previously_sent; ++i) {
+          float* out = &level.patches[i * kPatchStride];
+          std::memcpy(out, &held.positions[i * 3], 3 * sizeof(float));
+          std::memcpy(out + 3, &held.log_scales[i * 3], 3 * sizeof(float));
+          std::memcpy(out + 6, &held.rotations[i * 4], 4 * sizeof(float));
+        }
+      }
+      std::vector<uint32_t> tail(level.added.size());
+      for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
+      level.added_gaussians = held.Gather(tail);
+    }
+    // How far nesting moved this level from the independent top-k at e.
+    const std::vector<uint32_t> independent = TopK(scores, level.count);
+    size_t overlap = 0;
+    for (uint32_t id : independent) overlap += chosen[id];
+    level.overlap_with_independent = level.count ? static_cast<double>(overlap) / level.count : 1.0;
+    plan.levels.push_back(std::move(level));
+  }
+  return plan;
+}
+
+absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {
+  if (level >= plan.levels.size()) {
+    return absl::OutOfRangeError(
+        absl::StrCat("level ", level, " is outside the plan's ", plan.levels.size(), " levels"));
+  }
+  if (plan.sh_degree < 0 || plan.sh_degree > kMaxShDegree) {
+    return absl::InvalidArgumentError(absl::StrCat("plan SH degree ", plan.sh_degree, " is outside 0..3"));
+  }
+  GaussianCloud cloud;
+  cloud.sh_degree = plan.sh_degree;
+  const size_t n = plan.levels[level].count;
+  // Reserved once up front: the arrays then grow by appends without reallocating.
+  cloud.positions.reserve(n * 3);
+  cloud.log_scales.reserve(n * 3);
+  cloud.rotations.reserve(n * 4);
+  cloud.opacity_logits.reserve(n);
+  cloud.sh_dc.reserve(n * 3);
+  cloud.sh_rest.reserve(n * 3 * static_cast<size_t>(cloud.rest_coeffs()));
+  for (size_t k = 0; k <= level; ++k) {
+    const PlanLevel& l = plan.levels[k];
+    // Patches address the Gaussians held before this level (client order); a plan that
+    // disagrees would make the replay index out of bounds, so it is refused, not trusted.
+    if (!l.patches.empty()) {
+      if (l.patches.size() != cloud.size() * kPatchStride) {
+        return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has ", l.patches.size(),
+                                                       " patch floats for ", cloud.size(), " held Gaussians"));
+      }
+      for (size_t i = 0; i < cloud.size(); ++i) {
+        const float* p = &l.patches[i * kPatchStride];
+        std::memcpy(&cloud.positions[i * 3], p, 3 * sizeof(float));
+        std::memcpy(&cloud.log_scales[i * 3], p + 3, 3 * sizeof(float));
+        std::memcpy(&cloud.rotations[i * 4], p + 6, 4 * sizeof(float));
+      }
+    }
+    const GaussianCloud& a = l.added_gaussians;
+    // (An empty addition may be a default cloud whose SH degree is moot.)
+    if (a.size() != l.added.size() || (!a.empty() && a.sh_degree != plan.sh_degree) || !a.Validate().ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has inconsistent additions"));
+    }
+    AppendAll(cloud.positions, a.positions);
+    AppendAll(cloud.log_scales, a.log_scales);
+    AppendAll(cloud.rotations, a.rotations);
+    AppendAll(cloud.opacity_logits, a.opacity_logits);
+    AppendAll(cloud.sh_dc, a.sh_dc);
+    AppendAll(cloud.sh_rest, a.sh_rest);
+    if (cloud.size() != l.count) {
+      return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " count ", l.count, " != held ", cloud.size()));
+    }
+  }
+  return cloud;
+}
+
+std::string SerializePlan(const Plan& plan) {
+  std::string out;
+  Append(out, plan.model_gaussians);
+  Append(out, plan.sh_degree);
+  Append<uint64_t>(out, plan.levels.size());
+  for (const PlanLevel& l : plan.levels) {
+    Append(out, l.ratio);
+    Append(out, l.count);
+    AppendVector(out, l.added);
+    const GaussianCloud& g = l.added_gaussians;
+    for (const auto* v : {&g.positions, &g.log_scales, &g.rotations, &g.opacity_logits, &g.sh_dc, &g.sh_rest})
+      AppendVector(out, *v);
+    AppendVector(out, l.patches);
+    Append(out, l.overlap_with_independent);
+  }
+  return out;
+}
+
+}  // namespace flexgs

@@ -1,0 +1,67 @@
+// LevelPlanner: turns (model, ladder, top ratio) into nested streaming levels.
+//
+// Level k holds floor(e_k N) Gaussians (at least 1) and contains level k-1: it keeps
+// every Gaussian already sent and adds the best-ranked ones at e_k that are not yet
+// chosen. Because the transform depends on e, each level of a trained model also
+// carries patches: the geometry of every previously sent Gaussian re-transformed at e_k
+// (none for heuristic models, whose transform is the identity, and none for models
+// whose poses are fixed at insertion, ElasticModel::pose_at_insertion, except at e = 1
+// where the patches restore the original scene). After applying level k's additions and
+// patches a client holds exactly the planner's level k.
+//
+// A plan is a pure function of (model, request): byte-identical for any thread count,
+// so plans can be cached and streams resumed at any point.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "base/thread_pool.h"
+#include "elastic/elastic_model.h"
+#include "scene/morton.h"  // MortonCode, the send order
+#include "stream/wire_layout.h"
+
+namespace flexgs {
+
+struct PlanRequest {
+  double top_ratio = 0.15;     // e_max derived from the client's budget, in [0, 1]
+  std::vector<double> ladder;  // empty: the model's ladder
+};
+
+struct PlanLevel {
+  double ratio = 0;
+  uint32_t count = 0;                   // Gaussians held after this level
+  std::vector<uint32_t> added;          // model indices sent at this level, in send order
+  GaussianCloud added_gaussians;        // their attributes transformed at `ratio`
+  std::vector<float> patches;           // previously sent Gaussians (client order) at `ratio`
+  double overlap_with_independent = 1;  // |level k ∩ independent top-k at e_k| / count
+};
+
+struct Plan {
+  uint32_t model_gaussians = 0;
+  int sh_degree = 0;
+  std::vector<PlanLevel> levels;
+
+  // Raw float32 bytes of a level's payload (additions + patches), before encoding.
+  uint64_t RawLevelBytes(size_t level) const;
+};
+
+// The ratios a request expands to: ladder rungs strictly below top_ratio, then
+// top_ratio itself. Validates the ladder (strictly increasing, within (0, 1]).
+absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request);
+
+absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& request, ThreadPool* pool);
+
+// The cloud a client holds after `level` (client order: each level's additions appended
+// in send order, earlier Gaussians re-posed by that level's patches), at the plan's SH
+// degree and unquantized -- what a lossless stream reproduces bit for bit.
+// OUT_OF_RANGE when `level` >= plan.levels.size(); INVALID_ARGUMENT for a plan whose
+// patches, additions or counts disagree (one PlanLevels did not make).
+absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level);
+
+// Canonical bytes of a plan (for caching, digests and determinism tests).
+std::string SerializePlan(const Plan& plan);
+
+}  // namespace flexgs

@@ -1,0 +1,400 @@
+#include "stream/level_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "elastic/elastic_selection.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "scene/synthetic_scene.h"
+#include "tests/support/test_models.h"
+
+namespace flexgs {
+namespace {
+
+using ::flexgs::testing::HeuristicTestModel;
+using ::flexgs::testing::TrainedLikeTestModel;
+
+TEST(ElasticSelectionTest, TopKIsExactWithIndexTieBreak) {
+  const std::vector<float> scores = {0.5f, 2.0f, 0.5f, 3.0f, 0.5f, -1.0f};
+  EXPECT_THAT(TopK(scores, 3), ::testing::ElementsAre(3, 1, 0));
+  EXPECT_THAT(TopK(scores, 4), ::testing::ElementsAre(3, 1, 0, 2));
+  EXPECT_THAT(TopK(scores, 10), ::testing::ElementsAre(3, 1, 0, 2, 4, 5));
+  std::vector<uint8_t> exclude = {1, 0, 0, 1, 0, 0};
+  EXPECT_THAT(TopK(scores, 2, &exclude), ::testing::ElementsAre(1, 2));
+}
+
+// With a GI prior, the score is GsNet's margin + w log GI: a zeroed GsNet head ranks
+// exactly like GI (so an untrained selector is GI top-k), and NestedAdditions is the
+// planner's nested selection.
+TEST(ElasticSelectionTest, GiPriorRanksLikeGiUntilGsNetLearns) {
+  ThreadPool pool(2);
+  ElasticModel m = TrainedLikeTestModel(2000, 5);
+  const std::vector<float> prior = GiLogPrior(m.global_importance);
+  for (float p : prior) {
+    EXPECT_TRUE(std::isfinite(p));
+    EXPECT_LE(p, 1e-5f);
+    EXPECT_GE(p, std::log(1e-6f) - 1e-4f);
+  }
+  const std::vector<float> margin = RankingScores(m, 0.05, &pool);
+  m.gi_prior_weight = 2.0;
+  const std::vector<float> with_prior = RankingScores(m, 0.05, &pool);
+  for (size_t i = 0; i < margin.size(); ++i) EXPECT_FLOAT_EQ(with_prior[i], margin[i] + 2.0f * prior[i]);
+
+  std::fill(m.gsnet->head.weight.begin(), m.gsnet->head.weight.end(), 0.0f);
+  std::fill(m.gsnet->head.bias.begin(), m.gsnet->head.bias.end(), 0.0f);
+  for (double e : {0.01, 0.05, 0.2}) {
+    const size_t k = ElasticCount(m.gaussians.size(), e);
+    EXPECT_EQ(TopK(RankingScores(m, e, &pool), k), TopK(m.global_importance, k)) << e;
+  }
+  EXPECT_EQ(GiLogPrior(std::vector<float>(5, 0.0f)), std::vector<float>(5, 0.0f));
+
+  m = TrainedLikeTestModel(2000, 6);
+  const std::vector<double> ratios = {0.01, 0.05, 0.10};
+  auto plan = PlanLevels(m, {.top_ratio = 0.10, .ladder = ratios}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const auto nested = NestedAdditions(m, ratios, &pool);
+  ASSERT_EQ(nested.size(), plan->levels.size());
+  for (size_t k = 0; k < nested.size(); ++k) {
+    std::vector<uint32_t> a = nested[k], b = plan->levels[k].added;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    EXPECT_EQ(a, b) << "level " << k;
+  }
+}
+
+// Coverage: each octree cell's representative is its highest-GI Gaussian, its level the
+// coarsest cell it represents; the cut-off is the finest level whose cells fit the share.
+TEST(ElasticSelectionTest, CoverageRepresentativesSpreadOverSpace) {
+  ElasticModel m = HeuristicTestModel(4000, 7);
+  const std::vector<uint8_t> levels = CoverageLevels(m);
+  ASSERT_EQ(levels.size(), m.gaussians.size());
+  // Exactly one Gaussian represents the root: the best GI overall.
+  const uint32_t best = TopK(m.global_importance, 1)[0];
+  EXPECT_EQ(levels[best], 0);
+  EXPECT_EQ(std::count(levels.begin(), levels.end(), 0), 1);
+  // Brute force at level 2 (64 cells): the representatives are each cell's best.
+  std::map<uint64_t, uint32_t> best_in_cell;
+  for (uint32_t i = 0; i < m.gaussians.size(); ++i) {
+    const uint64_t cell =
+        MortonCode(&m.gaussians.positions[3 * i], m.normalization.aabb_min, m.normalization.aabb_max) >> (3 * 19);
+    auto [it, fresh] = best_in_cell.emplace(cell, i);
+    const float a = m.global_importance[i], b = m.global_importance[it->second];
+    if (!fresh && (a > b || (a == b && i < it->second))) it->second = i;
+  }
+  std::set<uint32_t> reps;
+  for (uint32_t i = 0; i < levels.size(); ++i) {
+    if (levels[i] <= 2) reps.insert(i);
+  }
+  std::set<uint32_t> expected;
+  for (const auto& [cell, i] : best_in_cell) expected.insert(i);
+  EXPECT_EQ(reps, expected);
+  // Cut-off: the cells up to it fit share * count, one level more does not.
+  const uint32_t count = 200;
+  const int cutoff = CoverageCutoff(levels, count, 0.5);
+  auto cells = [&](int l) { return std::count_if(levels.begin(), levels.end(), [l](uint8_t v) { return v <= l; }); };
+  ASSERT_GE(cutoff, 0);
+  EXPECT_LE(cells(cutoff), 100);
+  EXPECT_GT(cells(cutoff + 1), 100);
+  EXPECT_EQ(CoverageCutoff(levels, count, 0.0), -1);
+
+  // With a share, every representative up to the cut-off is selected, ahead of GI order;
+  // the rest of the slots still go by GI.
+  ThreadPool pool(2);
+  m.coverage_share = 0.5;
+  auto subset_ids = TopK(RankingScores(m, 0.05, &pool), count);
+  std::set<uint32_t> chosen(subset_ids.begin(), subset_ids.end());
+  for (uint32_t i = 0; i < levels.size(); ++i) {
+    if (levels[i] <= cutoff) {
+      EXPECT_TRUE(chosen.count(i)) << i;
+    }
+  }
+  m.coverage_share = 0.0;
+  EXPECT_EQ(RankingScores(m, 0.05, &pool), m.global_importance);  // unchanged without a share
+}
+
+TEST(ElasticSelectionTest, RatioEdgesAndInvalidRatios) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicTestModel(1000, 3);
+  auto zero = ElasticSubset(m, 0.0, &pool);
+  ASSERT_TRUE(zero.ok());
+  EXPECT_EQ(zero->size(), 1u);
+  auto all = ElasticSubset(m, 1.0, &pool);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 1000u);
+  EXPECT_EQ(all->positions, m.gaussians.positions);  // heuristic: no transform
+  auto tenth = ElasticSubset(m, 0.1, &pool);
+  ASSERT_TRUE(tenth.ok());
+  EXPECT_EQ(tenth->size(), 100u);
+  EXPECT_EQ(ElasticCount(1000, 0.0159), 15u);
+  for (double bad : std::vector<double>{-0.01, 1.0001, std::nan(""), INFINITY}) {
+    auto st = ElasticSubset(m, bad, &pool).status();
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("outside [0, 1]"));
+  }
+}
+
+TEST(LevelPlannerTest, RatiosFollowTheLadderUpToTheTop) {
+  const ElasticModel m = HeuristicTestModel(100, 1);
+  auto r = PlanRatios(m, {.top_ratio = 0.12, .ladder = {}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.12));
+  r = PlanRatios(m, {.top_ratio = 0.15, .ladder = {}});
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.15));
+  r = PlanRatios(m, {.top_ratio = 1.0, .ladder = {}});
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.01, 0.05, 0.10, 0.15, 1.0));
+  r = PlanRatios(m, {.top_ratio = 0.005, .ladder = {}});
+  EXPECT_THAT(*r, ::testing::ElementsAre(0.005));
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.1, 0.05}}).ok());
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = 0.5, .ladder = {0.0, 0.05}}).ok());
+  EXPECT_FALSE(PlanRatios(m, {.top_ratio = std::nan(""), .ladder = {}}).ok());
+}
+
+// Replays a plan the way a client does and checks each level against the planner's
+// definition: nested, exact counts, and geometry equal to the model transformed at e_k.
+void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) {
+  std::vector<uint32_t> held;
+  GaussianCloud state;
+  state.sh_degree = m.gaussians.sh_degree;
+  for (size_t k = 0; k < plan.levels.size(); ++k) {
+    const PlanLevel& level = plan.levels[k];
+    SCOPED_TRACE(::testing::Message() << "level " << k << " ratio " << level.ratio);
+    // Patches first (they address Gaussians already held), then additions.
+    if (!level.patches.empty()) {
+      ASSERT_EQ(level.patches.size(), held.size() * kPatchStride);
+      for (size_t i = 0; i < held.size(); ++i) {
+        const float* p = &level.patches[i * kPatchStride];
+        std::copy(p, p + 3, &state.positions[i * 3]);
+        std::copy(p + 3, p + 6, &state.log_scales[i * 3]);
+        std::copy(p + 6, p + 10, &state.rotations[i * 4]);
+      }
+    }
+    const std::set<uint32_t> before(held.begin(), held.end());
+    for (uint32_t id : level.added) EXPECT_EQ(before.count(id), 0u) << "re-sent " << id;
+    held.insert(held.end(), level.added.begin(), level.added.end());
+    const size_t old = state.size();
+    state.Resize(old + level.added.size());
+    const GaussianCloud& a = level.added_gaussians;
+    std::copy(a.positions.begin(), a.positions.end(), state.positions.begin() + old * 3);
+    std::copy(a.log_scales.begin(), a.log_scales.end(), state.log_scales.begin() + old * 3);
+    std::copy(a.rotations.begin(), a.rotations.end(), state.rotations.begin() + old * 4);
+    std::copy(a.opacity_logits.begin(), a.opacity_logits.end(), state.opacity_logits.begin() + old);
+    std::copy(a.sh_dc.begin(), a.sh_dc.end(), state.sh_dc.begin() + old * 3);
+    std::copy(a.sh_rest.begin(), a.sh_rest.end(), state.sh_rest.begin() + old * a.rest_coeffs() * 3);
+    EXPECT_EQ(held.size(), ElasticCount(m.gaussians.size(), level.ratio));
+    EXPECT_EQ(level.count, held.size());
+    const GaussianCloud expected = TransformedSubset(m, held, level.ratio, pool);
+    EXPECT_EQ(state.positions, expected.positions);
+    EXPECT_EQ(state.log_scales, expected.log_scales);
+    EXPECT_EQ(state.rotations, expected.rotations);
+    EXPECT_EQ(state.sh_rest, expected.sh_rest);
+  }
+}
+
+TEST(LevelPlannerTest, HeuristicPlansAreNestedTopKWithoutPatches) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicTestModel(5000, 5);
+  auto plan = PlanLevels(m, {.top_ratio = 0.2, .ladder = {}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 5u);
+  for (const PlanLevel& l : plan->levels) {
+    EXPECT_TRUE(l.patches.empty());
+    EXPECT_DOUBLE_EQ(l.overlap_with_independent, 1.0);  // GI ranking is the same at every e
+  }
+  CheckPlanReplay(m, *plan, &pool);
+}
+
+TEST(LevelPlannerTest, TrainedPlansStayNestedAndPatchesReproduceEachLevel) {
+  ThreadPool pool(2);
+  for (uint64_t seed : {1, 2, 3}) {
+    const ElasticModel m = TrainedLikeTestModel(3000, seed);
+    SplitMix64 rng(seed * 77);
+    std::vector<double> ladder;
+    double r = 0;
+    for (int i = 0; i < 4; ++i) ladder.push_back(r += rng.Uniform(0.01, 0.08));
+    auto plan = PlanLevels(m, {.top_ratio = std::min(1.0, r + 0.05), .ladder = ladder}, &pool);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_EQ(plan->levels.size(), 5u);
+    EXPECT_FALSE(plan->levels[1].patches.empty());
+    CheckPlanReplay(m, *plan, &pool);
+    for (const PlanLevel& l : plan->levels) {
+      EXPECT_GT(l.overlap_with_independent, 0.0);
+      EXPECT_LE(l.overlap_with_independent, 1.0);
+    }
+  }
+}
+
+TEST(LevelPlannerTest, PlansAreByteIdenticalAcrossRunsAndThreadCounts) {
+  const ElasticModel m = TrainedLikeTestModel(4000, 9);
+  ThreadPool one(1), three(3);
+  const PlanRequest req{.top_ratio = 0.3, .ladder = {}};
+  auto a = PlanLevels(m, req, &one);
+  auto b = PlanLevels(m, req, &three);
+  auto c = PlanLevels(m, req, &three);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  const std::string sa = SerializePlan(*a);
+  EXPECT_EQ(sa, SerializePlan(*b));
+  EXPECT_EQ(sa, SerializePlan(*c));
+  EXPECT_GT(sa.size(), 4000u * 0.3 * 56);
+}
+
+TEST(LevelPlannerTest, RawBytesCountAdditionsAndPatches) {
+  ThreadPool pool(1);
+  const ElasticModel m = TrainedLikeTestModel(1000, 4);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(RawBytesPerGaussian(0), 56u);
+  EXPECT_EQ(RawBytesPerGaussian(3), 236u);
+  EXPECT_EQ(plan->RawLevelBytes(0), 50u * RawBytesPerGaussian(1));
+  EXPECT_EQ(plan->RawLevelBytes(1), 50u * RawBytesPerGaussian(1) + 50u * kPatchStride * 4);
+}
+
+// Every attribute of Gaussian i as one row, to compare clouds up to ordering.
+std::vector<std::vector<float>> Rows(const GaussianCloud& c) {
+  const size_t k = static_cast<size_t>(c.rest_coeffs()) * 3;
+  std::vector<std::vector<float>> rows(c.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    std::vector<float>& r = rows[i];
+    r.insert(r.end(), c.positions.begin() + i * 3, c.positions.begin() + i * 3 + 3);
+    r.insert(r.end(), c.log_scales.begin() + i * 3, c.log_scales.begin() + i * 3 + 3);
+    r.insert(r.end(), c.rotations.begin() + i * 4, c.rotations.begin() + i * 4 + 4);
+    r.push_back(c.opacity_logits[i]);
+    r.insert(r.end(), c.sh_dc.begin() + i * 3, c.sh_dc.begin() + i * 3 + 3);
+    r.insert(r.end(), c.sh_rest.begin() + i * k, c.sh_rest.begin() + (i + 1) * k);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
+void ExpectSameCloud(const GaussianCloud& a, const GaussianCloud& b) {
+  EXPECT_EQ(a.sh_degree, b.sh_degree);
+  EXPECT_EQ(a.positions, b.positions);
+  EXPECT_EQ(a.log_scales, b.log_scales);
+  EXPECT_EQ(a.rotations, b.rotations);
+  EXPECT_EQ(a.opacity_logits, b.opacity_logits);
+  EXPECT_EQ(a.sh_dc, b.sh_dc);
+  EXPECT_EQ(a.sh_rest, b.sh_rest);
+}
+
+TEST(LevelCloudTest, EachLevelIsTheModelTransformedAtItsRatioInClientOrder) {
+  ThreadPool pool(2);
+  const ElasticModel m = ::flexgs::testing::RatioDependentTestModel(3000, 11, /*sh_degree=*/2);
+  auto plan = PlanLevels(m, {.top_ratio = 0.15, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 4u);
+  ASSERT_FALSE(plan->levels[2].patches.empty());  // the field really moves earlier Gaussians
+  std::vector<uint32_t> sent;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    const PlanLevel& l = plan->levels[k];
+    sent.insert(sent.end(), l.added.begin(), l.added.end());
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    ASSERT_TRUE(cloud->Validate().ok());
+    EXPECT_EQ(cloud->size(), l.count);
+    EXPECT_EQ(cloud->size(), ElasticCount(m.gaussians.size(), l.ratio));
+    ExpectSameCloud(*cloud, TransformedSubset(m, sent, l.ratio, &pool));
+  }
+  // The last level differs from the one before in its patched geometry, not only by its
+  // additions; colours are never patched.
+  auto before = LevelCloud(*plan, 2);
+  auto last = LevelCloud(*plan, 3);
+  ASSERT_TRUE(before.ok() && last.ok());
+  const size_t n2 = before->size();
+  EXPECT_NE(std::vector<float>(last->positions.begin(), last->positions.begin() + n2 * 3), before->positions);
+  EXPECT_EQ(std::vector<float>(last->sh_dc.begin(), last->sh_dc.begin() + n2 * 3), before->sh_dc);
+}
+
+// Poses fixed at insertion: levels below 1 carry no patches, each addition is posed at
+// its own level's ratio, and a ratio of 1 restores every Gaussian to the model's own.
+TEST(LevelCloudTest, PosesFixedAtInsertionOnlyAddUntilTheFullScene) {
+  ThreadPool pool(2);
+  ElasticModel m = ::flexgs::testing::RatioDependentTestModel(3000, 11, /*sh_degree=*/1);
+  m.pose_at_insertion = true;
+  m.coverage_share = 0.3;
+  auto plan = PlanLevels(m, {.top_ratio = 1.0, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 5u);
+  std::vector<uint32_t> sent;
+  GaussianCloud expected;
+  expected.sh_degree = 1;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    const PlanLevel& l = plan->levels[k];
+    sent.insert(sent.end(), l.added.begin(), l.added.end());
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    if (l.ratio < 1.0) {
+      EXPECT_TRUE(l.patches.empty());
+      const GaussianCloud posed = TransformedSubset(m, l.added, l.ratio, &pool);
+      for (auto [dst, src] :
+           {std::pair{&expected.positions, &posed.positions}, std::pair{&expected.log_scales, &posed.log_scales},
+            std::pair{&expected.rotations, &posed.rotations},
+            std::pair{&expected.opacity_logits, &posed.opacity_logits}, std::pair{&expected.sh_dc, &posed.sh_dc},
+            std::pair{&expected.sh_rest, &posed.sh_rest}}) {
+        dst->insert(dst->end(), src->begin(), src->end());
+      }
+      ExpectSameCloud(*cloud, expected);
+      EXPECT_NE(posed.log_scales, m.gaussians.Gather(l.added).log_scales);  // really moved
+    } else {
+      EXPECT_EQ(l.patches.size(), (sent.size() - l.added.size()) * kPatchStride);
+      ExpectSameCloud(*cloud, m.gaussians.Gather(sent));  // the model's own Gaussians
+    }
+  }
+}
+
+TEST(LevelCloudTest, HeuristicTopLevelIsTheIndependentSubsetUpToOrdering) {
+  ThreadPool pool(2);
+  const ElasticModel m = HeuristicTestModel(4000, 12, /*sh_degree=*/1);
+  auto plan = PlanLevels(m, {.top_ratio = 0.15, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  const std::vector<uint32_t> counts = {40, 200, 400, 600};
+  ASSERT_EQ(plan->levels.size(), counts.size());
+  for (size_t k = 0; k < counts.size(); ++k) {
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok());
+    EXPECT_EQ(cloud->size(), counts[k]) << k;
+  }
+  auto top = LevelCloud(*plan, plan->levels.size() - 1);
+  auto independent = ElasticSubset(m, 0.15, &pool);
+  ASSERT_TRUE(top.ok() && independent.ok());
+  EXPECT_EQ(top->size(), independent->size());
+  EXPECT_TRUE(Rows(*top) == Rows(*independent));
+  // Client order is not the ranking order (each level is sent in Morton order).
+  EXPECT_NE(top->positions, independent->positions);
+}
+
+TEST(LevelCloudTest, LevelOutsideThePlanIsOutOfRange) {
+  ThreadPool pool(1);
+  const ElasticModel m = HeuristicTestModel(500, 13);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->levels.size(), 2u);
+  EXPECT_TRUE(LevelCloud(*plan, 1).ok());
+  EXPECT_EQ(LevelCloud(*plan, 2).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(LevelCloud(*plan, SIZE_MAX).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(LevelCloud(Plan{}, 0).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST(LevelCloudTest, InconsistentPlansAreRefusedNotReplayed) {
+  ThreadPool pool(1);
+  const ElasticModel m = TrainedLikeTestModel(1000, 14);
+  auto plan = PlanLevels(m, {.top_ratio = 0.1, .ladder = {0.05}}, &pool);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_FALSE(plan->levels[1].patches.empty());
+  Plan short_patches = *plan;
+  short_patches.levels[1].patches.resize(short_patches.levels[1].patches.size() - kPatchStride);
+  EXPECT_TRUE(LevelCloud(short_patches, 0).ok());  // level 0 does not read level 1
+  EXPECT_EQ(LevelCloud(short_patches, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  Plan wrong_count = *plan;
+  wrong_count.levels[0].count += 1;
+  EXPECT_EQ(LevelCloud(wrong_count, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  Plan missing_addition = *plan;
+  missing_addition.levels[0].added.pop_back();
+  EXPECT_EQ(LevelCloud(missing_addition, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace flexgs
