@@ -14,14 +14,17 @@ trap '[[ -n $SERVER_PID ]] && kill -KILL $SERVER_PID 2>/dev/null; rm -rf "$WORK"
 mkdir -p "$WORK/scenes"
 declare -A PLY
 if [[ -f $DATA/guitar.ply ]]; then
-  "$FLEXGS" elasticize "$DATA/guitar.ply" --out "$WORK/scenes/guitar.flexgs" --orbit 24 --width 256 --height 256 > /dev/null
+  "$FLEXGS" elasticize "$DATA/guitar.ply" --out "$WORK/scenes/guitar.flexgs" --orbit 24 --width 256 --height 256 \
+    > /dev/null
   PLY[guitar]=$DATA/guitar.ply
 fi
 "$FLEXGS" generate --out "$WORK/synth1m.ply" --count 1000000 > /dev/null
-"$FLEXGS" elasticize "$WORK/synth1m.ply" --out "$WORK/scenes/synth1m.flexgs" --orbit 8 --width 256 --height 256 > /dev/null
+"$FLEXGS" elasticize "$WORK/synth1m.ply" --out "$WORK/scenes/synth1m.flexgs" --orbit 8 --width 256 --height 256 \
+  > /dev/null
 PLY[synth1m]=$WORK/synth1m.ply
 
-"$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 > "$WORK/server.out" 2> "$WORK/server.log" &
+"$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 \
+  > "$WORK/server.out" 2> "$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do grep -q "^listening on" "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
 ADDR=127.0.0.1:$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
@@ -34,7 +37,8 @@ for scene in "${!PLY[@]}"; do
   done
 done
 
-echo "| scene | Gaussians | link | cache | first level (1%) bytes | time to first frame | all 4 levels (15%) | whole PLY download |"
+echo "| scene | Gaussians | link | cache | first level (1%) bytes | time to first frame | all 4 levels (15%) |" \
+  "whole PLY download |"
 echo "|---|---:|---|---|---:|---:|---:|---:|"
 for scene in $(printf '%s\n' "${!PLY[@]}" | sort); do
   ply=${PLY[$scene]}

@@ -31,20 +31,15 @@ EVERY=${SOAK_REPORT_EVERY:-30}
 for b in "$FLEXGS" "$SERVER" "$LOADGEN"; do [[ -x $b ]] || { echo "soak: $b not built" >&2; exit 2; }; done
 (( WARMUP < SECONDS_ )) || { echo "soak: SOAK_WARMUP ($WARMUP) must be below SOAK_SECONDS ($SECONDS_)" >&2; exit 2; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-soak.XXXXXX")
-SERVER_PID="" SAMPLER_PID=""
-cleanup() {
-  for pid in $SAMPLER_PID $SERVER_PID; do
-    kill -KILL "$pid" 2> /dev/null || true
-    wait "$pid" 2> /dev/null || true
-  done
+source "$(dirname "$0")/../tests/process/lib.sh"
+flexgs_tmpdir soak
+keep_outputs() {
   if [[ -n ${SOAK_OUT:-} ]]; then
     mkdir -p "$SOAK_OUT"
     cp "$WORK"/rss.csv "$WORK"/loadgen.json "$WORK"/server.log "$SOAK_OUT"/ 2> /dev/null || true
   fi
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
+at_exit keep_outputs
 
 mkdir -p "$WORK/scenes"
 SCENE=${SOAK_SCENE:-}
@@ -55,18 +50,9 @@ if [[ -z $SCENE ]]; then
 fi
 "$FLEXGS" elasticize "$SCENE" --out "$WORK/scenes/soak.flexgs" --orbit 8 --width 128 --height 128 > /dev/null
 
-: > "$WORK/server.out"
-"$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --rescan-interval 0 --log-level warn \
-  > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 1 300); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out")
-  [[ -n $PORT ]] && break
-  kill -0 "$SERVER_PID" 2> /dev/null || { echo "soak: server exited" >&2; cat "$WORK/server.log" >&2; exit 1; }
-  sleep 0.1
-done
-[[ -n $PORT ]] || { echo "soak: server did not start" >&2; exit 1; }
+launch_server server --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --rescan-interval 0 \
+  --log-level warn
+wait_listening server
 # Until the scenes are loaded every call is UNAVAILABLE: wait for one good stream.
 for _ in $(seq 1 300); do
   "$LOADGEN" --target "127.0.0.1:$PORT" --scene soak --concurrency 1 --total 1 --progress-s 0 > /dev/null 2>&1 && break
@@ -90,6 +76,7 @@ with open(out, "w", buffering=1) as f:
         time.sleep(1.0 - (time.monotonic() - t0) % 1.0)
 EOF
 SAMPLER_PID=$!
+PIDS+=("$SAMPLER_PID")
 
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 set +e

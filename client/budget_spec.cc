@@ -16,7 +16,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "kernels/backend.h"
 
 namespace flexgs::client {
 namespace {
@@ -281,13 +280,6 @@ absl::StatusOr<MemoryProbe> ProbeHostMemory(const std::string& meminfo_path) {
   }
   return absl::UnavailableError(
       absl::StrCat("no MemAvailable line in ", meminfo_path, " (Linux reports it since 3.14)"));
-}
-
-absl::StatusOr<MemoryProbe> ProbeRendererMemory(bool use_cuda) {
-  if (!use_cuda) return ProbeHostMemory();
-  auto info = QueryCudaMemory();
-  if (!info.ok()) return info.status();
-  return MemoryProbe{info->free_bytes, absl::StrCat("cuda:", info->device_name)};
 }
 
 absl::StatusOr<uint64_t> AutoBudgetBytes(const MemoryProbe& probe, double fraction) {

@@ -4,8 +4,8 @@
 //   --max-bandwidth 10Mbit | 2.5MB/s | 100kbit
 //
 // "auto" means a fraction (default kDefaultAutoFraction) of the memory the renderer
-// would use: free GPU memory (cudaMemGetInfo) when the CUDA renderer runs, else the
-// host's MemAvailable (/proc/meminfo).
+// would use: free GPU memory when the CUDA renderer runs, else the host's MemAvailable
+// (/proc/meminfo). The GPU probe is client/renderer_memory.h: nothing here needs a GPU.
 #pragma once
 
 #include <cstdint>
@@ -49,11 +49,6 @@ struct MemoryProbe {
 
 // Host MemAvailable from `meminfo_path`. UNAVAILABLE when unreadable or unparsable.
 absl::StatusOr<MemoryProbe> ProbeHostMemory(const std::string& meminfo_path = "/proc/meminfo");
-
-// The memory the renderer would draw on: with use_cuda, the current CUDA device's free
-// memory (QueryCudaMemory; its UNAVAILABLE/INTERNAL passed on) as {free, "cuda:<name>"};
-// otherwise ProbeHostMemory().
-absl::StatusOr<MemoryProbe> ProbeRendererMemory(bool use_cuda);
 
 // floor(fraction * probe.available_bytes); INVALID_ARGUMENT for a fraction outside (0, 1].
 absl::StatusOr<uint64_t> AutoBudgetBytes(const MemoryProbe& probe, double fraction);

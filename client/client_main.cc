@@ -11,11 +11,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <limits>
+#include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +35,7 @@
 #include "client/channel_credentials.h"
 #include "client/device_resident_store.h"
 #include "client/progress_bar.h"
+#include "client/renderer_memory.h"
 #include "client/resident_store.h"
 #include "client/scene_client.h"
 #include "io/camera_io.h"
@@ -69,6 +74,8 @@ struct Args {
   bool json = false, save_levels = false, quiet = false, no_render = false;
   std::string tls_ca, tls_cert, tls_key, token_file;
   int64_t test_corrupt_sequence = -1;
+  // Which budget flag was given (CLI11 lets at most one through).
+  bool budget_given = false, budget_ratio_given = false, budget_gaussians_given = false;
 };
 
 int Fail(int code, const absl::Status& st) {
@@ -223,78 +230,113 @@ uint64_t FramebufferBytes(int width, int height) {
   return static_cast<uint64_t>(width) * height * (3 * sizeof(float) + sizeof(float) + sizeof(uint32_t));
 }
 
-int Run(const Args& args, const CLI::App& app) {
-  // Budget first: a bad spec should fail before any connection is made.
-  fc::BudgetSpec spec;
-  const int budget_kinds = !args.budget.empty() + (args.budget_ratio > 0) + (args.budget_gaussians > 0);
-  if (budget_kinds != 1) {
-    return Fail(1, absl::InvalidArgumentError("give exactly one of --budget SIZE|auto, --budget-ratio R, "
-                                              "--budget-gaussians N"));
+// The flags, checked and parsed as far as the command line alone allows.
+struct Options {
+  fc::BudgetSpec budget;
+  double rate = 0;  // --max-bandwidth in bytes per second; 0: unlimited
+  flexgs::v1::Encoding encoding = flexgs::v1::ENCODING_QUANTIZED;
+  std::array<float, 3> background{};
+  flexgs::Device device = flexgs::Device::kAuto;
+  std::vector<flexgs::Camera> file_cameras;   // --cameras
+  std::optional<flexgs::OrbitOptions> orbit;  // --orbit, framed once the scene's bounds are known
+};
+
+// What CLI11 cannot check itself (the budget, the rate, the colour, the camera file, the
+// orbit), before any connection is made, so that a typo costs no round trip.
+absl::StatusOr<Options> ValidateOptions(const Args& args) {
+  Options o;
+  if (!args.budget_given && !args.budget_ratio_given && !args.budget_gaussians_given) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --budget SIZE|auto, --budget-ratio R, "
+        "--budget-gaussians N");
   }
-  if (!args.budget.empty()) {
+  if (args.budget_given) {
     auto s = fc::ParseBudgetSpec(args.budget);
-    if (!s.ok()) return Fail(1, s.status());
-    spec = *s;
-  } else if (args.budget_ratio > 0) {
-    if (!(args.budget_ratio <= 1.0)) return Fail(1, absl::InvalidArgumentError("--budget-ratio must be in (0, 1]"));
-    spec.kind = fc::BudgetSpec::Kind::kRatio;
-    spec.ratio = args.budget_ratio;
+    if (!s.ok()) return s.status();
+    o.budget = *s;
+  } else if (args.budget_ratio_given) {
+    if (!(args.budget_ratio > 0 && args.budget_ratio <= 1.0)) {
+      return absl::InvalidArgumentError("--budget-ratio must be in (0, 1]");
+    }
+    o.budget.kind = fc::BudgetSpec::Kind::kRatio;
+    o.budget.ratio = args.budget_ratio;
   } else {
-    spec.kind = fc::BudgetSpec::Kind::kGaussians;
-    spec.gaussians = args.budget_gaussians;
+    o.budget.kind = fc::BudgetSpec::Kind::kGaussians;
+    o.budget.gaussians = args.budget_gaussians;
   }
-  double rate = 0;
   if (!args.max_bandwidth.empty()) {
     auto r = fc::ParseBitRate(args.max_bandwidth);
-    if (!r.ok()) return Fail(1, r.status());
-    rate = *r;
+    if (!r.ok()) return r.status();
+    o.rate = *r;
   }
-  flexgs::v1::Encoding encoding;
-  if (args.encoding == "quantized") {
-    encoding = flexgs::v1::ENCODING_QUANTIZED;
-  } else if (args.encoding == "lossless") {
-    encoding = flexgs::v1::ENCODING_LOSSLESS;
-  } else {
-    return Fail(1, absl::InvalidArgumentError(
-                       absl::StrCat("--encoding '", args.encoding, "' (expected quantized or lossless)")));
-  }
+  o.encoding = args.encoding == "lossless" ? flexgs::v1::ENCODING_LOSSLESS : flexgs::v1::ENCODING_QUANTIZED;
   auto background = flexgs::ParseRgbColor(args.background);
-  if (!background.ok()) return Fail(1, background.status());
-  if (args.orbit > 0 && !args.cameras.empty()) {
-    return Fail(1, absl::InvalidArgumentError("--orbit and --cameras exclude each other"));
-  }
+  if (!background.ok()) return background.status();
+  o.background = *background;
   auto device = flexgs::ParseDevice(args.device);
-  if (!device.ok()) return Fail(1, device.status());
-  std::vector<flexgs::Camera> file_cameras;
+  if (!device.ok()) return device.status();
+  o.device = *device;
   if (!args.cameras.empty()) {
     auto cams = flexgs::LoadCameras(args.cameras);
-    if (!cams.ok()) return Fail(1, cams.status());
-    file_cameras = *std::move(cams);
+    if (!cams.ok()) return cams.status();
+    o.file_cameras = *std::move(cams);
   }
+  if (o.file_cameras.empty() && args.orbit > 0) {
+    flexgs::OrbitOptions orbit;
+    orbit.count = args.orbit;
+    orbit.width = args.width;
+    orbit.height = args.height;
+    orbit.fov_x_deg = args.fov_x_deg;
+    orbit.elevation_deg = args.elevation_deg;
+    if (absl::Status st = flexgs::ValidateOrbitOptions(orbit); !st.ok()) return st;
+    o.orbit = orbit;
+  }
+  return o;
+}
+
+// The output directory, made before connecting so that results have somewhere to go.
+absl::Status CreateOutputDir(const std::string& out) {
   std::error_code ec;
-  fs::create_directories(args.out, ec);
-  if (ec) return Fail(4, absl::UnavailableError(absl::StrCat("cannot create --out '", args.out, "': ", ec.message())));
+  fs::create_directories(out, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create --out '", out, "': ", ec.message()));
+  return absl::OkStatus();
+}
 
-  auto backend = flexgs::CreateRasterBackend(*device, args.threads);
-  if (!backend.ok()) return Fail(1, backend.status());
-  const bool on_gpu = (*backend)->name() == "cuda";
+// What an "auto" budget is a share of: the memory the renderer draws on (none for the
+// other kinds, which must not depend on the machine).
+absl::StatusOr<std::optional<fc::MemoryProbe>> ProbeForBudget(const fc::BudgetSpec& spec, bool on_gpu) {
+  if (spec.kind != fc::BudgetSpec::Kind::kAuto) return std::optional<fc::MemoryProbe>();
+  auto probe = fc::ProbeRendererMemory(on_gpu);
+  if (!probe.ok()) return probe.status();
+  return std::optional<fc::MemoryProbe>(*std::move(probe));
+}
 
-  uint64_t budget_bytes = 0;
-  std::string budget_source;
+// The budget in bytes and where it came from (0 and "" for a ratio or Gaussian count).
+struct Budget {
+  uint64_t bytes = 0;
+  std::string source;
+};
+
+// The byte budget the request and the final check use: explicit, or a share of `probe`.
+absl::StatusOr<Budget> ResolveBudget(const fc::BudgetSpec& spec, const std::optional<fc::MemoryProbe>& probe) {
+  Budget budget;
   if (spec.kind == fc::BudgetSpec::Kind::kAuto) {
-    auto probe = fc::ProbeRendererMemory(on_gpu);
-    if (!probe.ok()) return Fail(4, probe.status());
     auto bytes = fc::AutoBudgetBytes(*probe, spec.auto_fraction);
-    if (!bytes.ok()) return Fail(1, bytes.status());
-    budget_bytes = *bytes;
-    budget_source = absl::StrFormat("auto: %.0f%% of %s available on %s", spec.auto_fraction * 100,
+    if (!bytes.ok()) return bytes.status();
+    budget.bytes = *bytes;
+    budget.source = absl::StrFormat("auto: %.0f%% of %s available on %s", spec.auto_fraction * 100,
                                     fc::FormatBytes(probe->available_bytes), probe->source);
   } else if (spec.kind == fc::BudgetSpec::Kind::kBytes) {
-    budget_bytes = spec.bytes;
-    budget_source = "explicit";
+    budget.bytes = spec.bytes;
+    budget.source = "explicit";
   }
+  return budget;
+}
 
-  const auto t0 = Clock::now();
+// The channel as the flags configure it (TLS, token, keepalive). With a rate limit, a
+// small fixed window (~100 ms of data, at least 64 KiB) makes the limit the sender's
+// rate instead of filling megabytes of receive buffers first.
+absl::StatusOr<std::unique_ptr<fc::SceneClient>> ConnectToServer(const Args& args, double rate) {
   fc::ConnectOptions connect;
   connect.address = args.server;
   connect.tls_ca_file = args.tls_ca;
@@ -304,27 +346,215 @@ int Run(const Args& args, const CLI::App& app) {
   connect.keepalive_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.keepalive_timeout_s * 1000));
   if (!args.token_file.empty()) {
     auto token = fc::ReadBearerToken(args.token_file);
-    if (!token.ok()) return Fail(1, token.status());
+    if (!token.ok()) return token.status();
     connect.bearer_token = *std::move(token);
   }
-  // With a rate limit, a small fixed window (~100 ms of data, at least 64 KiB) makes the
-  // limit the sender's rate instead of filling megabytes of receive buffers first.
   if (rate > 0) connect.flow_control_window_bytes = static_cast<uint32_t>(std::clamp(rate * 0.1, 65536.0, 4194304.0));
-  auto client = fc::SceneClient::Connect(connect);
-  if (!client.ok()) return Fail(1, client.status());
+  return fc::SceneClient::Connect(connect);
+}
 
-  // The scene's facts: cameras are framed on its bounds, the budget is sized with its
-  // advertised per-Gaussian cost. Retried briefly so a client started together with
-  // its server does not fail on the first connection refusal.
+// The scene's facts: cameras are framed on its bounds, the budget is sized with its
+// advertised per-Gaussian cost. Retried briefly so that a client started together with
+// its server does not fail on the first connection refusal.
+absl::StatusOr<flexgs::v1::SceneInfo> FetchSceneInfo(fc::SceneClient& client, const Args& args, Clock::time_point t0) {
   absl::StatusOr<flexgs::v1::SceneInfo> info;
   for (int attempt = 0;; ++attempt) {
-    info = (*client)->GetScene(args.scene, std::chrono::seconds(10));
+    info = client.GetScene(args.scene, std::chrono::seconds(10));
     if (info.ok() || info.status().code() != absl::StatusCode::kUnavailable ||
         std::chrono::duration<double>(Clock::now() - t0).count() > args.give_up_after_s) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(2000, 100 << std::min(attempt, 4))));
   }
+  return info;
+}
+
+// The views to render: the --cameras as read, or the --orbit framed on the scene's view
+// bounds (its bounds when it has none); none with neither flag.
+absl::StatusOr<std::vector<flexgs::Camera>> ChooseCameras(const Options& options, const flexgs::v1::SceneInfo& info) {
+  if (!options.file_cameras.empty()) return options.file_cameras;
+  if (!options.orbit) return std::vector<flexgs::Camera>();
+  const auto& b = info.view_bounds().min_size() == 3 ? info.view_bounds() : info.bounds();
+  if (b.min_size() != 3 || b.max_size() != 3) {
+    return absl::DataLossError("the server's SceneInfo has no 3-D bounds to frame cameras on");
+  }
+  flexgs::SceneBounds bounds;
+  for (int d = 0; d < 3; ++d) {
+    bounds.lo[d] = b.min(d);
+    bounds.hi[d] = b.max(d);
+  }
+  return flexgs::OrbitCameras(bounds, *options.orbit);
+}
+
+// Writes cameras.json and replaces `cameras` by what it holds, so that renders use the
+// cameras as written and `flexgs render --cameras cameras.json` reproduces them exactly.
+absl::Status WriteCameras(const std::string& out, std::vector<flexgs::Camera>* cameras) {
+  if (cameras->empty()) return absl::OkStatus();
+  const std::string path = (fs::path(out) / "cameras.json").string();
+  if (absl::Status st = flexgs::WriteInriaCamerasJson(path, *cameras); !st.ok()) return st;
+  auto reread = flexgs::LoadCameras(path);
+  if (!reread.ok()) return reread.status();
+  *cameras = *std::move(reread);
+  return absl::OkStatus();
+}
+
+// What the client needs whatever the level: one framebuffer per view size.
+uint64_t FramebufferReserve(const std::vector<flexgs::Camera>& cameras) {
+  uint64_t reserve = 0;
+  for (const auto& c : cameras) reserve = std::max(reserve, FramebufferBytes(c.width, c.height));
+  return reserve;
+}
+
+// The request: a byte budget is declared to the server less `framebuffer_reserve`, since
+// the server sizes levels for the Gaussians alone.
+absl::StatusOr<fc::StreamRequest> BuildRequest(const Args& args, const Options& options, const Budget& budget,
+                                               uint64_t framebuffer_reserve) {
+  fc::StreamRequest request;
+  request.scene_id = args.scene;
+  request.encoding = options.encoding;
+  request.max_chunk_bytes = args.max_chunk_bytes;
+  if (args.sh_degree >= 0) request.max_sh_degree = static_cast<uint32_t>(args.sh_degree);
+  const fc::BudgetSpec& spec = options.budget;
+  if (spec.kind == fc::BudgetSpec::Kind::kBytes || spec.kind == fc::BudgetSpec::Kind::kAuto) {
+    if (budget.bytes <= framebuffer_reserve) {
+      return absl::InvalidArgumentError(absl::StrCat("budget ", fc::FormatBytes(budget.bytes),
+                                                     " does not even hold the ", fc::FormatBytes(framebuffer_reserve),
+                                                     " framebuffer of the requested views"));
+    }
+    request.memory_bytes = budget.bytes - framebuffer_reserve;
+  } else if (spec.kind == fc::BudgetSpec::Kind::kRatio) {
+    request.ratio = spec.ratio;
+  } else {
+    request.gaussians = spec.gaussians;
+  }
+  return request;
+}
+
+// Where the Gaussians live: in GPU memory when the CUDA renderer draws them (no copy per
+// frame), else in host memory.
+std::unique_ptr<fc::ResidentStore> MakeResidentStore(bool on_gpu, bool no_render) {
+  if (on_gpu && !no_render) {
+    auto dev = fc::DeviceResidentStore::Create();
+    if (dev.ok()) return *std::move(dev);
+    spdlog::warn("device-resident store unavailable ({}); holding Gaussians in host memory",
+                 std::string(dev.status().message()));
+  }
+  return std::make_unique<fc::HostResidentStore>();
+}
+
+// How the stream is read: the rate limit, when to give up, and the test hook that flips
+// one payload bit once (the CRC no longer matches, so the message must be resumed from).
+fc::StreamOptions MakeStreamOptions(const Args& args, double rate) {
+  fc::StreamOptions options;
+  options.max_bandwidth_bytes_per_s = rate;
+  options.retry.give_up_after = std::chrono::milliseconds(static_cast<int64_t>(args.give_up_after_s * 1000));
+  if (args.test_corrupt_sequence >= 0) {
+    auto corrupted = std::make_shared<bool>(false);  // shared by every copy of the hook
+    options.chunk_hook =
+        [corrupted, sequence = static_cast<uint64_t>(args.test_corrupt_sequence)](flexgs::v1::StreamChunk& chunk) {
+          if (!*corrupted && chunk.sequence() == sequence && !chunk.payload().empty()) {
+            std::string* p = chunk.mutable_payload();
+            (*p)[p->size() / 2] ^= 0x10;
+            *corrupted = true;
+          }
+        };
+  }
+  return options;
+}
+
+// What was set up before streaming, for stats.json and the summary line.
+struct Setup {
+  Options options;
+  Budget budget;
+  fc::StreamRequest request;
+  uint64_t framebuffer_reserve = 0;
+  std::string renderer;  // the raster backend's name
+};
+
+// stats.json: what was asked, received, held and rendered, per level and in all.
+nlohmann::json StatsJson(const Args& args, const Setup& setup, const LevelRenderer& renderer,
+                         const fc::StreamSummary& summary, const fc::ResidentStore& store, double total_s) {
+  const uint64_t peak = renderer.peak_resident();
+  const auto& header = summary.header;
+  nlohmann::json j;
+  j["scene"] = args.scene;
+  j["server"] = args.server;
+  j["model_digest"] = header.model_digest();
+  j["model_gaussians"] = header.model_gaussians();
+  j["encoding"] = args.encoding;
+  j["sh_degree"] = header.sh_degree();
+  j["renderer"] = setup.renderer;
+  j["budget"] = {
+      {"spec", args.budget.empty() ? (args.budget_ratio > 0 ? absl::StrCat("ratio ", args.budget_ratio)
+                                                            : absl::StrCat(args.budget_gaussians, " Gaussians"))
+                                   : args.budget},
+      {"bytes", setup.budget.bytes},
+      {"source", setup.budget.source},
+      {"declared_memory_bytes", setup.request.memory_bytes.value_or(0)},
+      {"framebuffer_reserve_bytes", setup.framebuffer_reserve}};
+  nlohmann::json levels = nlohmann::json::array();
+  for (const auto& rec : renderer.records()) {
+    levels.push_back({{"index", rec.stats.index},
+                      {"ratio", rec.stats.ratio},
+                      {"gaussians", rec.stats.gaussians},
+                      {"bytes", rec.stats.payload_bytes},
+                      {"started_s", rec.stats.started_s},
+                      {"completed_s", rec.stats.completed_s},
+                      {"receive_s", rec.stats.completed_s - rec.stats.started_s},
+                      {"render_s", rec.render_s},
+                      {"resident_bytes", rec.resident_bytes},
+                      {"state_sha256", rec.state_sha256}});
+  }
+  j["levels"] = levels;
+  j["time_to_first_frame_s"] = renderer.first_frame_s();
+  j["total_s"] = total_s;
+  j["payload_bytes"] = summary.payload_bytes;
+  j["messages"] = summary.messages;
+  j["resident_bytes"] = {{"store", store.AllocatedBytes()},
+                         {"render_scratch", renderer.ScratchBytesOf(store)},
+                         {"framebuffer", renderer.framebuffer_bytes()},
+                         {"peak_total", peak},
+                         {"location", store.location()}};
+  j["within_budget"] = setup.budget.bytes == 0 || peak <= setup.budget.bytes;
+  j["retries"] = summary.retries;
+  j["rejected_messages"] = summary.rejected_messages;
+  j["max_bandwidth_bytes_per_s"] = setup.options.rate;
+  j["final_state_sha256"] = renderer.records().empty() ? "" : renderer.records().back().state_sha256;
+  return j;
+}
+
+// The closing line on stdout: levels, bytes, time, first frame, and what was held.
+std::string SummaryLine(const Setup& setup, const LevelRenderer& renderer, const fc::StreamSummary& summary,
+                        const fc::ResidentStore& store, double total_s) {
+  const uint64_t budget_bytes = setup.budget.bytes;
+  return absl::StrFormat(
+      "done: %d levels, %d Gaussians, %s in %.2f s (%d messages, %d retries); first frame after %.2f s; "
+      "resident %s%s\n",
+      summary.header.levels_size(), store.size(), fc::FormatBytes(summary.payload_bytes), total_s, summary.messages,
+      summary.retries, renderer.first_frame_s(), fc::FormatBytes(renderer.peak_resident()),
+      budget_bytes > 0 ? absl::StrCat(" of ", fc::FormatBytes(budget_bytes), " budget") : "");
+}
+
+int Run(const Args& args) {
+  Setup setup;
+  auto options = ValidateOptions(args);
+  if (!options.ok()) return Fail(1, options.status());
+  setup.options = *std::move(options);
+  if (absl::Status st = CreateOutputDir(args.out); !st.ok()) return Fail(4, st);
+  auto backend = flexgs::CreateRasterBackend(setup.options.device, args.threads);
+  if (!backend.ok()) return Fail(1, backend.status());
+  setup.renderer = std::string((*backend)->name());
+  const bool on_gpu = setup.renderer == "cuda";
+  auto probe = ProbeForBudget(setup.options.budget, on_gpu);
+  if (!probe.ok()) return Fail(4, probe.status());
+  auto budget = ResolveBudget(setup.options.budget, *probe);
+  if (!budget.ok()) return Fail(1, budget.status());
+  setup.budget = *std::move(budget);
+
+  const auto t0 = Clock::now();
+  auto client = ConnectToServer(args, setup.options.rate);
+  if (!client.ok()) return Fail(1, client.status());
+  auto info = FetchSceneInfo(**client, args, t0);
   if (!info.ok()) {
     std::cerr << "flexgs-client: " << CodeName(info.status().code()) << "\n";
     if (info.status().code() == absl::StatusCode::kUnavailable) {
@@ -334,96 +564,20 @@ int Run(const Args& args, const CLI::App& app) {
     }
     return Fail(2, info.status());
   }
+  auto cameras = ChooseCameras(setup.options, *info);
+  if (!cameras.ok()) return Fail(2, cameras.status());
+  if (absl::Status st = WriteCameras(args.out, &*cameras); !st.ok()) return Fail(4, st);
+  setup.framebuffer_reserve = FramebufferReserve(*cameras);
+  auto request = BuildRequest(args, setup.options, setup.budget, setup.framebuffer_reserve);
+  if (!request.ok()) return Fail(1, request.status());
+  setup.request = *std::move(request);
 
-  std::vector<flexgs::Camera> cameras;
-  if (!file_cameras.empty()) {
-    cameras = file_cameras;
-  } else if (args.orbit > 0) {
-    flexgs::OrbitOptions orbit;
-    orbit.count = args.orbit;
-    orbit.width = args.width;
-    orbit.height = args.height;
-    orbit.fov_x_deg = args.fov_x_deg;
-    orbit.elevation_deg = args.elevation_deg;
-    auto st = flexgs::ValidateOrbitOptions(orbit);
-    if (!st.ok()) return Fail(1, st);
-    const auto& b = info->view_bounds().min_size() == 3 ? info->view_bounds() : info->bounds();
-    if (b.min_size() != 3 || b.max_size() != 3) {
-      return Fail(2, absl::DataLossError("the server's SceneInfo has no 3-D bounds to frame cameras on"));
-    }
-    flexgs::SceneBounds bounds;
-    for (int d = 0; d < 3; ++d) {
-      bounds.lo[d] = b.min(d);
-      bounds.hi[d] = b.max(d);
-    }
-    cameras = flexgs::OrbitCameras(bounds, orbit);
-  }
-  if (!cameras.empty()) {
-    // Render with the cameras as written, so `flexgs render --cameras cameras.json`
-    // reproduces these views exactly.
-    const std::string path = (fs::path(args.out) / "cameras.json").string();
-    auto st = flexgs::WriteInriaCamerasJson(path, cameras);
-    if (!st.ok()) return Fail(4, st);
-    auto reread = flexgs::LoadCameras(path);
-    if (!reread.ok()) return Fail(4, reread.status());
-    cameras = *std::move(reread);
-  }
-
-  // What the client can give the server to size levels: the budget minus what it
-  // needs whatever the level (one framebuffer per view size).
-  uint64_t framebuffer_reserve = 0;
-  for (const auto& c : cameras)
-    framebuffer_reserve = std::max(framebuffer_reserve, FramebufferBytes(c.width, c.height));
-  fc::StreamRequest request;
-  request.scene_id = args.scene;
-  request.encoding = encoding;
-  request.max_chunk_bytes = args.max_chunk_bytes;
-  if (args.sh_degree >= 0) request.max_sh_degree = static_cast<uint32_t>(args.sh_degree);
-  if (spec.kind == fc::BudgetSpec::Kind::kBytes || spec.kind == fc::BudgetSpec::Kind::kAuto) {
-    if (budget_bytes <= framebuffer_reserve) {
-      return Fail(1, absl::InvalidArgumentError(
-                         absl::StrCat("budget ", fc::FormatBytes(budget_bytes), " does not even hold the ",
-                                      fc::FormatBytes(framebuffer_reserve), " framebuffer of the requested views")));
-    }
-    request.memory_bytes = budget_bytes - framebuffer_reserve;
-  } else if (spec.kind == fc::BudgetSpec::Kind::kRatio) {
-    request.ratio = spec.ratio;
-  } else {
-    request.gaussians = spec.gaussians;
-  }
-
-  fc::StreamOptions options;
-  options.max_bandwidth_bytes_per_s = rate;
-  options.retry.give_up_after = std::chrono::milliseconds(static_cast<int64_t>(args.give_up_after_s * 1000));
-  bool corrupted = false;
-  // Gaussians live where the renderer reads them: GPU memory with CUDA, else host.
-  std::unique_ptr<fc::ResidentStore> store_owner;
-  if (on_gpu && !args.no_render) {
-    auto dev = fc::DeviceResidentStore::Create();
-    if (dev.ok()) {
-      store_owner = *std::move(dev);
-    } else {
-      spdlog::warn("device-resident store unavailable ({}); holding Gaussians in host memory",
-                   std::string(dev.status().message()));
-    }
-  }
-  if (store_owner == nullptr) store_owner = std::make_unique<fc::HostResidentStore>();
-  fc::ResidentStore& store = *store_owner;
-  options.chunk_hook = [&](flexgs::v1::StreamChunk& chunk) {
-    if (!corrupted && args.test_corrupt_sequence >= 0 &&
-        chunk.sequence() == static_cast<uint64_t>(args.test_corrupt_sequence) && !chunk.payload().empty()) {
-      // Test hook: flip one payload bit once; the CRC no longer matches.
-      std::string* p = chunk.mutable_payload();
-      (*p)[p->size() / 2] ^= 0x10;
-      corrupted = true;
-    }
-  };
-
+  std::unique_ptr<fc::ResidentStore> store = MakeResidentStore(on_gpu, args.no_render);
   flexgs::RenderOptions render_options;
-  render_options.background = *background;
+  render_options.background = setup.options.background;
   fc::ProgressBar bar(stderr, !args.quiet && fc::ProgressBar::IsTerminal(stderr));
-  LevelRenderer renderer(args, backend->get(), cameras, render_options, t0, &bar);
-  auto summary = (*client)->Stream(request, options, &store, &renderer);
+  LevelRenderer renderer(args, backend->get(), *std::move(cameras), render_options, t0, &bar);
+  auto summary = (*client)->Stream(setup.request, MakeStreamOptions(args, setup.options.rate), store.get(), &renderer);
   bar.Finish();
   if (!summary.ok()) {
     std::cerr << "flexgs-client: " << CodeName(summary.status().code()) << "\n";
@@ -432,92 +586,48 @@ int Run(const Args& args, const CLI::App& app) {
   if (!renderer.status().ok()) return Fail(4, renderer.status());
 
   const double total_s = renderer.Seconds();
-  const uint64_t peak = renderer.peak_resident();
-  const bool within_budget = budget_bytes == 0 || peak <= budget_bytes;
-  const auto& header = summary->header;
   if (args.json) {
-    nlohmann::json j;
-    j["scene"] = args.scene;
-    j["server"] = args.server;
-    j["model_digest"] = header.model_digest();
-    j["model_gaussians"] = header.model_gaussians();
-    j["encoding"] = args.encoding;
-    j["sh_degree"] = header.sh_degree();
-    j["renderer"] = std::string((*backend)->name());
-    j["budget"] = {
-        {"spec", args.budget.empty() ? (args.budget_ratio > 0 ? absl::StrCat("ratio ", args.budget_ratio)
-                                                              : absl::StrCat(args.budget_gaussians, " Gaussians"))
-                                     : args.budget},
-        {"bytes", budget_bytes},
-        {"source", budget_source},
-        {"declared_memory_bytes", request.memory_bytes.value_or(0)},
-        {"framebuffer_reserve_bytes", framebuffer_reserve}};
-    nlohmann::json levels = nlohmann::json::array();
-    for (const auto& rec : renderer.records()) {
-      levels.push_back({{"index", rec.stats.index},
-                        {"ratio", rec.stats.ratio},
-                        {"gaussians", rec.stats.gaussians},
-                        {"bytes", rec.stats.payload_bytes},
-                        {"started_s", rec.stats.started_s},
-                        {"completed_s", rec.stats.completed_s},
-                        {"receive_s", rec.stats.completed_s - rec.stats.started_s},
-                        {"render_s", rec.render_s},
-                        {"resident_bytes", rec.resident_bytes},
-                        {"state_sha256", rec.state_sha256}});
-    }
-    j["levels"] = levels;
-    j["time_to_first_frame_s"] = renderer.first_frame_s();
-    j["total_s"] = total_s;
-    j["payload_bytes"] = summary->payload_bytes;
-    j["messages"] = summary->messages;
-    j["resident_bytes"] = {{"store", store.AllocatedBytes()},
-                           {"render_scratch", renderer.ScratchBytesOf(store)},
-                           {"framebuffer", renderer.framebuffer_bytes()},
-                           {"peak_total", peak},
-                           {"location", store.location()}};
-    j["within_budget"] = within_budget;
-    j["retries"] = summary->retries;
-    j["rejected_messages"] = summary->rejected_messages;
-    j["max_bandwidth_bytes_per_s"] = rate;
-    j["final_state_sha256"] = renderer.records().empty() ? "" : renderer.records().back().state_sha256;
-    auto st = flexgs::WriteFileAtomically((fs::path(args.out) / "stats.json").string(), j.dump(2) + "\n");
+    const nlohmann::json stats = StatsJson(args, setup, renderer, *summary, *store, total_s);
+    auto st = flexgs::WriteFileAtomically((fs::path(args.out) / "stats.json").string(), stats.dump(2) + "\n");
     if (!st.ok()) return Fail(4, st);
   }
-  if (!args.quiet) {
-    std::cout << absl::StrFormat(
-        "done: %d levels, %d Gaussians, %s in %.2f s (%d messages, %d retries); first frame after %.2f s; "
-        "resident %s%s\n",
-        header.levels_size(), store.size(), fc::FormatBytes(summary->payload_bytes), total_s, summary->messages,
-        summary->retries, renderer.first_frame_s(), fc::FormatBytes(peak),
-        budget_bytes > 0 ? absl::StrCat(" of ", fc::FormatBytes(budget_bytes), " budget") : "");
-  }
-  (void)app;
-  if (!within_budget) {
-    return Fail(
-        3, absl::ResourceExhaustedError(absl::StrCat("resident bytes ", peak, " exceeded the budget ", budget_bytes)));
+  if (!args.quiet) std::cout << SummaryLine(setup, renderer, *summary, *store, total_s);
+  const uint64_t peak = renderer.peak_resident();
+  if (setup.budget.bytes > 0 && peak > setup.budget.bytes) {
+    return Fail(3, absl::ResourceExhaustedError(
+                       absl::StrCat("resident bytes ", peak, " exceeded the budget ", setup.budget.bytes)));
   }
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args a;
-  CLI::App app{"flexgs-client: receive an elastic scene level by level and render each level"};
+// The command line: every flag, with the checks CLI11 makes itself (ranges, allowed
+// values, exclusions); `a` receives the values.
+void DeclareFlags(CLI::App& app, Args& a) {
   app.add_option("--server", a.server, "Server address HOST:PORT")->capture_default_str();
   app.add_option("--scene", a.scene, "Scene id")->required();
-  app.add_option("--budget", a.budget, "Memory budget: a size (512MiB, 1.5GB) or auto[:fraction]");
-  app.add_option("--budget-ratio", a.budget_ratio, "Budget as a top ratio in (0, 1]");
-  app.add_option("--budget-gaussians", a.budget_gaussians, "Budget as a Gaussian count");
+  auto* budget = app.add_option("--budget", a.budget, "Memory budget: a size (512MiB, 1.5GB) or auto[:fraction]");
+  auto* ratio = app.add_option("--budget-ratio", a.budget_ratio, "Budget as a top ratio in (0, 1]");
+  auto* gaussians = app.add_option("--budget-gaussians", a.budget_gaussians, "Budget as a Gaussian count")
+                        ->check(CLI::Range(uint64_t{1}, std::numeric_limits<uint64_t>::max()));
+  budget->excludes(ratio)->excludes(gaussians);
+  ratio->excludes(gaussians);
+  budget->each([&a](const std::string&) { a.budget_given = true; });
+  ratio->each([&a](const std::string&) { a.budget_ratio_given = true; });
+  gaussians->each([&a](const std::string&) { a.budget_gaussians_given = true; });
   app.add_option("--sh-degree", a.sh_degree, "Highest SH degree wanted (default: the model's)");
-  app.add_option("--encoding", a.encoding, "quantized or lossless")->capture_default_str();
-  app.add_option("--orbit", a.orbit, "Render N orbit views framed on the scene bounds");
-  app.add_option("--cameras", a.cameras, "Render these cameras (cameras.json or COLMAP model)");
+  app.add_option("--encoding", a.encoding, "quantized or lossless")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"quantized", "lossless"}));
+  auto* orbit = app.add_option("--orbit", a.orbit, "Render N orbit views framed on the scene bounds");
+  auto* cameras = app.add_option("--cameras", a.cameras, "Render these cameras (cameras.json or COLMAP model)");
+  orbit->excludes(cameras);
   app.add_option("--width", a.width, "Orbit view width")->capture_default_str();
   app.add_option("--height", a.height, "Orbit view height")->capture_default_str();
   app.add_option("--fov", a.fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
   app.add_option("--background", a.background, "Background r,g,b")->capture_default_str();
-  app.add_option("--device", a.device, "Renderer: auto, cpu or cuda")->capture_default_str();
+  app.add_option("--device", a.device, "Renderer: auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--threads", a.threads, "CPU renderer threads (0: all)");
   app.add_option("--out", a.out, "Output directory")->required();
   app.add_option("--max-bandwidth", a.max_bandwidth, "Limit the read rate (e.g. 10Mbit, 2MB/s)");
@@ -543,7 +653,20 @@ int main(int argc, char** argv) {
   app.add_option("--test-corrupt-sequence", a.test_corrupt_sequence,
                  "Test hook: flip a bit in the payload of this sequence once")
       ->group("");  // hidden
-  CLI11_PARSE(app, argc, argv);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"flexgs-client: receive an elastic scene level by level and render each level"};
+  DeclareFlags(app, a);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11 prints what it refused (or --help); every bad argument exits 1, as documented.
+    return app.exit(e) == 0 ? 0 : 1;
+  }
   spdlog::set_level(spdlog::level::warn);
-  return Run(a, app);
+  return Run(a);
 }

@@ -8,8 +8,12 @@
 
 namespace flexgs {
 
-// INTERNAL naming the failed call and CUDA's description of the error.
+// INTERNAL naming the failed call and CUDA's description of the error: the one place
+// kernels/ turns a cudaError_t into a status. It also clears the thread's last error, so
+// that a non-sticky error (a failed allocation or query) is not reported again by the
+// next, unrelated launch check; a sticky error (the context is lost) stays whatever we do.
 inline absl::Status CudaError(const char* what, cudaError_t err) {
+  cudaGetLastError();
   return absl::InternalError(
       absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(err), " (", cudaGetErrorName(err), ")"));
 }

@@ -8,30 +8,18 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.cuh"
 
 namespace flexgs {
-namespace {
-
-absl::Status CudaQueryError(const char* what, cudaError_t err) {
-  cudaGetLastError();  // these errors are not sticky; do not leave them for the next unrelated check
-  return absl::InternalError(
-      absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(err), " (", cudaGetErrorName(err), ")"));
-}
-
-}  // namespace
 
 absl::StatusOr<CudaMemoryInfo> QueryCudaDeviceMemory() {
   int device = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err != cudaSuccess) return CudaQueryError("cudaGetDevice", err);
+  FLEXGS_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   cudaDeviceProp prop;
   std::memset(&prop, 0, sizeof(prop));
-  err = cudaGetDeviceProperties(&prop, device);
-  if (err != cudaSuccess) return CudaQueryError("cudaGetDeviceProperties", err);
+  FLEXGS_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, device));
   size_t free_bytes = 0, total_bytes = 0;
-  err = cudaMemGetInfo(&free_bytes, &total_bytes);
-  if (err != cudaSuccess) return CudaQueryError("cudaMemGetInfo", err);
+  FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
 
   CudaMemoryInfo info;
   info.free_bytes = static_cast<uint64_t>(free_bytes);

@@ -6,7 +6,7 @@
 //                               shared memory, recovering each transmittance by division
 //                               (T_before = T_after / (1 - alpha)), as INRIA and gsplat do
 //   (h) GaussianBackwardKernel  one thread per Gaussian: colour, opacity and projection
-// The per-pair and per-Gaussian math is core/render/raster_backward_math.h, the same functions
+// The per-pair and per-Gaussian math is core/render/raster_math.h's VJPs, the same functions
 // the CPU DifferentiableRasterizer runs, so the two differ only in float rounding: the
 // division above, device expf, and summation order.
 //
@@ -29,7 +29,6 @@
 #include "kernels/cuda_check.cuh"
 #include "kernels/cuda_raster_pipeline.cuh"
 #include "kernels/device_buffer.cuh"
-#include "render/raster_backward_math.h"
 #include "render/raster_math.h"
 
 namespace flexgs {

@@ -9,21 +9,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.cuh"
 #include "kernels/cuda_rasterizer.h"
 #include "stream/level_planner.h"
 
 namespace flexgs {
 namespace {
-
-absl::Status CudaFailure(const char* what, cudaError_t err) {
-  return absl::InternalError(absl::StrCat("CUDA error in ", what, ": ", cudaGetErrorString(err)));
-}
-
-#define FLEXGS_CUDA_OK(expr)                                                \
-  do {                                                                      \
-    const cudaError_t flexgs_err_ = (expr);                                 \
-    if (flexgs_err_ != cudaSuccess) return CudaFailure(#expr, flexgs_err_); \
-  } while (0)
 
 // One patch per thread: position(3), log-scale(3), rotation(4) into the SoA arrays.
 __global__ void ScatterPatchesKernel(size_t n, size_t first, const float* __restrict__ patches,
@@ -50,7 +41,7 @@ class CudaGaussianStore final : public DeviceGaussianStore {
     if (sh_degree < 0 || sh_degree > kMaxShDegree) {
       return absl::InvalidArgumentError(absl::StrCat("SH degree ", sh_degree, " is not in 0..3"));
     }
-    if (stream_ == nullptr) FLEXGS_CUDA_OK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    if (stream_ == nullptr) FLEXGS_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     Free();
     const size_t k = ShRestCoeffs(sh_degree);
     // Floats per Gaussian per array, in GaussianCloud order.
@@ -92,11 +83,11 @@ class CudaGaussianStore final : public DeviceGaussianStore {
                                                           &block.opacity_logits, &block.sh_dc,      &block.sh_rest};
     for (size_t a = 0; a < src.size(); ++a) {
       if (src[a]->empty()) continue;
-      FLEXGS_CUDA_OK(cudaMemcpyAsync(arrays_[a] + size_ * widths_[a], src[a]->data(), src[a]->size() * sizeof(float),
-                                     cudaMemcpyHostToDevice, stream_));
+      FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(arrays_[a] + size_ * widths_[a], src[a]->data(),
+                                                  src[a]->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
     }
     // Synchronous on purpose: the block's host memory is freed by the caller next.
-    FLEXGS_CUDA_OK(cudaStreamSynchronize(stream_));
+    FLEXGS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     size_ += block.size();
     return absl::OkStatus();
   }
@@ -116,15 +107,15 @@ class CudaGaussianStore final : public DeviceGaussianStore {
       if (patch_buffer_ != nullptr) cudaFree(patch_buffer_);
       patch_buffer_ = nullptr;
       patch_capacity_ = 0;
-      FLEXGS_CUDA_OK(cudaMalloc(reinterpret_cast<void**>(&patch_buffer_), patches.size() * sizeof(float)));
+      FLEXGS_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&patch_buffer_), patches.size() * sizeof(float)));
       patch_capacity_ = patches.size();
     }
-    FLEXGS_CUDA_OK(cudaMemcpyAsync(patch_buffer_, patches.data(), patches.size() * sizeof(float),
-                                   cudaMemcpyHostToDevice, stream_));
+    FLEXGS_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(patch_buffer_, patches.data(), patches.size() * sizeof(float),
+                                                cudaMemcpyHostToDevice, stream_));
     const unsigned int blocks = static_cast<unsigned int>((n + 255) / 256);
     ScatterPatchesKernel<<<blocks, 256, 0, stream_>>>(n, first, patch_buffer_, arrays_[0], arrays_[1], arrays_[2]);
-    FLEXGS_CUDA_OK(cudaGetLastError());
-    FLEXGS_CUDA_OK(cudaStreamSynchronize(stream_));
+    FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("ScatterPatchesKernel");
+    FLEXGS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
 
@@ -145,7 +136,8 @@ class CudaGaussianStore final : public DeviceGaussianStore {
                                               &out.opacity_logits, &out.sh_dc,      &out.sh_rest};
     for (size_t a = 0; a < dst.size(); ++a) {
       if (dst[a]->empty()) continue;
-      FLEXGS_CUDA_OK(cudaMemcpy(dst[a]->data(), arrays_[a], dst[a]->size() * sizeof(float), cudaMemcpyDeviceToHost));
+      FLEXGS_CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(dst[a]->data(), arrays_[a], dst[a]->size() * sizeof(float), cudaMemcpyDeviceToHost));
     }
     return out;
   }

@@ -15,9 +15,11 @@
 // weight at the same time), which the L1 broadcasts; they are small (20 KB for
 // GsNet, 65 KB for the field MLP) and stay cached.
 //
-// Every per-Gaussian formula (quaternion rule, axis sampling, plane product order)
-// mirrors the CPU code line by line; the remaining differences are float summation
-// order and FMA contraction, covered by tests/unit/kernels/elastic_cuda_test.cc's tolerance.
+// The field's input normalisation and axis sampling are the CPU's own functions
+// (core/elastic/field_input.h); every other per-Gaussian formula (quaternion rule, plane
+// product order) mirrors the CPU code line by line. The remaining differences are float
+// summation order and FMA contraction, covered by tests/unit/kernels/elastic_cuda_test.cc's
+// tolerance.
 #include "kernels/elastic_kernels.h"
 
 #include <cuda_runtime.h>
@@ -30,8 +32,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "elastic/field_input.h"
 #include "kernels/cuda_check.cuh"
 #include "kernels/cuda_rasterizer.h"
+#include "kernels/device_buffer.cuh"
 
 namespace flexgs {
 namespace {
@@ -45,43 +50,20 @@ constexpr float kMinQuatNorm = 1e-12f;  // core/render/raster_math.h's threshold
 // Gaussians per field launch: bounds the feature buffer (F floats per Gaussian).
 constexpr size_t kFieldChunk = size_t{1} << 20;
 
-#define FLEXGS_RETURN_IF_NOT_OK(expr)      \
-  do {                                     \
-    const absl::Status flexgs_s_ = (expr); \
-    if (!flexgs_s_.ok()) return flexgs_s_; \
-  } while (0)
-
 unsigned int Blocks(size_t n, int threads) { return static_cast<unsigned int>((n + threads - 1) / threads); }
 
-// Grow-only device array of floats.
+// Grow-only device array of floats: a typed view of the one grow-only allocation.
 class DeviceFloats {
  public:
-  DeviceFloats() = default;
-  DeviceFloats(const DeviceFloats&) = delete;
-  DeviceFloats& operator=(const DeviceFloats&) = delete;
-  ~DeviceFloats() {
-    if (ptr_ != nullptr) cudaFree(ptr_);  // errors at teardown cannot be reported
-  }
-  absl::Status Reserve(size_t count) {
-    if (count <= capacity_ && ptr_ != nullptr) return absl::OkStatus();
-    if (ptr_ != nullptr) {
-      FLEXGS_CUDA_RETURN_IF_ERROR(cudaFree(ptr_));
-      ptr_ = nullptr;
-      capacity_ = 0;
-    }
-    FLEXGS_CUDA_RETURN_IF_ERROR(cudaMalloc(&ptr_, std::max<size_t>(count, 1) * sizeof(float)));
-    capacity_ = count;
-    return absl::OkStatus();
-  }
-  float* data() const { return ptr_; }
+  absl::Status Reserve(size_t count) { return buffer_.Reserve(std::max<size_t>(count, 1) * sizeof(float)); }
+  float* data() const { return reinterpret_cast<float*>(buffer_.data()); }
 
  private:
-  float* ptr_ = nullptr;
-  size_t capacity_ = 0;
+  DeviceBuffer buffer_;
 };
 
 absl::Status Upload(DeviceFloats& dst, absl::Span<const float> src, cudaStream_t stream) {
-  FLEXGS_RETURN_IF_NOT_OK(dst.Reserve(src.size()));
+  FLEXGS_RETURN_IF_ERROR(dst.Reserve(src.size()));
   if (!src.empty()) {
     FLEXGS_CUDA_RETURN_IF_ERROR(
         cudaMemcpyAsync(dst.data(), src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice, stream));
@@ -154,22 +136,8 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------
 // Transform field
 
-struct AxisSample {
-  int i0, i1;
-  float w;
-};
-
-// core/elastic/transform_field.cc's SampleAxis, verbatim.
-__host__ __device__ inline AxisSample SampleAxis(float coord, int res) {
-  const float hi = static_cast<float>(res - 1);
-  float u = (coord + 1.0f) * 0.5f * hi;
-  if (!(u > 0.0f)) u = 0.0f;
-  if (u > hi) u = hi;
-  const int last_cell = res >= 2 ? res - 2 : 0;
-  const int iu = static_cast<int>(u);
-  const int i0 = iu < last_cell ? iu : last_cell;
-  return {i0, i0 + 1 < res ? i0 + 1 : res - 1, u - static_cast<float>(i0)};
-}
+// Positions and the ratio become lookups exactly as on the CPU: FieldInputAxes, FieldCoord,
+// FieldRatioCoord, SampleAxis and Bilinear are core/elastic/field_input.h's.
 
 struct FieldPlanes {
   int levels = 0;
@@ -178,9 +146,7 @@ struct FieldPlanes {
   int ratio_res = 0;
   unsigned long long offset[kMaxLevels][6] = {};  // float offset of each plane in the buffer
   AxisSample ratio[kMaxLevels] = {};              // the ratio axis, sampled once per call
-  float axis_min[3] = {};
-  float axis_scale[3] = {};
-  int axis_ok[3] = {};
+  FieldAxes axes = {};                            // the position normalisation, per call
 };
 
 // kPlaneAxes (core/elastic/transform_field.h) as arithmetic, so that after unrolling the plane
@@ -210,8 +176,7 @@ __global__ void __launch_bounds__(kThreads)
   const int sres = desc.spatial_res[l];
   AxisSample axis[4];
   for (int d = 0; d < 3; ++d) {
-    const float coord = desc.axis_ok[d] ? (positions[3 * g + d] - desc.axis_min[d]) * desc.axis_scale[d] - 1.0f : 0.0f;
-    axis[d] = SampleAxis(coord, sres);
+    axis[d] = SampleAxis(FieldCoord(desc.axes, d, positions[3 * g + d]), sres);
   }
   axis[3] = desc.ratio[l];
 
@@ -224,10 +189,9 @@ __global__ void __launch_bounds__(kThreads)
     const int ra = pa == 3 ? desc.ratio_res : sres;
     const int rb = pb == 3 ? desc.ratio_res : sres;
     const float* __restrict__ t = planes + desc.offset[l][p] + static_cast<size_t>(c) * ra * rb;
-    const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
-    const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-    const float v =
-        t[b.i0 * ra + a.i0] * w00 + t[b.i0 * ra + a.i1] * w01 + t[b.i1 * ra + a.i0] * w10 + t[b.i1 * ra + a.i1] * w11;
+    const BilinearWeights w = Bilinear(a, b);
+    const float v = t[b.i0 * ra + a.i0] * w.w00 + t[b.i0 * ra + a.i1] * w.w01 + t[b.i1 * ra + a.i0] * w.w10 +
+                    t[b.i1 * ra + a.i1] * w.w11;
     prod = p == 0 ? v : prod * v;
   }
   featT[static_cast<size_t>(f) * m + g] = prod;
@@ -345,7 +309,7 @@ absl::StatusOr<std::unique_ptr<CudaElasticEvaluator>> CudaElasticEvaluator::Crea
 }
 
 absl::Status CudaElasticEvaluator::SetGsNet(const GsNetWeights& net) {
-  FLEXGS_RETURN_IF_NOT_OK(net.Validate());
+  FLEXGS_RETURN_IF_ERROR(net.Validate());
   Impl& s = *impl_;
   s.has_gsnet = false;
   // Layout: per spatial branch w1, b1, w2, b2; then the head.
@@ -362,8 +326,8 @@ absl::Status CudaElasticEvaluator::SetGsNet(const GsNetWeights& net) {
   }
   const size_t head_at = packed.size();
   packed.insert(packed.end(), net.head.weight.begin(), net.head.weight.end());
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.gsnet_weights, packed, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(s.Sync());
+  FLEXGS_RETURN_IF_ERROR(Upload(s.gsnet_weights, packed, s.stream));
+  FLEXGS_RETURN_IF_ERROR(s.Sync());
   const float* base = s.gsnet_weights.data();
   for (int b = 0; b < 3; ++b) {
     s.gsnet_dev.w1[b] = base + at[b][0];
@@ -384,11 +348,11 @@ absl::Status CudaElasticEvaluator::SetCloud(const GaussianCloud& cloud) {
   if (cloud.positions.size() != 3 * n || cloud.log_scales.size() != 3 * n || cloud.rotations.size() != 4 * n) {
     return absl::InvalidArgumentError("cloud attribute arrays do not match cloud.size()");
   }
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.positions, cloud.positions, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.log_scales, cloud.log_scales, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.rotations, cloud.rotations, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(s.scores.Reserve(n));
-  FLEXGS_RETURN_IF_NOT_OK(s.Sync());
+  FLEXGS_RETURN_IF_ERROR(Upload(s.positions, cloud.positions, s.stream));
+  FLEXGS_RETURN_IF_ERROR(Upload(s.log_scales, cloud.log_scales, s.stream));
+  FLEXGS_RETURN_IF_ERROR(Upload(s.rotations, cloud.rotations, s.stream));
+  FLEXGS_RETURN_IF_ERROR(s.scores.Reserve(n));
+  FLEXGS_RETURN_IF_ERROR(s.Sync());
   s.cloud_n = n;
   s.has_cloud = true;
   return absl::OkStatus();
@@ -429,12 +393,12 @@ absl::Status CudaElasticEvaluator::Scores(float ratio, absl::Span<float> delta) 
 }
 
 absl::Status CudaElasticEvaluator::Scores(const GaussianCloud& cloud, float ratio, absl::Span<float> delta) {
-  FLEXGS_RETURN_IF_NOT_OK(SetCloud(cloud));
+  FLEXGS_RETURN_IF_ERROR(SetCloud(cloud));
   return Scores(ratio, delta);
 }
 
 absl::Status CudaElasticEvaluator::SetField(const TransformFieldWeights& field) {
-  FLEXGS_RETURN_IF_NOT_OK(field.Validate());
+  FLEXGS_RETURN_IF_ERROR(field.Validate());
   Impl& s = *impl_;
   s.has_field = false;
   const TransformFieldConfig& cfg = field.config;
@@ -455,7 +419,7 @@ absl::Status CudaElasticEvaluator::SetField(const TransformFieldWeights& field) 
       total += field.levels[l].planes[p].size();
     }
   }
-  FLEXGS_RETURN_IF_NOT_OK(s.planes.Reserve(total));
+  FLEXGS_RETURN_IF_ERROR(s.planes.Reserve(total));
   for (int l = 0; l < levels; ++l) {
     for (int p = 0; p < 6; ++p) {
       const std::vector<float>& plane = field.levels[l].planes[p];
@@ -478,8 +442,8 @@ absl::Status CudaElasticEvaluator::SetField(const TransformFieldWeights& field) 
     w2[h] = append(field.fc2[h].weight);
     b2[h] = append(field.fc2[h].bias);
   }
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.mlp_weights, packed, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(s.Sync());
+  FLEXGS_RETURN_IF_ERROR(Upload(s.mlp_weights, packed, s.stream));
+  FLEXGS_RETURN_IF_ERROR(s.Sync());
 
   const float* base = s.mlp_weights.data();
   s.mlp_dev.wt = base + wt;
@@ -515,20 +479,15 @@ absl::Status CudaElasticEvaluator::EvalField(const FieldNormalization& norm, abs
 
   // Per-call constants, computed exactly like the CPU path.
   FieldPlanes desc = s.planes_desc;
-  for (int d = 0; d < 3; ++d) {
-    const float range = norm.aabb_max[d] - norm.aabb_min[d];
-    desc.axis_ok[d] = range > 0.0f && std::isfinite(range);
-    desc.axis_min[d] = norm.aabb_min[d];
-    desc.axis_scale[d] = desc.axis_ok[d] ? 2.0f / range : 0.0f;
-  }
-  const float ratio_coord = ratio * norm.ratio_scale + norm.ratio_offset;
+  desc.axes = FieldInputAxes(norm.aabb_min.data(), norm.aabb_max.data());
+  const float ratio_coord = FieldRatioCoord(ratio, norm.ratio_scale, norm.ratio_offset);
   for (int l = 0; l < desc.levels; ++l) desc.ratio[l] = SampleAxis(ratio_coord, desc.ratio_res);
 
   const size_t features = static_cast<size_t>(s.field_config.feature_dim());
   const size_t chunk = std::min(n, kFieldChunk);
-  FLEXGS_RETURN_IF_NOT_OK(Upload(s.field_positions, positions, s.stream));
-  FLEXGS_RETURN_IF_NOT_OK(s.features.Reserve(chunk * features));
-  FLEXGS_RETURN_IF_NOT_OK(s.field_deltas.Reserve(n * kDeltaStride));
+  FLEXGS_RETURN_IF_ERROR(Upload(s.field_positions, positions, s.stream));
+  FLEXGS_RETURN_IF_ERROR(s.features.Reserve(chunk * features));
+  FLEXGS_RETURN_IF_ERROR(s.field_deltas.Reserve(n * kDeltaStride));
   const int hidden = s.field_config.hidden;
   for (size_t begin = 0; begin < n; begin += chunk) {
     const size_t m = std::min(chunk, n - begin);
@@ -557,7 +516,7 @@ absl::Status CudaGsNetScores(const GsNetWeights& net, const GaussianCloud& cloud
                              absl::Span<float> delta) {
   auto evaluator = CudaElasticEvaluator::Create();
   if (!evaluator.ok()) return evaluator.status();
-  FLEXGS_RETURN_IF_NOT_OK((*evaluator)->SetGsNet(net));
+  FLEXGS_RETURN_IF_ERROR((*evaluator)->SetGsNet(net));
   return (*evaluator)->Scores(cloud, ratio, delta);
 }
 
@@ -565,7 +524,7 @@ absl::Status CudaEvalTransformField(const TransformFieldWeights& field, const Fi
                                     absl::Span<const float> positions, float ratio, absl::Span<float> deltas) {
   auto evaluator = CudaElasticEvaluator::Create();
   if (!evaluator.ok()) return evaluator.status();
-  FLEXGS_RETURN_IF_NOT_OK((*evaluator)->SetField(field));
+  FLEXGS_RETURN_IF_ERROR((*evaluator)->SetField(field));
   return (*evaluator)->EvalField(norm, positions, ratio, deltas);
 }
 

@@ -10,6 +10,7 @@
 // Exit codes: 0 every stream completed (or was cancelled on purpose), 1 bad arguments,
 // 2 any stream failed or failed verification.
 #include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -36,22 +37,23 @@ int BadArgs(const std::string& message) {
 // Longest time any flag may give (115 days): far beyond any run, and small enough that
 // seconds * 1e6 fits the int64 microseconds the deadlines are computed in.
 constexpr double kMaxSeconds = 1e7;
+constexpr int kMaxInt = std::numeric_limits<int>::max();
 
-// Range checks CLI11 cannot express (and the ones it can, with our wording).
-absl::Status Validate(LoadConfig& c, const std::string& encoding, const std::vector<std::string>& scene_flags,
-                      bool have_total, bool have_duration) {
+// The checks CLI11 cannot make (its own ranges, allowed values and exclusions are
+// declared with the flags): lists, rates and budget mixes, "one of --total and
+// --duration", and every seconds or fraction flag, since CLI::Range lets NaN through
+// and cannot leave a bound open.
+absl::Status Validate(LoadConfig& c, const std::vector<std::string>& scene_flags, bool have_total, bool have_duration) {
   if (c.target.empty()) return absl::InvalidArgumentError("--target HOST:PORT is required");
   auto scenes = flexgs::loadgen::ParseSceneList(scene_flags);
   if (!scenes.ok()) return scenes.status();
   c.scenes = *std::move(scenes);
-  if (have_total == have_duration) {
+  if (!have_total && !have_duration) {
     return absl::InvalidArgumentError("give exactly one of --total N and --duration SECONDS");
   }
-  if (have_total && c.total == 0) return absl::InvalidArgumentError("--total must be >= 1");
   if (have_duration && !(c.duration_s > 0 && c.duration_s <= kMaxSeconds)) {
     return absl::InvalidArgumentError("--duration must be in (0, 1e7] seconds");
   }
-  if (c.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
   if (!(c.timeout_s > 0 && c.timeout_s <= kMaxSeconds)) {
     return absl::InvalidArgumentError("--timeout-s must be in (0, 1e7] seconds");
   }
@@ -75,13 +77,6 @@ absl::Status Validate(LoadConfig& c, const std::string& encoding, const std::vec
     return absl::InvalidArgumentError(absl::StrCat("--slow-read-rate", message));
   }
   c.slow_rate_bytes_per_s = *rate;
-  if (encoding == "lossless") {
-    c.lossless = true;
-  } else if (encoding != "quantized") {
-    return absl::InvalidArgumentError(absl::StrCat("--encoding '", encoding, "' (expected quantized or lossless)"));
-  }
-  if (c.channels < 0) return absl::InvalidArgumentError("--channels must be >= 1");
-  if (c.threads < 0) return absl::InvalidArgumentError("--threads must be >= 1");
   if (!(c.connect_timeout_s >= 0 && c.connect_timeout_s <= kMaxSeconds)) {
     return absl::InvalidArgumentError("--connect-timeout-s must be in [0, 1e7] seconds");
   }
@@ -103,10 +98,13 @@ int main(int argc, char** argv) {
   std::string encoding = "quantized";
   bool json = false;
   CLI::App app{"flexgs-loadgen: concurrent StreamScene load against a flexgs-server, every stream verified"};
-  app.add_option("--target", c.target, "Server: HOST:PORT or any gRPC target (dns:///name:port)");
+  app.add_option("--target", c.target, "Server: HOST:PORT or any gRPC target (dns:///name:port)")->required();
   app.add_option("--scene", scene_flags, "Scene id; repeatable or a comma list (stream k asks scene k mod count)");
-  app.add_option("--concurrency", c.concurrency, "Streams in flight at once")->capture_default_str();
-  auto* total = app.add_option("--total", c.total, "Streams to run in all");
+  app.add_option("--concurrency", c.concurrency, "Streams in flight at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxInt));
+  auto* total = app.add_option("--total", c.total, "Streams to run in all")
+                    ->check(CLI::Range(uint64_t{1}, std::numeric_limits<uint64_t>::max()));
   auto* duration =
       app.add_option("--duration", c.duration_s, "Start streams for this many seconds (the last ones then finish)");
   total->excludes(duration);
@@ -127,7 +125,9 @@ int main(int argc, char** argv) {
                  "failed)")
       ->capture_default_str();
   app.add_option("--stuck-seconds", c.stuck_seconds, "How long stuck readers stop reading")->capture_default_str();
-  app.add_option("--encoding", encoding, "quantized or lossless")->capture_default_str();
+  app.add_option("--encoding", encoding, "quantized or lossless")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"quantized", "lossless"}));
   app.add_flag("--verify,!--no-verify", c.verify,
                "Decode every stream (SceneAssembler); --no-verify checks only sequence, CRC-32C and counts")
       ->capture_default_str();
@@ -135,8 +135,11 @@ int main(int argc, char** argv) {
   app.add_option("--timeout-s", c.timeout_s, "Deadline of each stream in seconds")->capture_default_str();
   app.add_option("--seed", c.seed, "Seed for slow-reader, cancel and cancel-point choices")->capture_default_str();
   app.add_option("--channels", c.channels, "Channels (HTTP/2 connections); 0: one per 16 streams")
-      ->capture_default_str();
-  app.add_option("--threads", c.threads, "Completion-queue threads; 0: hardware threads")->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(0, kMaxInt));
+  app.add_option("--threads", c.threads, "Completion-queue threads; 0: hardware threads")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kMaxInt));
   app.add_option("--max-chunk-bytes", c.max_chunk_bytes, "Largest message wanted; 0: server default")
       ->capture_default_str();
   app.add_option("--connect-timeout-s", c.connect_timeout_s, "How long to wait for channels before starting")
@@ -155,9 +158,10 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return BadArgs(e.what());
   }
-  if (absl::Status st = Validate(c, encoding, scene_flags, total->count() > 0, duration->count() > 0); !st.ok()) {
+  if (absl::Status st = Validate(c, scene_flags, total->count() > 0, duration->count() > 0); !st.ok()) {
     return BadArgs(std::string(st.message()));
   }
+  c.lossless = encoding == "lossless";
   if (!token_file.empty()) {
     auto token = flexgs::client::ReadBearerToken(token_file);
     if (!token.ok()) return BadArgs(std::string(token.status().message()));

@@ -15,10 +15,9 @@
 #include "absl/strings/str_format.h"
 #include "base/file_io.h"
 #include "base/sha256.h"
+#include "elastic/heuristic_model.h"
 #include "elastic/model_bundle.h"
 #include "io/ply_io.h"
-#include "render/cpu_rasterizer.h"
-#include "render/global_importance.h"
 #include "scene/orbit.h"
 #include "spdlog/spdlog.h"
 
@@ -74,16 +73,12 @@ absl::StatusOr<ElasticModel> HeuristicModelFromPlyBytes(const std::string& path,
   orbit.height = options.gi_size;
   auto cams = MakeOrbitCameras(*cloud, orbit);
   if (!cams.ok()) return cams.status();
-  CpuRasterizer raster(options.threads);
-  auto gi = ComputeGlobalImportance(*cloud, *cams, GlobalImportanceOptions{}, raster);
-  if (!gi.ok()) return gi.status();
-
-  ElasticModel model;
-  model.gaussians = *std::move(cloud);
-  model.global_importance = *std::move(gi);
-  model.gi = {"flexgs", orbit.count, orbit.width, orbit.height};
-  model.normalization = ExtentNormalization(model.gaussians);
-  model.training_summary_json = R"({"mode":"heuristic","source":"ply"})";
+  HeuristicModelOptions heuristic;
+  heuristic.threads = options.threads;
+  heuristic.source = "ply";
+  absl::StatusOr<ElasticModel> made = MakeHeuristicModel(*std::move(cloud), *cams, heuristic);
+  if (!made.ok()) return made.status();
+  ElasticModel& model = *made;
   // The digest pins everything the plan depends on: the file's content, how GI was
   // computed (GI is deterministic for a given input and view set), and the ladder.
   Sha256 h;
@@ -93,7 +88,7 @@ absl::StatusOr<ElasticModel> HeuristicModelFromPlyBytes(const std::string& path,
                            model.gi.height));
   for (double r : model.ladder) h.Update(absl::StrFormat("%.17g,", r));
   model.digest = h.FinishHex();
-  return model;
+  return made;
 }
 
 // A Scene for `model`: checks what every scene must have and computes its bounds.

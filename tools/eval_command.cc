@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <optional>
 
@@ -61,6 +62,7 @@ namespace fs = std::filesystem;
 constexpr char kSplatTransform[] = "splat-transform";
 constexpr double kElasticizeElevationDeg = 20.0;  // `flexgs elasticize` GI orbit (ViewSpec default)
 constexpr int kDefaultSize = 400;
+constexpr int kMaxViewSize = 32768;  // --width and --height
 
 struct EvalArgs {
   std::string model;
@@ -822,72 +824,83 @@ absl::Status WriteText(const fs::path& path, const std::string& text) {
   return WriteFileAtomically(path.string(), text);
 }
 
-int RunEval(const EvalArgs& args) {
-  // Everything the command line alone can get wrong is checked before any loading.
-  if (args.out.empty()) return Fail(absl::InvalidArgumentError("--out DIR is required"));
+// ---------------------------------------------------------------------------------------
+// The steps of `flexgs eval`, in the order RunEval takes them.
+
+// The command line, parsed: what the run is asked to measure.
+struct EvalRequest {
+  std::vector<double> ratios;  // as NormalizeEvalRatios returns them
+  std::array<float, 3> background{};
+  Device device = Device::kAuto;
+  int sphere_views = 0;  // --views sphere:N; 0: orbit or dataset views
+};
+
+// What the command line alone can get wrong beyond CLI11's own checks, so that a typo
+// fails before any loading or rendering.
+absl::StatusOr<EvalRequest> ParseEvalRequest(const EvalArgs& args) {
+  if (args.out.empty()) return absl::InvalidArgumentError("--out DIR is required");
+  EvalRequest request;
   auto ratio_list = ParseLadder(args.ratios);
-  if (!ratio_list.ok()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratio_list.status().message())));
-  }
+  if (!ratio_list.ok()) return absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratio_list.status().message()));
   auto ratios = NormalizeEvalRatios(*ratio_list);
-  if (!ratios.ok()) return Fail(absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratios.status().message())));
+  if (!ratios.ok()) return absl::InvalidArgumentError(absl::StrCat("--ratios: ", ratios.status().message()));
+  request.ratios = *std::move(ratios);
   auto background = ParseBackground(args.background);
-  if (!background.ok()) return Fail(background.status());
+  if (!background.ok()) return background.status();
+  request.background = *background;
   auto device = ParseDevice(args.device);
-  if (!device.ok()) return Fail(device.status());
+  if (!device.ok()) return device.status();
+  request.device = *device;
   if (!args.images.empty() && args.cameras.empty()) {
-    return Fail(absl::InvalidArgumentError("--images needs --cameras FILE|DIR (the poses of the images)"));
+    return absl::InvalidArgumentError("--images needs --cameras FILE|DIR (the poses of the images)");
   }
-  std::error_code dir_ec;
-  if (!args.images.empty() && !fs::is_directory(args.images, dir_ec)) {
-    return Fail(absl::NotFoundError(absl::StrCat("--images directory '", args.images, "' does not exist")));
-  }
-  if (args.orbit != 0 && !args.cameras.empty()) {
-    return Fail(absl::InvalidArgumentError("give either --orbit N or --cameras (with --images), not both"));
-  }
-  if (args.orbit < 0) return Fail(absl::InvalidArgumentError("--orbit must be >= 1"));
-  if ((args.width > 0) != (args.height > 0) || args.width < 0 || args.height < 0 || args.width > 32768 ||
-      args.height > 32768) {
-    return Fail(absl::InvalidArgumentError("give both --width and --height, each in 1..32768"));
-  }
-  if (args.contact_view < 0) return Fail(absl::InvalidArgumentError("--contact-view must be >= 0"));
-  int sphere_views = 0;
   if (args.views_given) {
     auto count = ParseViewsFlag(args.views);
-    if (!count.ok()) return Fail(count.status());
-    sphere_views = *count;
+    if (!count.ok()) return count.status();
+    request.sphere_views = *count;
   }
+  return request;
+}
 
-  // Methods: "all" (every built-in, plus splat-transform when installed) or a list.
-  const std::string st_exe = FindOnPath(kSplatTransform);
+// The methods --methods names, and splat-transform's part in them.
+struct MethodChoice {
+  std::vector<SubsetMethod> builtin;  // in the order given, without kFull
+  bool want_full = false;
+  bool want_st = false;  // splat-transform's decimation, and with it its delivery formats
+  std::string st_exe;    // splat-transform on PATH, or ""
+  std::string st_note;   // why "all" ran without splat-transform, for the reports; "" when it did not
+};
+
+// "all" (every built-in, plus splat-transform when installed) or a list, each method
+// known and named once; an explicit splat-transform must be installed.
+absl::StatusOr<MethodChoice> ChooseMethods(const std::string& methods) {
+  MethodChoice choice;
+  choice.st_exe = FindOnPath(kSplatTransform);
   std::vector<std::string> names;
-  bool want_full = false, want_st = false;
-  std::vector<SubsetMethod> builtin;
-  std::string st_note;
-  if (args.methods == "all") {
+  if (methods == "all") {
     for (SubsetMethod m : AllSubsetMethods()) names.emplace_back(SubsetMethodName(m));
     names.push_back(kSplatTransform);
-    if (st_exe.empty()) {
+    if (choice.st_exe.empty()) {
       names.pop_back();
-      st_note =
+      choice.st_note =
           "splat-transform is not on PATH: the splat-transform baseline was skipped, and with it the "
           "decimation-sog, decimation-spz and lod-pyramid byte columns";
     }
   } else {
-    names = absl::StrSplit(args.methods, ',', absl::SkipWhitespace());
-    if (names.empty()) return Fail(absl::InvalidArgumentError("--methods is empty"));
+    names = absl::StrSplit(methods, ',', absl::SkipWhitespace());
+    if (names.empty()) return absl::InvalidArgumentError("--methods is empty");
   }
   for (const std::string& name : names) {
     if (std::count(names.begin(), names.end(), name) > 1) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("--methods lists '", name, "' twice")));
+      return absl::InvalidArgumentError(absl::StrCat("--methods lists '", name, "' twice"));
     }
     if (name == kSplatTransform) {
-      if (st_exe.empty()) {
-        return Fail(
-            absl::NotFoundError("--methods asks for splat-transform but it is not on PATH "
-                                "(install it with FLEXGS_EXTRAS=1 deploy/install-deps.sh)"));
+      if (choice.st_exe.empty()) {
+        return absl::NotFoundError(
+            "--methods asks for splat-transform but it is not on PATH "
+            "(install it with FLEXGS_EXTRAS=1 deploy/install-deps.sh)");
       }
-      want_st = true;
+      choice.want_st = true;
       continue;
     }
     auto m = ParseSubsetMethod(name);
@@ -895,197 +908,248 @@ int RunEval(const EvalArgs& args) {
       std::vector<std::string> known;
       for (SubsetMethod k : AllSubsetMethods()) known.emplace_back(SubsetMethodName(k));
       known.push_back(kSplatTransform);
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--methods: unknown method '", name, "' (known: ", absl::StrJoin(known, ", "), ")")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--methods: unknown method '", name, "' (known: ", absl::StrJoin(known, ", "), ")"));
     }
     if (*m == SubsetMethod::kFull) {
-      want_full = true;
+      choice.want_full = true;
     } else {
-      builtin.push_back(*m);
+      choice.builtin.push_back(*m);
     }
   }
-  if (!st_note.empty()) std::cout << "note: " << st_note << "\n";
+  return choice;
+}
 
-  if (!IsModelBundle(args.model)) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("'", args.model, "' is not an elastic model bundle (make one with `flexgs elasticize`)")));
+// The model under test; a plain PLY has no ranking to evaluate.
+absl::StatusOr<ElasticModel> LoadEvalModel(const std::string& path) {
+  if (!IsModelBundle(path)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", path, "' is not an elastic model bundle (make one with `flexgs elasticize`)"));
   }
-  auto model = ReadModelBundle(args.model);
-  if (!model.ok()) return Fail(model.status());
+  return ReadModelBundle(path);
+}
+
+// The test views (4 held-out orbit views unless the flags say otherwise), which must
+// include --contact-view.
+absl::StatusOr<TestViews> ChooseTestViews(const EvalArgs& args, const EvalRequest& request, const ElasticModel& model) {
   EvalArgs resolved = args;
-  if (resolved.cameras.empty() && resolved.orbit == 0 && sphere_views == 0) resolved.orbit = 4;
-  auto views = ResolveTestViews(resolved, sphere_views, *model, *background);
-  if (!views.ok()) return Fail(views.status());
+  if (resolved.cameras.empty() && resolved.orbit == 0 && request.sphere_views == 0) resolved.orbit = 4;
+  auto views = ResolveTestViews(resolved, request.sphere_views, model, request.background);
+  if (!views.ok()) return views.status();
   if (static_cast<size_t>(args.contact_view) >= views->cameras.size()) {
-    return Fail(absl::OutOfRangeError(
-        absl::StrFormat("--contact-view %d is outside the %d test views", args.contact_view, views->cameras.size())));
+    return absl::OutOfRangeError(
+        absl::StrFormat("--contact-view %d is outside the %d test views", args.contact_view, views->cameras.size()));
   }
-  std::error_code ec;
-  fs::create_directories(args.out, ec);
-  if (ec) return Fail(absl::UnavailableError(absl::StrCat("cannot create '", args.out, "': ", ec.message())));
+  return views;
+}
 
-  auto backend = CreateRasterBackend(*device, args.threads);
-  if (!backend.ok()) return Fail(backend.status());
-  ThreadPool pool(args.threads);
-  std::optional<ElasticModel> original;
-  if (!args.original.empty()) {
-    auto base = OriginalBaselineModel(args.original, *model, args.threads);
-    if (!base.ok()) return Fail(base.status());
-    original = *std::move(base);
-    if (views->targets.empty()) {
-      EvalOptions target_options;
-      target_options.render.background = *background;
-      auto targets = RenderTargets(original->gaussians, views->cameras, target_options, **backend);
-      if (!targets.ok()) return Fail(targets.status());
-      views->targets = *std::move(targets);
-      views->description += absl::StrCat("; targets and baselines from the original scene ", args.original);
-    }
+// The report directory, made before the long part of the run so that it cannot fail last.
+absl::Status CreateReportDir(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot create '", out, "': ", ec.message()));
+  return absl::OkStatus();
+}
+
+// --original: the untouched scene as the pruning baselines' model and, when the views
+// have no targets of their own, its renders as the targets.
+absl::StatusOr<ElasticModel> LoadOriginal(const EvalArgs& args, const ElasticModel& model,
+                                          const std::array<float, 3>& background, RasterBackend& backend,
+                                          TestViews* views) {
+  auto original = OriginalBaselineModel(args.original, model, args.threads);
+  if (!original.ok()) return original.status();
+  if (views->targets.empty()) {
+    EvalOptions target_options;
+    target_options.render.background = background;
+    auto targets = RenderTargets(original->gaussians, views->cameras, target_options, backend);
+    if (!targets.ok()) return targets.status();
+    views->targets = *std::move(targets);
+    views->description += absl::StrCat("; targets and baselines from the original scene ", args.original);
   }
-  const ElasticModel& baseline_model = original ? *original : *model;
+  return original;
+}
+
+// The methods as EvaluateMethods runs them: the elastic rows rank the model under test,
+// the other baselines (splat-transform included) prune `baseline_model`, which must
+// outlive them, as must `pool` and `st_wire` (filled by splat-transform's row).
+std::vector<EvalMethod> MakeEvalMethods(const MethodChoice& choice, const ElasticModel& model,
+                                        const ElasticModel& baseline_model, uint64_t seed, ThreadPool* pool,
+                                        SplatTransformWire* st_wire) {
   std::vector<EvalMethod> methods;
-  for (SubsetMethod m : builtin) {
+  for (SubsetMethod m : choice.builtin) {
     const bool elastic = m == SubsetMethod::kElasticIndependent || m == SubsetMethod::kElasticNested;
-    methods.push_back(BuiltinEvalMethod(elastic ? *model : baseline_model, m, args.seed, &pool));
+    methods.push_back(BuiltinEvalMethod(elastic ? model : baseline_model, m, seed, pool));
   }
-  SplatTransformWire st_wire;
-  if (want_st) {
+  if (choice.want_st) {
     const GaussianCloud& full = baseline_model.gaussians;
-    methods.push_back({kSplatTransform, [&full, &st_exe, &st_wire](absl::Span<const double> r) {
-                         return SplatTransformClouds(st_exe, full, r, &st_wire);
+    methods.push_back({kSplatTransform, [&full, exe = choice.st_exe, st_wire](absl::Span<const double> r) {
+                         return SplatTransformClouds(exe, full, r, st_wire);
                        }});
   }
-  EvalOptions options;
-  options.render.background = *background;
-  const size_t contact_view = static_cast<size_t>(args.contact_view);
-  options.contact_views = {contact_view};
-  // Over the sphere, contact.png also shows the first close-up (unless the contact view is one).
-  if (views->sphere && !IsCloseUp(contact_view) && views->cameras.size() > 2) options.contact_views.push_back(2);
-  const auto t0 = std::chrono::steady_clock::now();
-  auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), *ratios, want_full, methods, options,
-                                **backend);
-  if (!result.ok()) return Fail(result.status());
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return methods;
+}
 
-  // contact.png: one sheet per contact view, stacked under captions when there are several.
-  const bool images_protocol = views->protocol == "images";
-  ContactPlan contact = PlanContact(*result, images_protocol, contact_view, 0);
-  const Camera& cv = views->cameras[contact_view];
+// The views contact.png shows: --contact-view and, over the sphere, also the first
+// close-up (unless the contact view is one).
+std::vector<size_t> ContactViews(const TestViews& views, size_t contact_view) {
+  std::vector<size_t> out = {contact_view};
+  if (views.sphere && !IsCloseUp(contact_view) && views.cameras.size() > 2) out.push_back(2);
+  return out;
+}
+
+// contact.png as written, for the reports.
+struct ContactSheetInfo {
+  ContactPlan plan;  // of the first contact view (its rows and columns)
+  int width = 0, height = 0;
+};
+
+// contact.png: one sheet per contact view, stacked under captions when there are several.
+absl::StatusOr<ContactSheetInfo> WriteContactSheet(const std::string& out, const EvalResult& result,
+                                                   const TestViews& views, const std::vector<size_t>& contact_views) {
+  const bool images_protocol = views.protocol == "images";
+  const Camera& cv = views.cameras[contact_views[0]];
   std::vector<Image> sheets;
   std::vector<std::string> sheet_captions;
-  for (size_t slot = 0; slot < options.contact_views.size(); ++slot) {
-    const size_t view = options.contact_views[slot];
-    const ContactPlan plan = PlanContact(*result, images_protocol, view, slot);
-    auto one = ComposeContactSheet(plan.layout, plan.cells, views->cameras[view].width, views->cameras[view].height);
-    if (!one.ok()) return Fail(one.status());
+  for (size_t slot = 0; slot < contact_views.size(); ++slot) {
+    const size_t view = contact_views[slot];
+    const ContactPlan plan = PlanContact(result, images_protocol, view, slot);
+    auto one = ComposeContactSheet(plan.layout, plan.cells, views.cameras[view].width, views.cameras[view].height);
+    if (!one.ok()) return one.status();
     sheets.push_back(*std::move(one));
-    sheet_captions.push_back(views->sphere
+    sheet_captions.push_back(views.sphere
                                  ? absl::StrFormat("%s%s: distance %g x fit", IsCloseUp(view) ? "close-up " : "",
-                                                   views->cameras[view].name, SphereDistance(view))
-                                 : views->cameras[view].name);
+                                                   views.cameras[view].name, SphereDistance(view))
+                                 : views.cameras[view].name);
   }
   absl::StatusOr<Image> sheet = sheets[0];
   if (sheets.size() > 1) {
     std::vector<CaptionedImage> parts;
     for (size_t i = 0; i < sheets.size(); ++i) parts.push_back({sheet_captions[i], &sheets[i]});
     sheet = StackWithCaptions(parts, cv.height >= 160 ? 2 : 1);
-    if (!sheet.ok()) return Fail(sheet.status());
+    if (!sheet.ok()) return sheet.status();
   }
-  if (absl::Status st = WritePng((fs::path(args.out) / "contact.png").string(), *sheet); !st.ok()) return Fail(st);
+  if (absl::Status st = WritePng((fs::path(out) / "contact.png").string(), *sheet); !st.ok()) return st;
+  return ContactSheetInfo{PlanContact(result, images_protocol, contact_views[0], 0), sheet->width, sheet->height};
+}
 
-  // Bytes on the wire and rd.png.
-  auto wire = BuildWireSeries(*result, *model, st_wire, &pool);
-  if (!wire.ok()) return Fail(wire.status());
+// rd.png, PSNR against bytes with a line per delivery format; returns whether there was
+// anything to draw (a level with a finite PSNR).
+absl::StatusOr<bool> WriteRdChart(const EvalArgs& args, const std::vector<WireSeries>& wire, const EvalResult& result,
+                                  const TestViews& views) {
   std::vector<RdSeries> rd_series;
-  for (const WireSeries& w : *wire) {
-    RdSeries points = RdPointsOf(w, *FindRow(*result, w.method));
+  for (const WireSeries& w : wire) {
+    RdSeries points = RdPointsOf(w, *FindRow(result, w.method));
     if (!points.points.empty()) rd_series.push_back(std::move(points));
   }
-  if (!rd_series.empty()) {
-    RdChartOptions chart_options;
-    // ("a/m.flexgs" and "a/m.flexgs/" both name m.flexgs.)
-    const std::string model_name = (fs::path(args.model) / "").parent_path().filename().string();
-    chart_options.title = absl::StrFormat("PSNR against bytes: %s, %d %s views", model_name, views->cameras.size(),
-                                          views->sphere ? "sphere" : views->protocol);
-    auto chart = DrawRdChart(rd_series, chart_options);
-    if (!chart.ok()) return Fail(chart.status());
-    if (absl::Status st = WritePng((fs::path(args.out) / "rd.png").string(), *chart); !st.ok()) return Fail(st);
-  }
-  std::string rd_md;
-  const nlohmann::json rd_summary = RdSummary(*wire, *result, &rd_md);
+  if (rd_series.empty()) return false;
+  RdChartOptions chart_options;
+  // ("a/m.flexgs" and "a/m.flexgs/" both name m.flexgs.)
+  const std::string model_name = (fs::path(args.model) / "").parent_path().filename().string();
+  chart_options.title = absl::StrFormat("PSNR against bytes: %s, %d %s views", model_name, views.cameras.size(),
+                                        views.sphere ? "sphere" : views.protocol);
+  auto chart = DrawRdChart(rd_series, chart_options);
+  if (!chart.ok()) return chart.status();
+  if (absl::Status st = WritePng((fs::path(args.out) / "rd.png").string(), *chart); !st.ok()) return st;
+  return true;
+}
 
-  // report.json
-  const bool heuristic = model->heuristic();
+// Everything report.json, report.md and the printed tables are written from.
+struct EvalReport {
+  const EvalArgs& args;
+  const EvalRequest& request;
+  const MethodChoice& methods;
+  const ElasticModel& model;
+  bool original;  // --original given
+  const TestViews& views;
+  const EvalResult& result;
+  std::string device;  // the rasterizer that rendered
+  double seconds;      // of EvaluateMethods
+  const SplatTransformWire& st_wire;
+  const std::vector<size_t>& contact_views;
+  const ContactSheetInfo& contact;
+  const std::vector<WireSeries>& wire;
+  bool rd_chart;  // rd.png was written
+  std::string rd_md;
+  nlohmann::json rd_summary;
+};
+
+// report.json: every setting, score and byte count, for scripts.
+nlohmann::json ReportJson(const EvalReport& r) {
+  const size_t contact_view = r.contact_views[0];
   nlohmann::json j;
-  j["model"] = args.model;
-  j["digest"] = model->digest;
-  j["mode"] = heuristic ? "heuristic" : "trained";
-  j["gaussians"] = model->gaussians.size();
-  j["sh_degree"] = model->gaussians.sh_degree;
-  j["protocol"] = views->protocol;
-  j["original"] = args.original.empty() ? nlohmann::json(nullptr) : nlohmann::json(args.original);
-  j["views"] = views->json;
-  for (size_t i = 0; i < views->cameras.size(); ++i) {
-    const Camera& c = views->cameras[i];
+  j["model"] = r.args.model;
+  j["digest"] = r.model.digest;
+  j["mode"] = r.model.heuristic() ? "heuristic" : "trained";
+  j["gaussians"] = r.model.gaussians.size();
+  j["sh_degree"] = r.model.gaussians.sh_degree;
+  j["protocol"] = r.views.protocol;
+  j["original"] = r.args.original.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.args.original);
+  j["views"] = r.views.json;
+  for (size_t i = 0; i < r.views.cameras.size(); ++i) {
+    const Camera& c = r.views.cameras[i];
     nlohmann::json cam = {{"name", c.name}, {"width", c.width}, {"height", c.height}};
-    if (views->sphere) cam["distance_factor"] = SphereDistance(i);
+    if (r.views.sphere) cam["distance_factor"] = SphereDistance(i);
     j["views"]["cameras"].push_back(cam);
   }
-  j["background"] = *background;
-  j["ratios"] = *ratios;
-  j["seed"] = args.seed;
-  j["device"] = std::string((*backend)->name());
+  j["background"] = r.request.background;
+  j["ratios"] = r.request.ratios;
+  j["seed"] = r.args.seed;
+  j["device"] = r.device;
   j["metrics"] = "PSNR and SSIM (3DGS Gaussian window) on 8-bit images, averaged over views";
-  j["seconds"] = secs;
+  j["seconds"] = r.seconds;
   j["methods"] = nlohmann::json::array();
   j["results"] = nlohmann::json::array();
-  for (const EvalRow& row : result->rows) {
+  for (const EvalRow& row : r.result.rows) {
     j["methods"].push_back({{"name", row.method}, {"select_seconds", row.select_seconds}});
     if (row.method == "full") {
-      j["full"] = CellJson("full", row.cells[0], views->sphere);
+      j["full"] = CellJson("full", row.cells[0], r.views.sphere);
       continue;
     }
-    for (const CloudScore& s : row.cells) j["results"].push_back(CellJson(row.method, s, views->sphere));
+    for (const CloudScore& s : row.cells) j["results"].push_back(CellJson(row.method, s, r.views.sphere));
   }
   j["skipped"] = nlohmann::json::array();
-  if (!st_note.empty()) j["skipped"].push_back({{"method", kSplatTransform}, {"reason", st_note}});
+  if (!r.methods.st_note.empty()) j["skipped"].push_back({{"method", kSplatTransform}, {"reason", r.methods.st_note}});
   j["contact"] = {{"file", "contact.png"},
-                  {"width", sheet->width},
-                  {"height", sheet->height},
-                  {"view", cv.name},
-                  {"rows", contact.layout.row_labels},
-                  {"columns", contact.layout.column_labels}};
+                  {"width", r.contact.width},
+                  {"height", r.contact.height},
+                  {"view", r.views.cameras[contact_view].name},
+                  {"rows", r.contact.plan.layout.row_labels},
+                  {"columns", r.contact.plan.layout.column_labels}};
   j["contact"]["views"] = nlohmann::json::array();
-  for (size_t view : options.contact_views) j["contact"]["views"].push_back(views->cameras[view].name);
-  j["wire"] = WireJson(*wire, *result);
-  if (want_st && !st_wire.lod.empty()) {
-    j["lod_pyramid"] = {{"files", st_wire.lod_files},
-                        {"meta_bytes", st_wire.lod_meta_bytes},
+  for (size_t view : r.contact_views) j["contact"]["views"].push_back(r.views.cameras[view].name);
+  j["wire"] = WireJson(r.wire, r.result);
+  if (r.methods.want_st && !r.st_wire.lod.empty()) {
+    j["lod_pyramid"] = {{"files", r.st_wire.lod_files},
+                        {"meta_bytes", r.st_wire.lod_meta_bytes},
                         {"chunking", "splat-transform defaults (-C 512 K Gaussians, -X 16 units per chunk)"},
                         {"attribution",
                          "files under <lod>_*/ count for that LOD (LOD 0 = the largest ratio); "
                          "lod-meta.json for the coarsest, which a viewer fetches first"}};
   }
-  j["rd_chart"] = rd_series.empty() ? nlohmann::json(nullptr) : nlohmann::json("rd.png");
-  j["rd_summary"] = rd_summary;
-  if (absl::Status st = WriteText(fs::path(args.out) / "report.json", DumpJson(j)); !st.ok()) return Fail(st);
+  j["rd_chart"] = r.rd_chart ? nlohmann::json("rd.png") : nlohmann::json(nullptr);
+  j["rd_summary"] = r.rd_summary;
+  return j;
+}
 
-  // report.md
-  std::string md = absl::StrFormat("# flexgs eval: %s\n\n", args.model);
-  absl::StrAppend(&md, absl::StrFormat("- Model: %d Gaussians, SH degree %d, digest `%s`.\n", model->gaussians.size(),
-                                       model->gaussians.sh_degree, model->digest.substr(0, 16)));
-  if (heuristic) {
+// report.md's opening list: the model, the views, the settings and the protocol.
+std::string MarkdownSetup(const EvalReport& r) {
+  const bool images_protocol = r.views.protocol == "images";
+  const std::array<float, 3>& background = r.request.background;
+  std::string md = absl::StrFormat("# flexgs eval: %s\n\n", r.args.model);
+  absl::StrAppend(&md, absl::StrFormat("- Model: %d Gaussians, SH degree %d, digest `%s`.\n", r.model.gaussians.size(),
+                                       r.model.gaussians.sh_degree, r.model.digest.substr(0, 16)));
+  if (r.model.heuristic()) {
     absl::StrAppend(&md,
                     "- **heuristic model** (no GsNet / transform field): elastic-independent and elastic-nested "
                     "rank by Global Importance with no transform, so they equal gi-topk.\n");
   } else {
     absl::StrAppend(&md, "- Trained model: elastic-* use GsNet's ranking and the transform field.\n");
   }
-  absl::StrAppend(&md, "- Test views: ", views->description, ".\n");
-  absl::StrAppend(
-      &md, absl::StrFormat("- Background %g,%g,%g; metrics on 8-bit images, averaged over views; "
-                           "random seed %d; %s rasterizer; %.1f s.\n",
-                           (*background)[0], (*background)[1], (*background)[2], args.seed, (*backend)->name(), secs));
-  if (!images_protocol && original) {
+  absl::StrAppend(&md, "- Test views: ", r.views.description, ".\n");
+  absl::StrAppend(&md, absl::StrFormat("- Background %g,%g,%g; metrics on 8-bit images, averaged over views; "
+                                       "random seed %d; %s rasterizer; %.1f s.\n",
+                                       background[0], background[1], background[2], r.args.seed, r.device, r.seconds));
+  if (!images_protocol && r.original) {
     absl::StrAppend(&md,
                     "- Distillation protocol against the original scene: the reference is its render; `full` is "
                     "the trained model's full set (training also adjusts the Gaussians), and the pruning "
@@ -1095,22 +1159,26 @@ int RunEval(const EvalArgs& args) {
                     "- Distillation protocol: the reference is the full model's render, so `full` is inf / 1 "
                     "by definition.\n");
   }
-  if (!st_note.empty()) absl::StrAppend(&md, "- Note: ", st_note, ".\n");
-  absl::StrAppend(&md, "\n## PSNR (dB)\n\n", MarkdownTable(*result, true));
-  absl::StrAppend(&md, "\n## SSIM\n\n", MarkdownTable(*result, false));
-  absl::StrAppend(&md, "\n## Size\n\n| | full |");
-  for (double e : *ratios) absl::StrAppend(&md, " ", RatioLabel(e), " |");
+  if (!r.methods.st_note.empty()) absl::StrAppend(&md, "- Note: ", r.methods.st_note, ".\n");
+  return md;
+}
+
+// report.md's size table: Gaussians and float32 bytes each ratio keeps, and selection times.
+std::string MarkdownSizes(const EvalReport& r) {
+  const std::vector<double>& ratios = r.request.ratios;
+  std::string md = "\n## Size\n\n| | full |";
+  for (double e : ratios) absl::StrAppend(&md, " ", RatioLabel(e), " |");
   absl::StrAppend(&md, "\n| --- | ---: |");
-  for (size_t k = 0; k < ratios->size(); ++k) absl::StrAppend(&md, " ---: |");
-  const size_t n = model->gaussians.size();
-  const uint64_t per = RawBytesPerGaussian(model->gaussians.sh_degree);
+  for (size_t k = 0; k < ratios.size(); ++k) absl::StrAppend(&md, " ---: |");
+  const size_t n = r.model.gaussians.size();
+  const uint64_t per = RawBytesPerGaussian(r.model.gaussians.sh_degree);
   absl::StrAppend(&md, "\n| Gaussians | ", n, " |");
-  for (double e : *ratios) absl::StrAppend(&md, " ", ElasticCount(n, e), " |");
+  for (double e : ratios) absl::StrAppend(&md, " ", ElasticCount(n, e), " |");
   absl::StrAppend(&md, "\n| float32 bytes | ", n * per, " |");
-  for (double e : *ratios) absl::StrAppend(&md, " ", ElasticCount(n, e) * per, " |");
+  for (double e : ratios) absl::StrAppend(&md, " ", ElasticCount(n, e) * per, " |");
   absl::StrAppend(&md, "\n\nEvery method keeps floor(e N) Gaussians (bytes: float32 attributes at SH degree ",
-                  model->gaussians.sh_degree, ").");
-  for (const EvalRow& row : result->rows) {
+                  r.model.gaussians.sh_degree, ").");
+  for (const EvalRow& row : r.result.rows) {
     for (const CloudScore& s : row.cells) {
       if (row.method != "full" && s.count != ElasticCount(n, s.ratio)) {
         absl::StrAppend(&md, absl::StrFormat(" %s kept %d at %s.", row.method, s.count, RatioLabel(s.ratio)));
@@ -1119,13 +1187,17 @@ int RunEval(const EvalArgs& args) {
   }
   absl::StrAppend(&md, "\n\nSelection time (s): ");
   std::vector<std::string> times;
-  for (const EvalRow& row : result->rows) {
+  for (const EvalRow& row : r.result.rows) {
     if (row.method != "full") times.push_back(absl::StrFormat("%s %.2f", row.method, row.select_seconds));
   }
   absl::StrAppend(&md, absl::StrJoin(times, ", "), ".\n");
+  return md;
+}
 
-  absl::StrAppend(&md, "\n## Quality per byte on the wire\n\n");
-  if (wire->empty()) {
+// report.md's bytes on the wire: the formats, their table, the equal-bytes summary and rd.png.
+std::string MarkdownWire(const EvalReport& r) {
+  std::string md = "\n## Quality per byte on the wire\n\n";
+  if (r.wire.empty()) {
     absl::StrAppend(&md,
                     "No evaluated method has a delivery format (elastic-nested, elastic-independent, "
                     "splat-transform): no byte table and no `rd.png`.\n");
@@ -1135,16 +1207,16 @@ int RunEval(const EvalArgs& args) {
                     "progressive formats (elastic-nested, lod-pyramid) and the level's own KiB for one-download "
                     "formats; the other columns give both readings. PSNR is the row's mean over the views, of "
                     "the unquantized cloud (the LOD pyramid shows splat-transform's decimated clouds).\n\n");
-    for (const WireSeries& w : *wire) absl::StrAppend(&md, "- `", w.name, "`: ", w.counted, ".\n");
-    if (want_st) {
+    for (const WireSeries& w : r.wire) absl::StrAppend(&md, "- `", w.name, "`: ", w.counted, ".\n");
+    if (r.methods.want_st) {
       absl::StrAppend(
           &md, absl::StrFormat("- LOD pyramid: %d files, lod-meta.json %d bytes; files under `<lod>_*/` count for "
                                "that LOD (LOD 0 = the largest ratio), lod-meta.json for the coarsest level, which a "
                                "viewer fetches first; splat-transform's default chunking. SOG sizes vary by about "
                                "0.1%% from run to run (splat-transform seeds its k-means randomly).\n",
-                               st_wire.lod_files, st_wire.lod_meta_bytes));
+                               r.st_wire.lod_files, r.st_wire.lod_meta_bytes));
     }
-    absl::StrAppend(&md, "\n", WireMarkdown(*wire, *result));
+    absl::StrAppend(&md, "\n", WireMarkdown(r.wire, r.result));
     absl::StrAppend(
         &md, absl::StrFormat("\n### elastic-nested against decimation-sog and the LOD pyramid at equal bytes\n\n"
                              "At each nested level's cumulative bytes, the baselines' PSNR read off their curves "
@@ -1152,41 +1224,128 @@ int RunEval(const EvalArgs& args) {
                              "the bytes of their smallest level). Goal: a margin of at least %g dB at every level."
                              "\n\n",
                              kTargetMarginDb));
-    absl::StrAppend(&md, rd_md);
+    absl::StrAppend(&md, r.rd_md);
   }
-  if (!rd_series.empty()) {
+  if (r.rd_chart) {
     absl::StrAppend(&md,
                     "\n`rd.png`: PSNR against KiB to show (log scale), one line per format, a marker per level."
                     "\n");
-  } else if (!wire->empty()) {
+  } else if (!r.wire.empty()) {
     absl::StrAppend(&md, "\nNo `rd.png`: no level has a finite PSNR (every one is identical to the reference).\n");
   }
+  return md;
+}
 
-  std::string sheet_text = absl::StrFormat("`contact.png` (%dx%d): view `%s`", sheet->width, sheet->height, cv.name);
-  if (options.contact_views.size() > 1) {
+// report.md's description of contact.png: which views, rows and columns.
+std::string MarkdownContactSheet(const EvalReport& r) {
+  const size_t contact_view = r.contact_views[0];
+  const Camera& cv = r.views.cameras[contact_view];
+  std::string sheet_text =
+      absl::StrFormat("`contact.png` (%dx%d): view `%s`", r.contact.width, r.contact.height, cv.name);
+  if (r.contact_views.size() > 1) {
     sheet_text = absl::StrFormat(
         "`contact.png` (%dx%d): two sheets, one above the other: view `%s` (distance %g x "
         "fit), then the close-up `%s` (distance %g x fit)",
-        sheet->width, sheet->height, cv.name, SphereDistance(contact_view),
-        views->cameras[options.contact_views[1]].name, SphereDistance(options.contact_views[1]));
+        r.contact.width, r.contact.height, cv.name, SphereDistance(contact_view),
+        r.views.cameras[r.contact_views[1]].name, SphereDistance(r.contact_views[1]));
   }
-  absl::StrAppend(
-      &md,
-      absl::StrFormat("\n## Contact sheet\n\n%s. Columns, left to right: %s. Rows, top to bottom: %s.%s\n", sheet_text,
-                      absl::StrJoin(contact.layout.column_labels, ", "), absl::StrJoin(contact.layout.row_labels, ", "),
-                      images_protocol ? " Every row starts with the ground-truth image (and the full model's "
-                                        "render when `full` was evaluated)."
-                                      : " Every row starts with the reference, the full model's render."));
-  if (absl::Status st = WriteText(fs::path(args.out) / "report.md", md); !st.ok()) return Fail(st);
+  const ContactSheetLayout& layout = r.contact.plan.layout;
+  return absl::StrFormat("\n## Contact sheet\n\n%s. Columns, left to right: %s. Rows, top to bottom: %s.%s\n",
+                         sheet_text, absl::StrJoin(layout.column_labels, ", "), absl::StrJoin(layout.row_labels, ", "),
+                         r.views.protocol == "images"
+                             ? " Every row starts with the ground-truth image (and the full model's "
+                               "render when `full` was evaluated)."
+                             : " Every row starts with the reference, the full model's render.");
+}
 
-  std::cout << "\nPSNR (dB), " << views->protocol << " protocol" << (heuristic ? ", heuristic model" : "") << "\n"
-            << MarkdownTable(*result, true) << "\nSSIM\n"
-            << MarkdownTable(*result, false);
-  if (!wire->empty()) {
-    std::cout << "\nPSNR against bytes on the wire\n" << WireMarkdown(*wire, *result) << "\n" << rd_md;
+// report.md: what a reader needs to judge the numbers, then the tables.
+std::string ReportMarkdown(const EvalReport& r) {
+  std::string md = MarkdownSetup(r);
+  absl::StrAppend(&md, "\n## PSNR (dB)\n\n", MarkdownTable(r.result, true));
+  absl::StrAppend(&md, "\n## SSIM\n\n", MarkdownTable(r.result, false));
+  absl::StrAppend(&md, MarkdownSizes(r), MarkdownWire(r), MarkdownContactSheet(r));
+  return md;
+}
+
+// The tables on stdout, so that a run at the terminal needs no file to be read.
+void PrintTables(const EvalReport& r) {
+  std::cout << "\nPSNR (dB), " << r.views.protocol << " protocol" << (r.model.heuristic() ? ", heuristic model" : "")
+            << "\n"
+            << MarkdownTable(r.result, true) << "\nSSIM\n"
+            << MarkdownTable(r.result, false);
+  if (!r.wire.empty()) {
+    std::cout << "\nPSNR against bytes on the wire\n" << WireMarkdown(r.wire, r.result) << "\n" << r.rd_md;
   }
-  std::cout << "\nwrote " << (fs::path(args.out) / "report.md").string() << ", report.json, contact.png"
-            << (rd_series.empty() ? "" : ", rd.png") << "\n";
+  std::cout << "\nwrote " << (fs::path(r.args.out) / "report.md").string() << ", report.json, contact.png"
+            << (r.rd_chart ? ", rd.png" : "") << "\n";
+}
+
+int RunEval(const EvalArgs& args) {
+  auto request = ParseEvalRequest(args);
+  if (!request.ok()) return Fail(request.status());
+  auto methods = ChooseMethods(args.methods);
+  if (!methods.ok()) return Fail(methods.status());
+  if (!methods->st_note.empty()) std::cout << "note: " << methods->st_note << "\n";
+
+  auto model = LoadEvalModel(args.model);
+  if (!model.ok()) return Fail(model.status());
+  auto views = ChooseTestViews(args, *request, *model);
+  if (!views.ok()) return Fail(views.status());
+  if (absl::Status st = CreateReportDir(args.out); !st.ok()) return Fail(st);
+  auto backend = CreateRasterBackend(request->device, args.threads);
+  if (!backend.ok()) return Fail(backend.status());
+  std::optional<ElasticModel> original;
+  if (!args.original.empty()) {
+    auto loaded = LoadOriginal(args, *model, request->background, **backend, &*views);
+    if (!loaded.ok()) return Fail(loaded.status());
+    original = *std::move(loaded);
+  }
+
+  ThreadPool pool(args.threads);
+  SplatTransformWire st_wire;
+  const std::vector<EvalMethod> eval_methods =
+      MakeEvalMethods(*methods, *model, original ? *original : *model, args.seed, &pool, &st_wire);
+  EvalOptions options;
+  options.render.background = request->background;
+  options.contact_views = ContactViews(*views, static_cast<size_t>(args.contact_view));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto result = EvaluateMethods(*model, views->cameras, std::move(views->targets), request->ratios, methods->want_full,
+                                eval_methods, options, **backend);
+  if (!result.ok()) return Fail(result.status());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  auto contact = WriteContactSheet(args.out, *result, *views, options.contact_views);
+  if (!contact.ok()) return Fail(contact.status());
+  auto wire = BuildWireSeries(*result, *model, st_wire, &pool);
+  if (!wire.ok()) return Fail(wire.status());
+  auto rd_chart = WriteRdChart(args, *wire, *result, *views);
+  if (!rd_chart.ok()) return Fail(rd_chart.status());
+  std::string rd_md;
+  nlohmann::json rd_summary = RdSummary(*wire, *result, &rd_md);
+
+  const EvalReport report{args,
+                          *request,
+                          *methods,
+                          *model,
+                          original.has_value(),
+                          *views,
+                          *result,
+                          std::string((*backend)->name()),
+                          secs,
+                          st_wire,
+                          options.contact_views,
+                          *contact,
+                          *wire,
+                          *rd_chart,
+                          std::move(rd_md),
+                          std::move(rd_summary)};
+  if (absl::Status st = WriteText(fs::path(args.out) / "report.json", DumpJson(ReportJson(report))); !st.ok()) {
+    return Fail(st);
+  }
+  if (absl::Status st = WriteText(fs::path(args.out) / "report.md", ReportMarkdown(report)); !st.ok()) {
+    return Fail(st);
+  }
+  PrintTables(report);
   return 0;
 }
 
@@ -1199,12 +1358,18 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("model", args->model, "Elastic model bundle (.flexgs dir)")->required();
   cmd->add_option("--ratios", args->ratios, "Ratios to evaluate, in (0, 1]")->capture_default_str();
   auto* images =
-      cmd->add_option("--images", args->images, "Ground-truth PNG images (needs --cameras; every 8th is a test view)");
+      cmd->add_option("--images", args->images, "Ground-truth PNG images (needs --cameras; every 8th is a test view)")
+          ->check(CLI::ExistingDirectory);
   auto* cameras =
       cmd->add_option("--cameras", args->cameras, "INRIA cameras.json or COLMAP model dir (test split: every 8th)");
-  auto* orbit = cmd->add_option("--orbit", args->orbit, "N held-out orbit views (default 4 when no cameras are given)");
-  cmd->add_option("--width", args->width, "View width (orbit default 400; with --images, resample them)");
-  cmd->add_option("--height", args->height, "View height");
+  auto* orbit = cmd->add_option("--orbit", args->orbit, "N held-out orbit views (default 4 when no cameras are given)")
+                    ->check(CLI::Range(0, std::numeric_limits<int>::max()));
+  orbit->excludes(cameras);
+  auto* width = cmd->add_option("--width", args->width, "View width (orbit default 400; with --images, resample them)")
+                    ->check(CLI::Range(1, kMaxViewSize));
+  auto* height = cmd->add_option("--height", args->height, "View height")->check(CLI::Range(1, kMaxViewSize));
+  width->needs(height);
+  height->needs(width);
   auto* fov =
       cmd->add_option("--fov", args->fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
   auto* elevation =
@@ -1220,8 +1385,12 @@ void RegisterEvalCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random baseline")->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)")->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or auto")->capture_default_str();
-  cmd->add_option("--contact-view", args->contact_view, "Test view shown in contact.png")->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_option("--contact-view", args->contact_view, "Test view shown in contact.png")
+      ->capture_default_str()
+      ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   cmd->add_option("--original", args->original,
                   "The untouched scene a trained model came from: distillation targets and the pruning baselines use "
                   "it (GI over the model's training orbit) instead of the trained Gaussians");

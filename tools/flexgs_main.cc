@@ -28,7 +28,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (or the help); a bad option is a failure like any other
+    // of this tool, exit 1, rather than CLI11's own code per error kind.
+    return app.exit(e) == 0 ? 0 : 1;
   }
   return exit_code;
 }

@@ -18,14 +18,6 @@ struct GenerateArgs {
 };
 
 int RunGenerate(const GenerateArgs& args) {
-  if (args.count < 1 || args.count > 200'000'000) {
-    std::cerr << "flexgs generate: error: --count must be in 1..200000000\n";
-    return 1;
-  }
-  if (args.sh_degree < 0 || args.sh_degree > 3) {
-    std::cerr << "flexgs generate: error: --sh-degree must be 0..3\n";
-    return 1;
-  }
   const GaussianCloud cloud =
       MakeSyntheticScene({.count = static_cast<size_t>(args.count), .sh_degree = args.sh_degree, .seed = args.seed});
   if (absl::Status st = WriteGaussianPly(args.out, cloud); !st.ok()) {
@@ -42,8 +34,10 @@ void RegisterGenerateCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<GenerateArgs>();
   CLI::App* cmd = app.add_subcommand("generate", "Write the project's synthetic default scene as a PLY");
   cmd->add_option("--out", args->out, "Output PLY")->required();
-  cmd->add_option("--count", args->count, "Number of Gaussians")->capture_default_str();
-  cmd->add_option("--sh-degree", args->sh_degree, "SH degree 0..3")->capture_default_str();
+  cmd->add_option("--count", args->count, "Number of Gaussians")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{200'000'000}));
+  cmd->add_option("--sh-degree", args->sh_degree, "SH degree 0..3")->capture_default_str()->check(CLI::Range(0, 3));
   cmd->add_option("--seed", args->seed, "Random seed")->capture_default_str();
   cmd->callback([args, exit_code] { *exit_code = RunGenerate(*args); });
 }

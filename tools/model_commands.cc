@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "elastic/heuristic_model.h"
 #include "elastic/model_bundle.h"
 #include "io/ply_io.h"
 #include "render/global_importance.h"
@@ -37,49 +38,42 @@ struct ElasticizeArgs {
 };
 
 int RunElasticize(ElasticizeArgs args) {
-  GiVariant variant;
+  HeuristicModelOptions heuristic;
   if (args.variant == "flexgs") {
-    variant = GiVariant::kFlexGs;
+    heuristic.gi_variant = GiVariant::kFlexGs;
   } else if (args.variant == "lightgaussian") {
-    variant = GiVariant::kLightGaussianVolume;
+    heuristic.gi_variant = GiVariant::kLightGaussianVolume;
   } else {
     return Fail("elasticize",
                 absl::InvalidArgumentError("--gi must be flexgs or lightgaussian, not '" + args.variant + "'"));
   }
-  ElasticModel model;
+  heuristic.coverage_share = args.coverage_share;
   if (!args.ladder.empty()) {
     auto ladder = ParseLadder(args.ladder);
     if (!ladder.ok()) return Fail("elasticize", ladder.status());
-    model.ladder = *ladder;
+    heuristic.ladder = *ladder;
   }
   auto cloud = LoadScene(args.scene);
   if (!cloud.ok()) return Fail("elasticize", cloud.status());
   if (args.views.cameras_path.empty() && args.views.orbit <= 0) args.views.orbit = 24;
   auto cams = ResolveCameras(RobustBounds(*cloud), args.views, /*resize_dataset_cameras=*/true);
   if (!cams.ok()) return Fail("elasticize", cams.status());
-  CpuRasterizer raster(args.threads);
-  GlobalImportanceOptions gi_opt;
-  gi_opt.variant = variant;
-  const auto t0 = std::chrono::steady_clock::now();
-  auto gi = ComputeGlobalImportance(*cloud, *cams, gi_opt, raster);
-  if (!gi.ok()) return Fail("elasticize", gi.status());
-  const double gi_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  model.gaussians = *std::move(cloud);
-  model.global_importance = *std::move(gi);
-  model.gi = {args.variant == "flexgs" ? "flexgs" : "lightgaussian_volume", static_cast<int>(cams->size()),
-              (*cams)[0].width, (*cams)[0].height};
-  model.normalization = ExtentNormalization(model.gaussians);
-  model.coverage_share = args.coverage_share;
   // Which views GI saw, so `flexgs eval` can pick test views that are none of them.
-  nlohmann::json gi_cameras =
+  const nlohmann::json gi_cameras =
       args.views.cameras_path.empty()
           ? nlohmann::json{{"kind", "orbit"},
                            {"count", cams->size()},
                            {"elevation_deg", args.views.elevation_deg},
                            {"fov_x_deg", args.views.fov_x_deg}}
           : nlohmann::json{{"kind", "cameras"}, {"path", args.views.cameras_path}, {"count", cams->size()}};
-  model.training_summary_json =
-      nlohmann::json{{"mode", "heuristic"}, {"source", args.scene}, {"gi_cameras", gi_cameras}}.dump();
+  heuristic.threads = args.threads;
+  heuristic.source = args.scene;
+  heuristic.gi_cameras_json = gi_cameras.dump();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto made = MakeHeuristicModel(*std::move(cloud), *cams, heuristic);
+  if (!made.ok()) return Fail("elasticize", made.status());
+  const double gi_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ElasticModel& model = *made;
   if (absl::Status st = WriteModelBundle(args.out, model); !st.ok()) return Fail("elasticize", st);
   std::cout << absl::StrFormat("GI over %d views of %dx%d in %.2f s; wrote heuristic model %s (digest %s)\n",
                                cams->size(), (*cams)[0].width, (*cams)[0].height, gi_s, args.out,

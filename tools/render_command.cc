@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iostream>
+#include <limits>
 
 #include "absl/strings/str_format.h"
 #include "io/png_io.h"
@@ -35,7 +36,6 @@ int RunRender(const RenderArgs& args) {
   if (!device.ok()) return Fail(device.status());
   auto bg = ParseBackground(args.background);
   if (!bg.ok()) return Fail(bg.status());
-  if (args.repeat < 1) return Fail(absl::InvalidArgumentError("--repeat must be >= 1"));
   SceneBounds bounds;
   auto cloud = LoadSceneAtRatio(args.scene, args.ratio, &bounds);
   if (!cloud.ok()) return Fail(cloud.status());
@@ -75,7 +75,9 @@ void RegisterRenderCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<RenderArgs>();
   CLI::App* cmd = app.add_subcommand("render", "Render one view of a scene to PNG");
   cmd->add_option("scene", args->scene, "Scene PLY or elastic model bundle (.flexgs dir)")->required();
-  cmd->add_option("--ratio", args->ratio, "Elastic ratio in [0,1] (bundles; 1 = full model)")->capture_default_str();
+  cmd->add_option("--ratio", args->ratio, "Elastic ratio in [0,1] (bundles; 1 = full model)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
   auto* orbit = cmd->add_option("--orbit", args->views.orbit, "Generate N orbit views around the scene");
   auto* cams = cmd->add_option("--cameras", args->views.cameras_path, "INRIA cameras.json or COLMAP model dir");
   orbit->excludes(cams);
@@ -85,10 +87,14 @@ void RegisterRenderCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--fov", args->views.fov_x_deg, "Orbit horizontal field of view (degrees)")->capture_default_str();
   cmd->add_option("--elevation", args->views.elevation_deg, "Orbit elevation (degrees)")->capture_default_str();
   cmd->add_option("--out", args->out, "Output PNG")->required();
-  cmd->add_option("--device", args->device, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, cuda or auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--background", args->background, "Background r,g,b in [0,1]")->capture_default_str();
   cmd->add_option("--sh-degree", args->sh_degree, "Highest SH band used for colour")->capture_default_str();
-  cmd->add_option("--repeat", args->repeat, "Render R times and report the median time")->capture_default_str();
+  cmd->add_option("--repeat", args->repeat, "Render R times and report the median time")
+      ->capture_default_str()
+      ->check(CLI::Range(1, std::numeric_limits<int>::max()));
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)")->capture_default_str();
   cmd->callback([args, exit_code] { *exit_code = RunRender(*args); });
 }

@@ -27,7 +27,8 @@ rm -rf "$OUT/default.flexgs"
 mkdir -p "$OUT/scenes"
 rm -rf "$OUT/scenes/default.flexgs"
 cp -r "$OUT/default.flexgs" "$OUT/scenes/"
-"$BUILD_DIR/server/flexgs-server" --scenes "$OUT/scenes" --port 0 --metrics-port 0 > "$OUT/server.out" 2> "$OUT/server.log" &
+"$BUILD_DIR/server/flexgs-server" --scenes "$OUT/scenes" --port 0 --metrics-port 0 \
+  > "$OUT/server.out" 2> "$OUT/server.log" &
 SERVER_PID=$!
 trap 'kill -TERM $SERVER_PID 2>/dev/null || true' EXIT
 PORT=""

@@ -194,10 +194,6 @@ int RunTrain(const TrainArgs& args) {
   if (!bg.ok()) return Fail(bg.status());
   opt.background = *bg;
   opt.nested = args.nested;
-  if (args.selection != "served" && args.selection != "reference") {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrFormat("--selection must be served or reference, got '%s'", args.selection)));
-  }
   opt.reference_selection = args.selection == "reference";
   opt.tune_gaussians = args.tune_gaussians;
   opt.coverage_share = args.coverage_share;
@@ -352,7 +348,8 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--nested", args->nested, "Train on nested selections (level k contains level k-1), as streamed");
   cmd->add_option("--selection", args->selection,
                   "served: the exact top-k clients receive (GI prior + GsNet); reference: FlexGS's Gumbel sampling")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"served", "reference"}));
   cmd->add_option("--gi-prior-weight", args->gi_prior_weight, "Weight of log GI in the ranking (served selection)")
       ->capture_default_str();
   cmd->add_option("--coverage-share", args->coverage_share,
@@ -363,7 +360,8 @@ void RegisterTrainCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--device", args->device,
                   "Renders and their gradients on cpu, cuda or auto (the networks and Adam run on the CPU); "
                   "resume is bit-identical on cpu, equal to rounding on cuda")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->add_option("--views", args->views,
                   "Distillation views: sphere or hemisphere (a fresh camera each step, GI on --orbit sphere views), "
                   "orbit (--orbit fixed ring views), dataset (only the dataset's views), auto (sphere; with "

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace flexgs {
 
@@ -33,8 +34,17 @@ struct DenseLayer {
     }
   }
 
-  // Checks shapes and that every value is finite; `name` prefixes the error.
-  absl::Status Validate(const char* name) const;
+  // Checks that this is a Linear(in_features -> out_features): the dimensions, then the
+  // sizes of weight and bias; values are not read. `name` (e.g. "gsnet.fc1.xyz") prefixes
+  // the error. The one shape check of every layer: models' Validate and the backward
+  // passes' checks of their gradient tensors.
+  absl::Status CheckShape(absl::string_view name, int in_features, int out_features) const;
+
+  // Checks that the dimensions are positive, weight and bias match them, and every value
+  // is finite; `name` prefixes the error.
+  absl::Status Validate(absl::string_view name) const;
+  // CheckShape, then Validate: a layer of a model that must be Linear(in -> out).
+  absl::Status Validate(absl::string_view name, int in_features, int out_features) const;
 };
 
 }  // namespace flexgs

@@ -114,34 +114,49 @@ GaussianCloud GsNetInputCloud(const ElasticModel& model) {
   return in;
 }
 
+namespace {
+
+// Adds the coverage bonus at e when the model asks for one.
+void AddModelCoverageBonus(const ElasticModel& model, double e, absl::Span<float> scores,
+                           const std::vector<uint8_t>* coverage) {
+  if (!(model.coverage_share > 0.0)) return;
+  std::vector<uint8_t> computed;
+  if (coverage == nullptr) {
+    computed = CoverageLevels(model);
+    coverage = &computed;
+  }
+  AddCoverageBonus(*coverage, ElasticCount(model.gaussians.size(), e), model.coverage_share, scores);
+}
+
+}  // namespace
+
+void RankingScoresFromMargins(const ElasticModel& model, double e, absl::Span<float> margins,
+                              const std::vector<uint8_t>* coverage) {
+  const size_t n = margins.size();
+  if (model.gi_prior_weight != 0.0 && model.global_importance.size() == n) {
+    const std::vector<float> prior = GiLogPrior(model.global_importance);
+    const float w = static_cast<float>(model.gi_prior_weight);
+    for (size_t i = 0; i < n; ++i) margins[i] += w * prior[i];
+  }
+  AddModelCoverageBonus(model, e, margins, coverage);
+}
+
 std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool,
                                  const std::vector<uint8_t>* coverage) {
   const size_t n = model.gaussians.size();
-  std::vector<float> scores;
-  if (model.heuristic()) {
-    if (!(model.coverage_share > 0.0)) return model.global_importance;
-    scores = GiLogPrior(model.global_importance);
-  } else {
-    scores.resize(n);
+  if (!model.heuristic()) {
+    std::vector<float> scores(n);
     if (model.gsnet_box_inputs) {
       GsNetScores(*model.gsnet, GsNetInputCloud(model), static_cast<float>(e), absl::MakeSpan(scores), pool);
     } else {
       GsNetScores(*model.gsnet, model.gaussians, static_cast<float>(e), absl::MakeSpan(scores), pool);
     }
-    if (model.gi_prior_weight != 0.0 && model.global_importance.size() == n) {
-      const std::vector<float> prior = GiLogPrior(model.global_importance);
-      const float w = static_cast<float>(model.gi_prior_weight);
-      for (size_t i = 0; i < n; ++i) scores[i] += w * prior[i];
-    }
+    RankingScoresFromMargins(model, e, absl::MakeSpan(scores), coverage);
+    return scores;
   }
-  if (model.coverage_share > 0.0) {
-    std::vector<uint8_t> computed;
-    if (coverage == nullptr) {
-      computed = CoverageLevels(model);
-      coverage = &computed;
-    }
-    AddCoverageBonus(*coverage, ElasticCount(n, e), model.coverage_share, absl::MakeSpan(scores));
-  }
+  if (!(model.coverage_share > 0.0)) return model.global_importance;
+  std::vector<float> scores = GiLogPrior(model.global_importance);
+  AddModelCoverageBonus(model, e, absl::MakeSpan(scores), coverage);
   return scores;
 }
 

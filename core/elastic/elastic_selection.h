@@ -55,6 +55,13 @@ float GsNetInputScale(const ElasticModel& model);
 std::vector<float> RankingScores(const ElasticModel& model, double e, ThreadPool* pool,
                                  const std::vector<uint8_t>* coverage = nullptr);
 
+// The ranking formula of a trained model, for GsNet margins computed elsewhere (the
+// trainer's own forward pass): turns margins[i] = l1 - l0 at ratio e into RankingScores'
+// values in place -- plus model.gi_prior_weight * GiLogPrior(GI), plus the coverage bonus
+// when coverage_share > 0 (`coverage` as for RankingScores).
+void RankingScoresFromMargins(const ElasticModel& model, double e, absl::Span<float> margins,
+                              const std::vector<uint8_t>* coverage = nullptr);
+
 // log(GI_i + 1e-6 max GI) - log(max GI): a scale-free, finite log-importance (<= 1e-6,
 // at least log(1e-6)); all zeros when every GI is 0.
 std::vector<float> GiLogPrior(absl::Span<const float> global_importance);

@@ -14,7 +14,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <set>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -28,6 +27,7 @@
 #include "base/status_macros.h"
 #include "io/ply_io.h"
 #include "io/safetensors.h"
+#include "io/strict_json.h"
 #include "nlohmann/json.hpp"
 
 namespace flexgs {
@@ -297,24 +297,15 @@ absl::StatusOr<std::string> GetString(const json& obj, const char* key, absl::st
 // nlohmann would otherwise resolve silently, last one wins).
 absl::StatusOr<json> ParseJsonStrict(std::string_view text, int max_depth) {
   bool too_deep = false;
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
+  RepeatedKeyFinder keys;
   const json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
     if (too_deep) return false;
-    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
-      if (depth >= max_depth) {
-        too_deep = true;
-        return false;  // discarded: nothing below this level is built
-      }
-      if (event == json::parse_event_t::object_start) open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == json::parse_event_t::key && !open_objects.empty() && parsed.is_string()) {
-      if (!open_objects.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
-      }
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        depth >= max_depth) {
+      too_deep = true;
+      return false;  // discarded: nothing below this level is built
     }
-    return true;
+    return keys.Observe(event, parsed);
   };
   json parsed;
   try {
@@ -323,7 +314,9 @@ absl::StatusOr<json> ParseJsonStrict(std::string_view text, int max_depth) {
     return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
   }
   if (too_deep) return absl::InvalidArgumentError(absl::StrCat("JSON nests deeper than ", max_depth, " levels"));
-  if (!duplicate.empty()) return absl::InvalidArgumentError(absl::StrCat("JSON repeats the key \"", duplicate, "\""));
+  if (!keys.repeated().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("JSON repeats the key \"", keys.repeated(), "\""));
+  }
   return parsed;
 }
 

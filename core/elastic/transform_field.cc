@@ -36,14 +36,6 @@ using ConstVector = Eigen::Map<const Eigen::VectorXf>;
 
 std::string PlaneName(int l, int p) { return absl::StrCat("field.level", l, ".", kPlaneNames[p]); }
 
-absl::Status CheckLayer(const DenseLayer& layer, const std::string& name, int in, int out) {
-  if (layer.in != in || layer.out != out) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ".weight has shape [", layer.out, ", ", layer.in, "], expected [", out, ", ", in, "]"));
-  }
-  return layer.Validate(name.c_str());
-}
-
 // Xavier-uniform weight (gain 1), PyTorch-default bias.
 DenseLayer XavierLinear(int in, int out, SplitMix64& rng) {
   DenseLayer layer(in, out);
@@ -59,23 +51,6 @@ void CheckOrDie(bool ok, const char* fn, const char* what) {
     std::fprintf(stderr, "%s: precondition failed: %s\n", fn, what);
     std::abort();
   }
-}
-
-// One axis of a corner-aligned, border-clamped bilinear lookup: texels i0, i1 and the
-// weight of i1. Matches grid_sample(align_corners=True, padding_mode="border").
-struct AxisSample {
-  int i0, i1;
-  float w;
-};
-
-AxisSample SampleAxis(float coord, int res) {
-  const float hi = static_cast<float>(res - 1);
-  float u = (coord + 1.0f) * 0.5f * hi;
-  if (!(u > 0.0f)) u = 0.0f;  // also sends NaN to the first texel instead of out of bounds
-  if (u > hi) u = hi;
-  // i0 <= res-2 so i1 stays in range; at u == res-1 the weight is then exactly 1.
-  const int i0 = std::min(static_cast<int>(u), std::max(res - 2, 0));
-  return {i0, std::min(i0 + 1, res - 1), u - static_cast<float>(i0)};
 }
 
 struct Scratch {
@@ -175,13 +150,13 @@ absl::Status TransformFieldWeights::Validate() const {
       }
     }
   }
-  s = CheckLayer(trunk, "field.trunk", config.feature_dim(), config.hidden);
+  s = trunk.Validate("field.trunk", config.feature_dim(), config.hidden);
   if (!s.ok()) return s;
   for (int h = 0; h < 3; ++h) {
     const std::string head = kHeadNames[h];
-    s = CheckLayer(fc1[h], "field.fc1." + head, config.hidden, config.hidden);
+    s = fc1[h].Validate("field.fc1." + head, config.hidden, config.hidden);
     if (!s.ok()) return s;
-    s = CheckLayer(fc2[h], "field.fc2." + head, config.hidden, kHeadOutputs[h]);
+    s = fc2[h].Validate("field.fc2." + head, config.hidden, kHeadOutputs[h]);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -223,28 +198,94 @@ void EvalTransformField(const TransformFieldWeights& field, const FieldNormaliza
   }
   if (n == 0) return;
 
-  // p' = 2 (p - min) / (max - min) - 1 as (p - min) * scale - 1; a degenerate axis
-  // (flat scene along it) samples the plane centre.
-  float axis_min[3], axis_scale[3];
-  bool axis_ok[3];
-  for (int d = 0; d < 3; ++d) {
-    const float range = norm.aabb_max[d] - norm.aabb_min[d];
-    axis_ok[d] = range > 0.0f && std::isfinite(range);
-    axis_min[d] = norm.aabb_min[d];
-    axis_scale[d] = axis_ok[d] ? 2.0f / range : 0.0f;
-  }
-  // The ratio coordinate is the same for every Gaussian, so each ratio plane (a, e)
-  // collapses, per call, to a line along a: the e-interpolation is done once here and
-  // the per-Gaussian work is a 1-D lerp. Lines and spatial planes are stored
-  // channel-last ([res_b][res_a][C]) so the C channels of a texel are one contiguous,
-  // vectorisable run instead of C reads res_a * res_b apart (about 8x fewer cache lines
-  // per lookup). On the reference config this halves the cost for 150k Gaussians; the
-  // price is one pass over the planes per call (~20 ms on one core), which a caller
-  // evaluating only a few thousand Gaussians pays in full.
-  const float ratio_coord = ratio * norm.ratio_scale + norm.ratio_offset;
+  const FieldAxes axes = FieldInputAxes(norm.aabb_min.data(), norm.aabb_max.data());
+  // Channel-last tables (see BuildFieldTables): about 8x fewer cache lines per lookup than
+  // the planes' [C, res_b, res_a] layout. On the reference config this halves the cost for
+  // 150k Gaussians; the price is one pass over the planes per call (~20 ms on one core),
+  // which a caller evaluating only a few thousand Gaussians pays in full.
+  const FieldTables tables = BuildFieldTables(field, FieldRatioCoord(ratio, norm.ratio_scale, norm.ratio_offset), pool);
   const size_t C = static_cast<size_t>(channels);
-  std::vector<std::array<std::vector<float>, 6>> tables(levels);  // [level][plane], channel-last
-  std::vector<std::pair<int, int>> jobs;                          // (level, plane)
+
+  std::vector<Scratch> scratch(pool != nullptr ? pool->size() : 1);
+  auto run_block = [&](size_t begin, size_t end, int worker) {
+    const int m = static_cast<int>(end - begin);
+    Scratch& s = scratch[worker];
+    s.features.resize(features, m);
+
+    // (1) HexPlane features, one column per Gaussian: per level, the product over the
+    // planes in kPlaneAxes order.
+    for (int j = 0; j < m; ++j) {
+      const float* pos = &positions[3 * (begin + j)];
+      float coord[3];
+      for (int d = 0; d < 3; ++d) coord[d] = FieldCoord(axes, d, pos[d]);
+      float* feat = s.features.col(j).data();
+      for (int l = 0; l < levels; ++l) {
+        const int res = field.levels[l].spatial_resolution;
+        AxisSample axis[3];
+        for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], res);
+        float* out = feat + l * channels;
+        for (int p = 0; p < 6; ++p) {
+          const AxisSample& a = axis[kPlaneAxes[p][0]];
+          const float* t = tables[l][p].data();
+          float* __restrict o = out;
+          if (PlaneHasRatioAxis(p)) {
+            const float* t0 = t + a.i0 * C;
+            const float* t1 = t + a.i1 * C;
+            const float w0 = 1.0f - a.w, w1 = a.w;
+            for (size_t c = 0; c < C; ++c) o[c] *= t0[c] * w0 + t1[c] * w1;
+            continue;
+          }
+          const AxisSample& b = axis[kPlaneAxes[p][1]];
+          const TexelQuad<const float> q = BilinearTexels(t, a, b, static_cast<size_t>(res), C);
+          const BilinearWeights w = Bilinear(a, b);
+          if (p == 0) {
+            for (size_t c = 0; c < C; ++c) {
+              o[c] = q.t00[c] * w.w00 + q.t01[c] * w.w01 + q.t10[c] * w.w10 + q.t11[c] * w.w11;
+            }
+          } else {
+            for (size_t c = 0; c < C; ++c) {
+              o[c] *= q.t00[c] * w.w00 + q.t01[c] * w.w01 + q.t10[c] * w.w10 + q.t11[c] * w.w11;
+            }
+          }
+        }
+      }
+    }
+
+    // (2) Trunk (no activation); every head starts with a ReLU, so apply it once.
+    s.trunk.resize(hidden, m);
+    s.trunk.noalias() = ConstWeights(field.trunk.weight.data(), hidden, features) * s.features;
+    s.trunk = (s.trunk.colwise() + ConstVector(field.trunk.bias.data(), hidden)).cwiseMax(0.0f);
+
+    // (3) Heads: Linear -> ReLU -> Linear.
+    int offset = 0;
+    for (int h = 0; h < 3; ++h) {
+      const int k = TransformFieldWeights::kHeadOutputs[h];
+      s.act.resize(hidden, m);
+      s.act.noalias() = ConstWeights(field.fc1[h].weight.data(), hidden, hidden) * s.trunk;
+      s.act = (s.act.colwise() + ConstVector(field.fc1[h].bias.data(), hidden)).cwiseMax(0.0f);
+      s.out.resize(k, m);
+      s.out.noalias() = ConstWeights(field.fc2[h].weight.data(), k, hidden) * s.act;
+      s.out.colwise() += ConstVector(field.fc2[h].bias.data(), k);
+      for (int j = 0; j < m; ++j) {
+        float* d = &deltas[(begin + j) * kDeltaStride + offset];
+        for (int r = 0; r < k; ++r) d[r] = s.out(r, j);
+      }
+      offset += k;
+    }
+  };
+
+  if (pool != nullptr) {
+    pool->ParallelFor(n, kBlock, run_block);
+  } else {
+    for (size_t b = 0; b < n; b += kBlock) run_block(b, std::min(n, b + kBlock), 0);
+  }
+}
+
+FieldTables BuildFieldTables(const TransformFieldWeights& field, float ratio_coord, ThreadPool* pool) {
+  const int levels = static_cast<int>(field.levels.size());
+  const size_t C = static_cast<size_t>(field.config.channels);
+  FieldTables tables(levels);
+  std::vector<std::pair<int, int>> jobs;  // (level, plane)
   for (int l = 0; l < levels; ++l) {
     for (int p = 0; p < 6; ++p) jobs.emplace_back(l, p);
   }
@@ -280,81 +321,7 @@ void EvalTransformField(const TransformFieldWeights& field, const FieldNormaliza
   } else {
     for (size_t job = 0; job < jobs.size(); ++job) build(job);
   }
-
-  std::vector<Scratch> scratch(pool != nullptr ? pool->size() : 1);
-  auto run_block = [&](size_t begin, size_t end, int worker) {
-    const int m = static_cast<int>(end - begin);
-    Scratch& s = scratch[worker];
-    s.features.resize(features, m);
-
-    // (1) HexPlane features, one column per Gaussian: per level, the product over the
-    // planes in kPlaneAxes order.
-    for (int j = 0; j < m; ++j) {
-      const float* pos = &positions[3 * (begin + j)];
-      float coord[3];
-      for (int d = 0; d < 3; ++d) coord[d] = axis_ok[d] ? (pos[d] - axis_min[d]) * axis_scale[d] - 1.0f : 0.0f;
-      float* feat = s.features.col(j).data();
-      for (int l = 0; l < levels; ++l) {
-        const int res = field.levels[l].spatial_resolution;
-        AxisSample axis[3];
-        for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], res);
-        float* out = feat + l * channels;
-        for (int p = 0; p < 6; ++p) {
-          const AxisSample& a = axis[kPlaneAxes[p][0]];
-          const float* t = tables[l][p].data();
-          float* __restrict o = out;
-          if (PlaneHasRatioAxis(p)) {
-            const float* t0 = t + a.i0 * C;
-            const float* t1 = t + a.i1 * C;
-            const float w0 = 1.0f - a.w, w1 = a.w;
-            for (size_t c = 0; c < C; ++c) o[c] *= t0[c] * w0 + t1[c] * w1;
-            continue;
-          }
-          const AxisSample& b = axis[kPlaneAxes[p][1]];
-          const size_t ra = static_cast<size_t>(res);
-          const float* t00 = t + (b.i0 * ra + a.i0) * C;
-          const float* t01 = t + (b.i0 * ra + a.i1) * C;
-          const float* t10 = t + (b.i1 * ra + a.i0) * C;
-          const float* t11 = t + (b.i1 * ra + a.i1) * C;
-          const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
-          const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-          if (p == 0) {
-            for (size_t c = 0; c < C; ++c) o[c] = t00[c] * w00 + t01[c] * w01 + t10[c] * w10 + t11[c] * w11;
-          } else {
-            for (size_t c = 0; c < C; ++c) o[c] *= t00[c] * w00 + t01[c] * w01 + t10[c] * w10 + t11[c] * w11;
-          }
-        }
-      }
-    }
-
-    // (2) Trunk (no activation); every head starts with a ReLU, so apply it once.
-    s.trunk.resize(hidden, m);
-    s.trunk.noalias() = ConstWeights(field.trunk.weight.data(), hidden, features) * s.features;
-    s.trunk = (s.trunk.colwise() + ConstVector(field.trunk.bias.data(), hidden)).cwiseMax(0.0f);
-
-    // (3) Heads: Linear -> ReLU -> Linear.
-    int offset = 0;
-    for (int h = 0; h < 3; ++h) {
-      const int k = TransformFieldWeights::kHeadOutputs[h];
-      s.act.resize(hidden, m);
-      s.act.noalias() = ConstWeights(field.fc1[h].weight.data(), hidden, hidden) * s.trunk;
-      s.act = (s.act.colwise() + ConstVector(field.fc1[h].bias.data(), hidden)).cwiseMax(0.0f);
-      s.out.resize(k, m);
-      s.out.noalias() = ConstWeights(field.fc2[h].weight.data(), k, hidden) * s.act;
-      s.out.colwise() += ConstVector(field.fc2[h].bias.data(), k);
-      for (int j = 0; j < m; ++j) {
-        float* d = &deltas[(begin + j) * kDeltaStride + offset];
-        for (int r = 0; r < k; ++r) d[r] = s.out(r, j);
-      }
-      offset += k;
-    }
-  };
-
-  if (pool != nullptr) {
-    pool->ParallelFor(n, kBlock, run_block);
-  } else {
-    for (size_t b = 0; b < n; b += kBlock) run_block(b, std::min(n, b + kBlock), 0);
-  }
+  return tables;
 }
 
 void ApplyTransformDeltas(absl::Span<const float> deltas, GaussianCloud& cloud) {

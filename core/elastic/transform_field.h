@@ -23,6 +23,7 @@
 #include "absl/types/span.h"
 #include "base/thread_pool.h"
 #include "elastic/dense_layer.h"
+#include "elastic/field_input.h"
 #include "scene/gaussian_cloud.h"
 
 namespace flexgs {
@@ -100,5 +101,27 @@ void EvalTransformField(const TransformFieldWeights& field, const FieldNormaliza
 // Applies deltas in raw parameter space (see the file comment). deltas.size() must be
 // cloud.size() * kDeltaStride.
 void ApplyTransformDeltas(absl::Span<const float> deltas, GaussianCloud& cloud);
+
+// The planes as EvalTransformField samples them, shared with its backward
+// (train/transform_field_backward.h) so that both read the very same values. The ratio
+// coordinate is the same for every Gaussian of a call, so each ratio plane (a, e)
+// collapses to a line along a (interpolated along e once); lines and spatial planes are
+// stored channel-last -- [res_a][C] and [res_b][res_a][C] -- so the C channels of a
+// texel are one contiguous, vectorisable run. Indexed [level][plane].
+using FieldTables = std::vector<std::array<std::vector<float>, 6>>;
+FieldTables BuildFieldTables(const TransformFieldWeights& field, float ratio_coord, ThreadPool* pool);
+
+// The four texels (b.i0, a.i0), (b.i0, a.i1), (b.i1, a.i0), (b.i1, a.i1) that a bilinear
+// lookup at (a, b) reads in a channel-last table of width ra (a plane of FieldTables, or
+// its gradient), each the start of C channel values.
+template <typename T>
+struct TexelQuad {
+  T *t00, *t01, *t10, *t11;
+};
+template <typename T>
+TexelQuad<T> BilinearTexels(T* table, const AxisSample& a, const AxisSample& b, size_t ra, size_t C) {
+  return {table + (b.i0 * ra + a.i0) * C, table + (b.i0 * ra + a.i1) * C, table + (b.i1 * ra + a.i0) * C,
+          table + (b.i1 * ra + a.i1) * C};
+}
 
 }  // namespace flexgs

@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "base/file_io.h"
 #include "base/status_macros.h"
 
 namespace flexgs {
@@ -43,30 +44,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   ss << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
   return std::move(ss).str();
-}
-
-// Writes via a temporary file and rename so that a failed write leaves no
-// truncated file under the final name.
-absl::Status WriteWholeFile(const std::string& path, absl::string_view contents) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing"));
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      return absl::DataLossError(absl::StrCat(path, ": write failed"));
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot rename temporary file: ", ec.message()));
-  }
-  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -584,12 +561,12 @@ absl::Status WriteColmapModelText(const std::string& dir, const std::vector<Came
                           q.z(), c.t.x(), c.t.y(), c.t.z(), id, name);
   }
   const fs::path root(dir);
-  FLEXGS_RETURN_IF_ERROR(WriteWholeFile((root / "cameras.txt").string(), cams));
-  FLEXGS_RETURN_IF_ERROR(WriteWholeFile((root / "images.txt").string(), imgs));
-  return WriteWholeFile((root / "points3D.txt").string(),
-                        "# 3D point list with one line of data per point:\n"
-                        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
-                        "# Number of points: 0\n");
+  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((root / "cameras.txt").string(), cams));
+  FLEXGS_RETURN_IF_ERROR(WriteFileAtomically((root / "images.txt").string(), imgs));
+  return WriteFileAtomically((root / "points3D.txt").string(),
+                             "# 3D point list with one line of data per point:\n"
+                             "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
+                             "# Number of points: 0\n");
 }
 
 absl::StatusOr<std::vector<Camera>> ReadInriaCamerasJson(const std::string& path) {
@@ -638,7 +615,7 @@ absl::Status WriteInriaCamerasJson(const std::string& path, const std::vector<Ca
       j["cy"] = c.cy;
       root.push_back(std::move(j));
     }
-    return WriteWholeFile(path, root.dump(1) + "\n");
+    return WriteFileAtomically(path, root.dump(1) + "\n");
   } catch (const nlohmann::ordered_json::exception& e) {  // e.g. a name that is not valid UTF-8
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot serialise cameras: ", e.what()));
   }

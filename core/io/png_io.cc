@@ -5,12 +5,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <memory>
-#include <system_error>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_io.h"
 
 namespace flexgs {
 namespace {
@@ -40,12 +40,19 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<FILE, FileCloser>;
 
+// libpng's write callback: appends to the std::string behind the io pointer.
+void AppendToString(png_structp png, png_bytep data, png_size_t size) {
+  static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), size);
+}
+
+void NoFlush(png_structp) {}
+
 // The setjmp helpers below hold only trivially destructible locals so that a
 // longjmp out of libpng skips no destructor.
-bool WriteRows(png_structp png, png_infop info, FILE* fp, png_uint_32 w, png_uint_32 h, int color_type,
+bool WriteRows(png_structp png, png_infop info, std::string* out, png_uint_32 w, png_uint_32 h, int color_type,
                png_bytep* rows) {
   if (setjmp(png_jmpbuf(png))) return false;
-  png_init_io(png, fp);
+  png_set_write_fn(png, out, AppendToString, NoFlush);
   png_set_IHDR(png, info, w, h, 8, color_type, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
                PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
@@ -125,30 +132,16 @@ absl::Status WritePng(const std::string& path, const Image& image) {
   std::vector<png_bytep> rows(image.height);
   for (int y = 0; y < image.height; ++y) rows[y] = bytes.data() + row_bytes * y;
 
-  const std::string tmp = path + ".tmp";
-  FilePtr fp(std::fopen(tmp.c_str(), "wb"));
-  if (!fp) {
-    return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open for writing: ", std::strerror(errno)));
-  }
+  // Encoded in memory, then written by the one atomic writer (base/file_io.h).
+  std::string encoded;
   PngErrorState err;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, OnPngError, OnPngWarning);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
-  bool ok = png != nullptr && info != nullptr &&
-            WriteRows(png, info, fp.get(), image.width, image.height, color_type, rows.data());
+  const bool ok = png != nullptr && info != nullptr &&
+                  WriteRows(png, info, &encoded, image.width, image.height, color_type, rows.data());
   if (png != nullptr) png_destroy_write_struct(&png, info ? &info : nullptr);
-  if (std::fflush(fp.get()) != 0 || std::ferror(fp.get())) {
-    ok = false;
-    std::snprintf(err.message, sizeof(err.message), "write error: %s", std::strerror(errno));
-  }
-  if (std::fclose(fp.release()) != 0) ok = false;
-  std::error_code ec;
-  if (ok) {
-    std::filesystem::rename(tmp, path, ec);
-    if (!ec) return absl::OkStatus();
-    std::snprintf(err.message, sizeof(err.message), "cannot rename temporary file: %s", ec.message().c_str());
-  }
-  std::filesystem::remove(tmp, ec);
-  return absl::InternalError(absl::StrCat(path, ": PNG write failed: ", err.message));
+  if (!ok) return absl::InternalError(absl::StrCat(path, ": PNG write failed: ", err.message));
+  return WriteFileAtomically(path, encoded);
 }
 
 absl::StatusOr<Image> ReadPng(const std::string& path) {

@@ -10,8 +10,9 @@
 namespace flexgs {
 
 // Writes `image` as an 8-bit PNG quantised with Image::ToRgb8: 3 channels ->
-// RGB, 4 -> RGBA (1 -> gray, 2 -> gray+alpha). The file is written under a
-// temporary name and renamed, so an error never leaves a partial file at `path`.
+// RGB, 4 -> RGBA (1 -> gray, 2 -> gray+alpha). The PNG is encoded in memory and
+// written with WriteFileAtomically (base/file_io.h, whose errors it returns), so an
+// error never leaves a partial file at `path`.
 absl::Status WritePng(const std::string& path, const Image& image);
 
 // Reads any 8- or 16-bit (or low-bit) PNG: gray, gray+alpha, RGB, RGBA or

@@ -1,14 +1,14 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
-#include <set>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/byte_io.h"
+#include "io/strict_json.h"
 #include "nlohmann/json.hpp"
 
 namespace flexgs {
@@ -46,46 +46,6 @@ int JsonNestingDepth(std::string_view text) {
     }
   }
   return max_depth;
-}
-
-void AppendLittleEndian64(uint64_t v, std::string& out) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-uint64_t ReadLittleEndian64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-constexpr bool kHostLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
-
-// Copies `count` little-endian float32 values.
-void DecodeFloats(const char* src, size_t count, float* dst) {
-  std::memcpy(dst, src, count * sizeof(float));
-  if constexpr (!kHostLittleEndian) {
-    for (size_t i = 0; i < count; ++i) {
-      uint32_t u;
-      std::memcpy(&u, &dst[i], 4);
-      u = __builtin_bswap32(u);
-      std::memcpy(&dst[i], &u, 4);
-    }
-  }
-}
-
-void EncodeFloats(const std::vector<float>& src, std::string& out) {
-  const size_t at = out.size();
-  out.resize(at + src.size() * sizeof(float));
-  char* dst = out.data() + at;
-  if (!src.empty()) std::memcpy(dst, src.data(), src.size() * sizeof(float));
-  if constexpr (!kHostLittleEndian) {
-    for (size_t i = 0; i < src.size(); ++i) {
-      uint32_t u;
-      std::memcpy(&u, dst + 4 * i, 4);
-      u = __builtin_bswap32(u);
-      std::memcpy(dst + 4 * i, &u, 4);
-    }
-  }
 }
 
 // A non-negative JSON integer as uint64, or false.
@@ -207,15 +167,19 @@ std::string SerializeSafetensors(const TensorMap& tensors, const std::map<std::s
 
   std::string out;
   out.reserve(8 + text.size() + offset);
-  AppendLittleEndian64(text.size(), out);
-  out += text;
-  for (const auto& [name, tensor] : tensors) EncodeFloats(tensor.data, out);
+  ByteWriter w(&out);
+  w.Put(static_cast<uint64_t>(text.size()));
+  w.PutBytes(text);
+  for (const auto& [name, tensor] : tensors) w.PutFloats(tensor.data);
   return out;
 }
 
 absl::StatusOr<TensorMap> ParseSafetensors(std::string_view bytes, std::map<std::string, std::string>* metadata) {
-  if (bytes.size() < 8) return Invalid(absl::StrCat("file of ", bytes.size(), " bytes is too short for a header"));
-  const uint64_t header_len = ReadLittleEndian64(bytes.data());
+  ByteReader r(bytes);
+  uint64_t header_len = 0;
+  if (!r.Get(&header_len)) {
+    return Invalid(absl::StrCat("file of ", bytes.size(), " bytes is too short for a header"));
+  }
   if (header_len > kMaxSafetensorsHeaderBytes) {
     return Invalid(absl::StrCat("header length ", header_len, " exceeds the limit of ", kMaxSafetensorsHeaderBytes));
   }
@@ -230,21 +194,10 @@ absl::StatusOr<TensorMap> ParseSafetensors(std::string_view bytes, std::map<std:
     return Invalid(absl::StrCat("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
   }
 
-  // Duplicate keys would silently shadow each other in nlohmann's DOM; track the
-  // keys of every open object while parsing (depth is bounded above).
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
+  // Duplicate keys would silently shadow each other in nlohmann's DOM (depth is bounded above).
+  RepeatedKeyFinder keys;
   const json::parser_callback_t track_keys = [&](int, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == json::parse_event_t::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == json::parse_event_t::key && !open_objects.empty() && parsed.is_string()) {
-      if (!open_objects.back().insert(parsed.get<std::string>()).second && duplicate.empty()) {
-        duplicate = parsed.get<std::string>();
-      }
-    }
-    return true;
+    return keys.Observe(event, parsed);
   };
   json header;
   try {
@@ -253,7 +206,7 @@ absl::StatusOr<TensorMap> ParseSafetensors(std::string_view bytes, std::map<std:
     return Invalid(absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (!header.is_object()) return Invalid("header is not a JSON object");
-  if (!duplicate.empty()) return Invalid(absl::StrCat("header repeats the key '", duplicate, "'"));
+  if (!keys.repeated().empty()) return Invalid(absl::StrCat("header repeats the key '", keys.repeated(), "'"));
 
   std::vector<Entry> entries;
   entries.reserve(header.size());
@@ -304,8 +257,8 @@ absl::StatusOr<TensorMap> ParseSafetensors(std::string_view bytes, std::map<std:
   for (Entry& e : entries) {
     Tensor t;
     const size_t count = static_cast<size_t>((e.end - e.begin) / sizeof(float));
-    t.data.resize(count);
-    if (count > 0) DecodeFloats(data.data() + e.begin, count, t.data.data());
+    ByteReader floats(data.substr(e.begin, e.end - e.begin));
+    if (!floats.Floats(count, &t.data)) return Invalid(absl::StrCat("tensor '", e.name, "' is truncated"));
     t.shape = std::move(e.shape);
     tensors.emplace(std::move(e.name), std::move(t));
   }

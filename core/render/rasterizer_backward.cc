@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "render/internal/tile_blend.h"
-#include "render/raster_backward_math.h"
+#include "render/raster_math.h"
 
 namespace flexgs {
 namespace {

@@ -8,8 +8,10 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "base/byte_io.h"
 #include "base/status_macros.h"
 #include "spdlog/spdlog.h"
 #include "stream/wire_layout.h"
@@ -27,29 +29,6 @@ constexpr int kZstdLevel = 1;
 // Ranges (and the values clamped into them) stay within this, so that every
 // dequantization lo + code * (hi - lo) / levels is finite.
 constexpr float kMaxMagnitude = 1e30f;
-
-// ---------------------------------------------------------------------------
-// Little-endian scalar I/O.
-
-void PutU32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void PutF32(std::string& out, float f) {
-  uint32_t v;
-  std::memcpy(&v, &f, 4);
-  PutU32(out, v);
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return v;
-}
-float GetF32(const char* p) {
-  const uint32_t v = GetU32(p);
-  float f;
-  std::memcpy(&f, &v, 4);
-  return f;
-}
 
 // ---------------------------------------------------------------------------
 // Quantized payload layout: one code array ("component") per attribute component.
@@ -426,12 +405,13 @@ absl::StatusOr<std::string> DecompressExact(absl::string_view frame, uint64_t ex
 // Header.
 
 void PutHeader(std::string& out, ChunkEncoding enc, ChunkKind kind, int sh_degree, uint32_t count) {
-  out.append(kMagic, 4);
-  out.push_back(static_cast<char>(kVersion));
-  out.push_back(static_cast<char>(enc));
-  out.push_back(static_cast<char>(kind));
-  out.push_back(static_cast<char>(sh_degree));
-  PutU32(out, count);
+  ByteWriter w(&out);
+  w.PutBytes(std::string_view(kMagic, sizeof(kMagic)));
+  w.Put(kVersion);
+  w.Put(enc);
+  w.Put(kind);
+  w.Put(static_cast<uint8_t>(sh_degree));
+  w.Put(count);
 }
 
 absl::Status CheckRange(Range r, const char* what) {
@@ -442,27 +422,28 @@ absl::Status CheckRange(Range r, const char* what) {
 }
 
 absl::StatusOr<BlockInfo> ParseInfo(absl::string_view bytes) {
-  if (bytes.size() < kFixedHeaderBytes) return absl::DataLossError("chunk: truncated header");
-  if (std::memcmp(bytes.data(), kMagic, 4) != 0) return absl::DataLossError("chunk: bad magic");
-  const auto version = static_cast<uint8_t>(bytes[4]);
-  if (version != kVersion) return absl::DataLossError(absl::StrCat("chunk: unsupported version ", version));
+  ByteReader r(bytes);
+  std::string_view magic;
+  uint8_t version, enc, kind, sh;
   BlockInfo info;
-  const auto enc = static_cast<uint8_t>(bytes[5]);
+  if (!r.Bytes(sizeof(kMagic), &magic) || !r.Get(&version) || !r.Get(&enc) || !r.Get(&kind) || !r.Get(&sh) ||
+      !r.Get(&info.count)) {
+    return absl::DataLossError("chunk: truncated header");
+  }
+  if (magic != std::string_view(kMagic, sizeof(kMagic))) return absl::DataLossError("chunk: bad magic");
+  if (version != kVersion) return absl::DataLossError(absl::StrCat("chunk: unsupported version ", version));
   if (enc != static_cast<uint8_t>(ChunkEncoding::kQuantized) && enc != static_cast<uint8_t>(ChunkEncoding::kLossless)) {
     return absl::DataLossError(absl::StrCat("chunk: unknown encoding ", enc));
   }
   info.encoding = static_cast<ChunkEncoding>(enc);
-  const auto kind = static_cast<uint8_t>(bytes[6]);
   if (kind != static_cast<uint8_t>(ChunkKind::kGaussians) && kind != static_cast<uint8_t>(ChunkKind::kPatches)) {
     return absl::DataLossError(absl::StrCat("chunk: unknown kind ", kind));
   }
   info.kind = static_cast<ChunkKind>(kind);
-  const auto sh = static_cast<uint8_t>(bytes[7]);
   if (sh > kMaxShDegree || (info.kind == ChunkKind::kPatches && sh != 0)) {
     return absl::DataLossError(absl::StrCat("chunk: bad SH degree ", sh));
   }
   info.sh_degree = sh;
-  info.count = GetU32(bytes.data() + 8);
   return info;
 }
 
@@ -486,12 +467,15 @@ absl::StatusOr<ParsedBlock> ParseBlock(absl::string_view bytes, ChunkKind want, 
   if (bytes.size() < header) return absl::DataLossError("chunk: truncated header");
   uint64_t expected = MaxPayloadBytes(info.encoding, info.kind, info.sh_degree, info.count);
   if (info.encoding == ChunkEncoding::kQuantized) {
-    const size_t floats = RangeFloats(info.kind, info.sh_degree);
-    block.ranges.resize(floats);
-    for (size_t i = 0; i < floats; ++i) block.ranges[i] = GetF32(bytes.data() + kFixedHeaderBytes + 4 * i);
+    ByteReader r(bytes.substr(kFixedHeaderBytes, header - kFixedHeaderBytes));
+    if (!r.Floats(RangeFloats(info.kind, info.sh_degree), &block.ranges)) {
+      return absl::DataLossError("chunk: truncated header");
+    }
     block.widths.resize(WidthBytes(info.kind, info.sh_degree));
     for (size_t i = 0; i < block.widths.size(); ++i) {
-      const int w = static_cast<uint8_t>(bytes[kFixedHeaderBytes + 4 * floats + i]);
+      uint8_t byte;
+      if (!r.Get(&byte)) return absl::DataLossError("chunk: truncated header");
+      const int w = byte;
       if (w != 0 && w != 1 && w != 2 && w != 4 && w != 8) {
         return absl::DataLossError(absl::StrCat("chunk: bad SH packing width ", w));
       }
@@ -545,9 +529,10 @@ void EncodeGeometry(Strided pos, Strided scale, Strided rot, size_t n, const Lay
     pos_r[d] = ComputeRange(tmp);
     scale_r[d] = ComputeRange(s[d]);
   }
+  ByteWriter w(&header);
   for (const Range* r : {pos_r, scale_r}) {
-    for (int d = 0; d < 3; ++d) PutF32(header, r[d].lo);
-    for (int d = 0; d < 3; ++d) PutF32(header, r[d].hi);
+    for (int d = 0; d < 3; ++d) w.Put(r[d].lo);
+    for (int d = 0; d < 3; ++d) w.Put(r[d].hi);
   }
   for (int d = 0; d < 3; ++d) {
     // Positions: delta along the send order (Morton neighbours are close), zigzag.
@@ -714,8 +699,9 @@ std::string EncodeGaussianBlock(const GaussianCloud& cloud, size_t begin, size_t
     dc_r[d] = ComputeRange(tmp);
     for (size_t i = 0; i < n; ++i) codes[l.dc + d][i] = QuantizeUnit(tmp[i], dc_r[d], kChunkDcBits);
   }
-  for (int d = 0; d < 3; ++d) PutF32(out, dc_r[d].lo);
-  for (int d = 0; d < 3; ++d) PutF32(out, dc_r[d].hi);
+  ByteWriter w(&out);
+  for (int d = 0; d < 3; ++d) w.Put(dc_r[d].lo);
+  for (int d = 0; d < 3; ++d) w.Put(dc_r[d].hi);
   for (size_t i = 0; i < n; ++i) {
     const uint16_t g = codes[l.dc + 1][i];
     codes[l.dc][i] = (codes[l.dc][i] - g) & Mask(kChunkDcBits);
@@ -733,7 +719,7 @@ std::string EncodeGaussianBlock(const GaussianCloud& cloud, size_t begin, size_t
       }
     }
     const float step = std::max(kChunkShRestStep, max_abs / kChunkShRestMaxCode);
-    PutF32(out, step);
+    w.Put(step);
     for (size_t c = 0; c < 3 * k; ++c) {
       if (ShBand(c % k) != band) continue;
       for (size_t i = 0; i < n; ++i) codes[l.rest + c][i] = QuantizeStep(rest(i, (c / k) * k_src + c % k), step);
@@ -742,7 +728,7 @@ std::string EncodeGaussianBlock(const GaussianCloud& cloud, size_t begin, size_t
   std::vector<int> widths(3 * k);
   for (size_t c = 0; c < 3 * k; ++c) {
     widths[c] = PackWidth(codes[l.rest + c]);
-    out.push_back(static_cast<char>(widths[c]));
+    w.Put(static_cast<uint8_t>(widths[c]));
   }
   const Layout packed = MakeLayout(ChunkKind::kGaussians, sh_degree, &widths);
   payload.assign(QuantizedPayloadBytes(packed, n), '\0');

@@ -5,52 +5,13 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/byte_io.h"
 #include "base/crc32c.h"
-
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "Adam::SaveState writes native little-endian values"
-#endif
 
 namespace flexgs {
 namespace {
 
 constexpr char kMagic[8] = {'F', 'G', 'S', 'A', 'D', 'A', 'M', '1'};
-
-template <typename T>
-void Put(std::string& out, const T& v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-
-// Bounds-checked reader over the blob.
-class Reader {
- public:
-  explicit Reader(std::string_view b) : b_(b) {}
-  template <typename T>
-  bool Get(T* v) {
-    if (b_.size() - pos_ < sizeof(T)) return false;
-    std::memcpy(v, b_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* v) {
-    if (b_.size() - pos_ < n) return false;
-    *v = b_.substr(pos_, n);
-    pos_ += n;
-    return true;
-  }
-  bool Floats(size_t n, std::vector<float>* v) {
-    if ((b_.size() - pos_) / sizeof(float) < n) return false;
-    v->resize(n);
-    if (n > 0) std::memcpy(v->data(), b_.data() + pos_, n * sizeof(float));  // empty: data() may be null (UB)
-    pos_ += n * sizeof(float);
-    return true;
-  }
-  size_t remaining() const { return b_.size() - pos_; }
-
- private:
-  std::string_view b_;
-  size_t pos_ = 0;
-};
 
 uint64_t Bits(double d) {
   uint64_t u;
@@ -190,19 +151,20 @@ absl::Status Adam::Step(const std::string& name, absl::Span<float> param, absl::
 
 std::string Adam::SaveState() const {
   std::string out(kMagic, sizeof(kMagic));
-  Put(out, Bits(options_.beta1));
-  Put(out, Bits(options_.beta2));
-  Put(out, Bits(options_.eps));
-  Put(out, static_cast<uint64_t>(params_.size()));
+  ByteWriter w(&out);
+  w.Put(Bits(options_.beta1));
+  w.Put(Bits(options_.beta2));
+  w.Put(Bits(options_.eps));
+  w.Put(static_cast<uint64_t>(params_.size()));
   for (const auto& [name, p] : params_) {
-    Put(out, static_cast<uint64_t>(name.size()));
-    out.append(name);
-    Put(out, static_cast<uint64_t>(p.m.size()));
-    Put(out, p.step);
-    out.append(reinterpret_cast<const char*>(p.m.data()), p.m.size() * sizeof(float));
-    out.append(reinterpret_cast<const char*>(p.v.data()), p.v.size() * sizeof(float));
+    w.Put(static_cast<uint64_t>(name.size()));
+    w.PutBytes(name);
+    w.Put(static_cast<uint64_t>(p.m.size()));
+    w.Put(p.step);
+    w.PutFloats(p.m);
+    w.PutFloats(p.v);
   }
-  Put(out, Crc32c(absl::string_view(out.data(), out.size())));
+  w.Put(Crc32c(absl::string_view(out.data(), out.size())));
   return out;
 }
 
@@ -212,12 +174,12 @@ absl::Status Adam::LoadState(std::string_view bytes) {
     return damaged("not an Adam state (bad magic or too short)");
   }
   const std::string_view body = bytes.substr(0, bytes.size() - sizeof(uint32_t));
-  uint32_t crc;
-  std::memcpy(&crc, bytes.data() + body.size(), sizeof(crc));
-  if (crc != Crc32c(absl::string_view(body.data(), body.size())))
+  uint32_t crc = 0;
+  ByteReader tail(bytes.substr(body.size()));
+  if (!tail.Get(&crc) || crc != Crc32c(absl::string_view(body.data(), body.size())))
     return damaged("CRC-32C mismatch (corrupt or truncated)");
 
-  Reader r(body.substr(sizeof(kMagic)));
+  ByteReader r(body.substr(sizeof(kMagic)));
   uint64_t beta1, beta2, eps, count;
   if (!r.Get(&beta1) || !r.Get(&beta2) || !r.Get(&eps) || !r.Get(&count)) return damaged("truncated header");
   if (beta1 != Bits(options_.beta1) || beta2 != Bits(options_.beta2) || eps != Bits(options_.eps)) {

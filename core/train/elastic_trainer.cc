@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <string_view>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "base/byte_io.h"
 #include "base/crc32c.h"
 #include "base/file_io.h"
 #include "base/random.h"
@@ -83,35 +85,6 @@ void ForEachCloudTensor(C& p, C& g, F&& f) {
   f("f_dc", std::string("cloud.sh_dc"), p.sh_dc, g.sh_dc);
   f("f_rest", std::string("cloud.sh_rest"), p.sh_rest, g.sh_rest);
 }
-
-template <class T>
-void Put(std::string& out, const T& v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
-}
-
-// Bounds-checked little-endian reader of a checkpoint.
-class Reader {
- public:
-  explicit Reader(absl::string_view data) : data_(data) {}
-  template <class T>
-  bool Get(T* v) {
-    if (data_.size() - pos_ < sizeof(T)) return false;
-    std::memcpy(v, data_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return true;
-  }
-  bool Bytes(size_t n, absl::string_view* out) {
-    if (data_.size() - pos_ < n) return false;
-    *out = data_.substr(pos_, n);
-    pos_ += n;
-    return true;
-  }
-  size_t remaining() const { return data_.size() - pos_; }
-
- private:
-  absl::string_view data_;
-  size_t pos_ = 0;
-};
 
 std::vector<Camera> CamerasOf(const std::vector<TrainingView>& views) {
   std::vector<Camera> cams;
@@ -587,14 +560,13 @@ void ElasticTrainer::ServedMask(absl::Span<const float> logits, double e, absl::
                                 absl::Span<float> soft_keep, std::vector<std::vector<uint32_t>>* levels,
                                 std::vector<double>* rungs_out, ThreadPool* pool) const {
   const size_t n = model_.gaussians.size();
-  // Scores exactly as RankingScores computes them for the current model.
-  const std::vector<float> prior = GiLogPrior(model_.global_importance);
-  const float w = static_cast<float>(model_.gi_prior_weight);
+  // Scores exactly as RankingScores computes them for the current model, from the margins
+  // of this step's GsNet forward.
   std::vector<float> score(n);
-  for (size_t i = 0; i < n; ++i) score[i] = (logits[2 * i + 1] - logits[2 * i]) + w * prior[i];
+  for (size_t i = 0; i < n; ++i) score[i] = logits[2 * i + 1] - logits[2 * i];
+  RankingScoresFromMargins(model_, e, absl::MakeSpan(score), &coverage_);
   std::fill(mask.begin(), mask.end(), 0.0f);
   const uint32_t count = ElasticCount(n, e);
-  if (model_.coverage_share > 0.0) AddCoverageBonus(coverage_, count, model_.coverage_share, absl::MakeSpan(score));
   if (options_.nested) {
     std::vector<double> rungs;
     for (double r : options_.ladder) {
@@ -661,37 +633,38 @@ ElasticModel ElasticTrainer::Result() const {
 
 uint32_t ElasticTrainer::Fingerprint() const {
   std::string b;
-  Put(b, options_.seed);
-  for (double e : options_.ladder) Put(b, e);
-  Put(b, options_.gi_every);
-  for (float c : options_.background) Put(b, c);
-  Put(b, options_.tau);
-  Put(b, options_.spatial_lr_scale);
-  Put(b, static_cast<uint8_t>(options_.reference_selection));
-  Put(b, static_cast<uint8_t>(options_.nested));
-  Put(b, options_.gi_prior_weight);
-  Put(b, options_.mask_weights.imitation);
-  Put(b, options_.mask_weights.ratio_weight);
-  Put(b, options_.regularizer_weights.plane_tv);
-  Put(b, options_.regularizer_weights.time_smoothness);
-  Put(b, options_.regularizer_weights.l1_time_planes);
-  Put(b, static_cast<uint8_t>(options_.tune_gaussians));
-  Put(b, static_cast<uint8_t>(options_.pose_at_insertion));
-  if (options_.coverage_share > 0.0) Put(b, options_.coverage_share);
-  Put(b, static_cast<uint8_t>(options_.gsnet_box_inputs));
+  ByteWriter w(&b);
+  w.Put(options_.seed);
+  for (double e : options_.ladder) w.Put(e);
+  w.Put(options_.gi_every);
+  for (float c : options_.background) w.Put(c);
+  w.Put(options_.tau);
+  w.Put(options_.spatial_lr_scale);
+  w.Put(static_cast<uint8_t>(options_.reference_selection));
+  w.Put(static_cast<uint8_t>(options_.nested));
+  w.Put(options_.gi_prior_weight);
+  w.Put(options_.mask_weights.imitation);
+  w.Put(options_.mask_weights.ratio_weight);
+  w.Put(options_.regularizer_weights.plane_tv);
+  w.Put(options_.regularizer_weights.time_smoothness);
+  w.Put(options_.regularizer_weights.l1_time_planes);
+  w.Put(static_cast<uint8_t>(options_.tune_gaussians));
+  w.Put(static_cast<uint8_t>(options_.pose_at_insertion));
+  if (options_.coverage_share > 0.0) w.Put(options_.coverage_share);
+  w.Put(static_cast<uint8_t>(options_.gsnet_box_inputs));
   if (options_.tune_gaussians && options_.teacher) {
-    Put(b, static_cast<uint64_t>(options_.teacher->size()));
-    Put(b, Crc32c(absl::string_view(reinterpret_cast<const char*>(options_.teacher->positions.data()),
-                                    options_.teacher->positions.size() * sizeof(float))));
+    w.Put(static_cast<uint64_t>(options_.teacher->size()));
+    w.Put(Crc32c(absl::string_view(reinterpret_cast<const char*>(options_.teacher->positions.data()),
+                                   options_.teacher->positions.size() * sizeof(float))));
   }
-  if (options_.near_view_jitter > 0.0) Put(b, options_.near_view_jitter);
+  if (options_.near_view_jitter > 0.0) w.Put(options_.near_view_jitter);
   if (options_.view_sampling.has_value()) {
     const ViewDistribution& d = *options_.view_sampling;
-    Put(b, static_cast<uint8_t>(d.directions));
-    for (double v : {d.min_distance, d.max_distance, d.min_fov_deg, d.max_fov_deg, d.target_jitter}) Put(b, v);
-    Put(b, d.width);
-    Put(b, d.height);
-    for (int k = 0; k < 3; ++k) Put(b, d.up[k]);
+    w.Put(static_cast<uint8_t>(d.directions));
+    for (double v : {d.min_distance, d.max_distance, d.min_fov_deg, d.max_fov_deg, d.target_jitter}) w.Put(v);
+    w.Put(d.width);
+    w.Put(d.height);
+    for (int k = 0; k < 3; ++k) w.Put(d.up[k]);
   }
   uint32_t crc = Crc32c(b);
   for (const TrainingView& v : targets_) {
@@ -707,23 +680,24 @@ uint32_t ElasticTrainer::Fingerprint() const {
 
 absl::Status ElasticTrainer::SaveCheckpoint(const std::string& path) const {
   std::string out(kCheckpointMagic, sizeof(kCheckpointMagic));
-  Put(out, static_cast<uint64_t>(iteration_));
-  Put(out, options_.seed);
-  Put(out, Fingerprint());
-  Put(out, static_cast<int32_t>(model_.gaussians.sh_degree));
-  Put(out, static_cast<uint64_t>(model_.gaussians.size()));
+  ByteWriter w(&out);
+  w.Put(static_cast<uint64_t>(iteration_));
+  w.Put(options_.seed);
+  w.Put(Fingerprint());
+  w.Put(static_cast<int32_t>(model_.gaussians.sh_degree));
+  w.Put(static_cast<uint64_t>(model_.gaussians.size()));
   const TransformFieldConfig& fc = model_.field->config;
-  Put(out, static_cast<int32_t>(fc.channels));
-  Put(out, static_cast<int32_t>(fc.base_resolution));
-  Put(out, static_cast<int32_t>(fc.multires.size()));
-  for (int r : fc.multires) Put(out, static_cast<int32_t>(r));
-  Put(out, static_cast<int32_t>(fc.ratio_resolution));
-  Put(out, static_cast<int32_t>(fc.hidden));
+  w.Put(static_cast<int32_t>(fc.channels));
+  w.Put(static_cast<int32_t>(fc.base_resolution));
+  w.Put(static_cast<int32_t>(fc.multires.size()));
+  for (int r : fc.multires) w.Put(static_cast<int32_t>(r));
+  w.Put(static_cast<int32_t>(fc.ratio_resolution));
+  w.Put(static_cast<int32_t>(fc.hidden));
   const FieldNormalization& nm = model_.normalization;
-  for (float v : nm.aabb_min) Put(out, v);
-  for (float v : nm.aabb_max) Put(out, v);
-  Put(out, nm.ratio_scale);
-  Put(out, nm.ratio_offset);
+  for (float v : nm.aabb_min) w.Put(v);
+  for (float v : nm.aabb_max) w.Put(v);
+  w.Put(nm.ratio_scale);
+  w.Put(nm.ratio_offset);
   std::vector<std::pair<std::string, const std::vector<float>*>> tensors;
   auto collect = [&](const char*, const std::string& name, const std::vector<float>& p, const std::vector<float>&) {
     tensors.emplace_back(name, &p);
@@ -732,17 +706,17 @@ absl::Status ElasticTrainer::SaveCheckpoint(const std::string& path) const {
   ForEachCloudTensor(model_.gaussians, model_.gaussians, collect);
   ForEachGsNetTensor(*model_.gsnet, *model_.gsnet, collect);
   ForEachFieldTensor(*model_.field, *model_.field, collect);
-  Put(out, static_cast<uint32_t>(tensors.size()));
+  w.Put(static_cast<uint32_t>(tensors.size()));
   for (const auto& [name, data] : tensors) {
-    Put(out, static_cast<uint32_t>(name.size()));
-    out.append(name);
-    Put(out, static_cast<uint64_t>(data->size()));
-    out.append(reinterpret_cast<const char*>(data->data()), data->size() * sizeof(float));
+    w.Put(static_cast<uint32_t>(name.size()));
+    w.PutBytes(name);
+    w.Put(static_cast<uint64_t>(data->size()));
+    w.PutFloats(*data);
   }
   const std::string adam = adam_.SaveState();
-  Put(out, static_cast<uint64_t>(adam.size()));
-  out.append(adam);
-  Put(out, Crc32c(out));
+  w.Put(static_cast<uint64_t>(adam.size()));
+  w.PutBytes(adam);
+  w.Put(Crc32c(out));
   return WriteFileAtomically(path, out);
 }
 
@@ -756,12 +730,12 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::LoadCheckpoint(c
   if (data.size() < sizeof(kCheckpointMagic) + 4 || std::memcmp(data.data(), kCheckpointMagic, 16) != 0) {
     return bad("not a flexgs training checkpoint");
   }
-  uint32_t stored_crc;
-  std::memcpy(&stored_crc, data.data() + data.size() - 4, 4);
-  if (Crc32c(absl::string_view(data).substr(0, data.size() - 4)) != stored_crc) {
+  uint32_t stored_crc = 0;
+  ByteReader tail(std::string_view(data).substr(data.size() - 4));
+  if (!tail.Get(&stored_crc) || Crc32c(absl::string_view(data).substr(0, data.size() - 4)) != stored_crc) {
     return absl::DataLossError(absl::StrCat("checkpoint '", path, "': checksum mismatch (damaged file)"));
   }
-  Reader r(absl::string_view(data).substr(16, data.size() - 20));
+  ByteReader r(std::string_view(data).substr(16, data.size() - 20));
   uint64_t iteration, seed, n;
   uint32_t fingerprint;
   int32_t sh_degree, levels;
@@ -806,20 +780,17 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::LoadCheckpoint(c
   if (!r.Get(&count) || count != expected.size()) return bad("unexpected tensor count");
   for (uint32_t k = 0; k < count; ++k) {
     uint32_t len;
-    absl::string_view name;
+    std::string_view name;
     uint64_t size;
     if (!r.Get(&len) || !r.Bytes(len, &name) || !r.Get(&size)) return bad("truncated tensor table");
     auto itr = expected.find(std::string(name.data(), name.size()));
     if (itr == expected.end()) return bad(absl::StrCat("unexpected tensor '", std::string(name), "'"));
     if (itr->second->size() != size) return bad(absl::StrCat("tensor '", std::string(name), "' has the wrong size"));
-    absl::string_view bytes;
-    if (!r.Bytes(size * sizeof(float), &bytes)) return bad("truncated tensor data");
-    // An empty tensor (f_rest at SH degree 0) has null data(): memcpy must not see it (UB).
-    if (!bytes.empty()) std::memcpy(itr->second->data(), bytes.data(), bytes.size());
+    if (!r.Floats(size, itr->second)) return bad("truncated tensor data");
     expected.erase(itr);
   }
   uint64_t adam_size;
-  absl::string_view adam;
+  std::string_view adam;
   if (!r.Get(&adam_size) || !r.Bytes(adam_size, &adam) || r.remaining() != 0) return bad("bad optimiser state");
 
   FLEXGS_ASSIGN_OR_RETURN(std::unique_ptr<ElasticTrainer> t, Create(std::move(model), std::move(targets), options));
@@ -827,7 +798,7 @@ absl::StatusOr<std::unique_ptr<ElasticTrainer>> ElasticTrainer::LoadCheckpoint(c
     return absl::FailedPreconditionError(absl::StrCat(
         "checkpoint '", path, "' was made for other targets or training options (ladder, background, weights)"));
   }
-  FLEXGS_RETURN_IF_ERROR(t->adam_.LoadState(std::string_view(adam.data(), adam.size())));
+  FLEXGS_RETURN_IF_ERROR(t->adam_.LoadState(adam));
   t->iteration_ = static_cast<int64_t>(iteration);
   return t;
 }

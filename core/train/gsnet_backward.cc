@@ -9,21 +9,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "elastic/gsnet_block.h"
 #include "train/internal/block_reduce.h"
 
 namespace flexgs {
 namespace {
 
-constexpr int kHidden = GsNetWeights::kHidden;
-constexpr int kConcat = 4 * kHidden;
-constexpr int kBlock = 256;             // Gaussians per block, as in gsnet.cc
-constexpr float kMinQuatNorm = 1e-12f;  // same rule as GsNetScores
-
-using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstWeights = Eigen::Map<const RowMajorMatrix>;
-using ConstVector = Eigen::Map<const Eigen::VectorXf>;
-template <int kRows>
-using BlockMatrix = Eigen::Matrix<float, kRows, Eigen::Dynamic, Eigen::ColMajor, kRows, kBlock>;
+using gsnet_block::BlockMatrix;
+using gsnet_block::ConstWeights;
+using gsnet_block::kBlock;
+using gsnet_block::kConcat;
+using gsnet_block::kHidden;
 // Branch inputs have 3 or 4 rows.
 using InputMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor, 4, kBlock>;
 
@@ -38,22 +35,7 @@ void LoadInputs(const GaussianCloud& cloud, size_t begin, int m, BlockInputs& in
   in.x[1].resize(4, m);
   in.x[2].resize(3, m);
   for (int j = 0; j < m; ++j) {
-    const size_t i = begin + j;
-    const float* p = &cloud.positions[3 * i];
-    const float* s = &cloud.log_scales[3 * i];
-    const float* q = &cloud.rotations[4 * i];
-    for (int d = 0; d < 3; ++d) {
-      in.x[0](d, j) = p[d];
-      in.x[2](d, j) = std::exp(s[d]);
-    }
-    const float qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-    if (qn > kMinQuatNorm && std::isfinite(qn)) {
-      for (int d = 0; d < 4; ++d) in.x[1](d, j) = q[d] / qn;
-      in.quat_norm[j] = qn;
-    } else {
-      in.x[1].col(j) << 1.0f, 0.0f, 0.0f, 0.0f;
-      in.quat_norm[j] = 0.0f;
-    }
+    in.quat_norm[j] = GsNetInputs(cloud, begin + j, &in.x[0](0, j), &in.x[1](0, j), &in.x[2](0, j));
   }
 }
 
@@ -81,32 +63,33 @@ struct Layout {
   }
 };
 
-absl::Status CheckLayerShape(const DenseLayer& layer, const std::string& name, int in, int out) {
-  if (layer.in != in || layer.out != out || layer.weight.size() != static_cast<size_t>(in) * out ||
-      layer.bias.size() != static_cast<size_t>(out)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " has shape [", layer.out, ", ", layer.in, "] with ",
-                                                   layer.weight.size(), "+", layer.bias.size(), " values, expected [",
-                                                   out, ", ", in, "]"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CheckNetShapes(const GsNetWeights& net, const char* what) {
   for (int b = 0; b < 4; ++b) {
     const std::string branch = GsNetWeights::kBranchNames[b];
-    absl::Status s =
-        CheckLayerShape(net.fc1[b], absl::StrCat(what, ".fc1.", branch), GsNetWeights::kInputs[b], kHidden);
+    absl::Status s = net.fc1[b].CheckShape(absl::StrCat(what, ".fc1.", branch), GsNetWeights::kInputs[b], kHidden);
     if (!s.ok()) return s;
-    s = CheckLayerShape(net.fc2[b], absl::StrCat(what, ".fc2.", branch), kHidden, kHidden);
+    s = net.fc2[b].CheckShape(absl::StrCat(what, ".fc2.", branch), kHidden, kHidden);
     if (!s.ok()) return s;
   }
-  return CheckLayerShape(net.head, absl::StrCat(what, ".head"), kConcat, 2);
+  return net.head.CheckShape(absl::StrCat(what, ".head"), kConcat, 2);
 }
 
 absl::Status CheckCloud(const GaussianCloud& cloud) {
   const size_t n = cloud.size();
   if (cloud.positions.size() != 3 * n || cloud.log_scales.size() != 3 * n || cloud.rotations.size() != 4 * n) {
     return absl::InvalidArgumentError("GsNet: cloud attribute arrays do not match cloud.size()");
+  }
+  return absl::OkStatus();
+}
+
+// What GsNetLogits and GsNetBackward both check: the net's shapes, the cloud's arrays
+// and a span of logits (or their gradients), two values per Gaussian, named `what`.
+absl::Status CheckCall(const GsNetWeights& net, const GaussianCloud& cloud, size_t logit_values, const char* what) {
+  FLEXGS_RETURN_IF_ERROR(CheckNetShapes(net, "gsnet"));
+  FLEXGS_RETURN_IF_ERROR(CheckCloud(cloud));
+  if (logit_values != 2 * cloud.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has ", logit_values, " values, expected ", 2 * cloud.size()));
   }
   return absl::OkStatus();
 }
@@ -118,22 +101,6 @@ absl::Status CheckSpan(size_t size, size_t n, int per, const char* name) {
   }
   return absl::OkStatus();
 }
-
-// The ratio branch's output r2 (and its pre-activations) for ratio e, as the forward computes it.
-struct RatioBranch {
-  float r1_pre[kHidden], r1[kHidden], r2_pre[kHidden], r2[kHidden];
-  RatioBranch(const GsNetWeights& net, float ratio) {
-    // fc1.ratio has one input: DenseLayer::Forward's arithmetic written out.
-    for (int j = 0; j < kHidden; ++j) {
-      float acc = net.fc1[3].bias[j];
-      acc += net.fc1[3].weight[j] * ratio;
-      r1_pre[j] = acc;
-      r1[j] = std::max(acc, 0.0f);
-    }
-    net.fc2[3].Forward(r1, r2_pre);
-    for (int j = 0; j < kHidden; ++j) r2[j] = std::max(r2_pre[j], 0.0f);
-  }
-};
 
 }  // namespace
 
@@ -149,51 +116,22 @@ GsNetWeights ZerosLike(const GsNetWeights& like) {
 
 absl::Status GsNetLogits(const GsNetWeights& net, const GaussianCloud& cloud, float ratio, absl::Span<float> logits,
                          ThreadPool* pool) {
-  absl::Status s = CheckNetShapes(net, "gsnet");
-  if (!s.ok()) return s;
-  s = CheckCloud(cloud);
-  if (!s.ok()) return s;
+  FLEXGS_RETURN_IF_ERROR(CheckCall(net, cloud, logits.size(), "GsNetLogits: logits"));
   const size_t n = cloud.size();
-  if (logits.size() != 2 * n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("GsNetLogits: logits has ", logits.size(), " values, expected ", 2 * n));
-  }
-  // Same arithmetic as GsNetScores: the constant ratio branch folded into a base vector.
-  const RatioBranch ratio_branch(net, ratio);
-  Eigen::Vector2f base;
-  for (int k = 0; k < 2; ++k) {
-    const float* w = &net.head.weight[static_cast<size_t>(k) * kConcat + 3 * kHidden];
-    float acc = net.head.bias[k];
-    for (int j = 0; j < kHidden; ++j) acc += w[j] * ratio_branch.r2[j];
-    base[k] = acc;
-  }
-  const ConstWeights head(net.head.weight.data(), 2, kConcat);
-  auto run_block = [&](size_t begin, size_t end, int /*worker*/) {
+  // As GsNetScores: the constant ratio branch folded into a base vector.
+  const GsNetRatioBranch ratio_branch(net, ratio);
+  const Eigen::Vector2f base(ratio_branch.base[0], ratio_branch.base[1]);
+  gsnet_block::ForEachBlock(pool, n, [&](size_t begin, size_t end, int /*worker*/) {
     const int m = static_cast<int>(end - begin);
     BlockInputs in;
     LoadInputs(cloud, begin, m, in);
     BlockMatrix<2> out(2, m);
-    out.colwise() = base;
-    BlockMatrix<kHidden> h1(kHidden, m), h2(kHidden, m);
-    for (int b = 0; b < 3; ++b) {
-      const DenseLayer& l1 = net.fc1[b];
-      const DenseLayer& l2 = net.fc2[b];
-      h1.noalias() = ConstWeights(l1.weight.data(), kHidden, l1.in) * in.x[b];
-      h1 = (h1.colwise() + ConstVector(l1.bias.data(), kHidden)).cwiseMax(0.0f);
-      h2.noalias() = ConstWeights(l2.weight.data(), kHidden, kHidden) * h1;
-      h2 = (h2.colwise() + ConstVector(l2.bias.data(), kHidden)).cwiseMax(0.0f);
-      out.noalias() += head.middleCols(b * kHidden, kHidden) * h2;
-    }
+    gsnet_block::BlockLogits(net, base, in.x[0], in.x[1], in.x[2], out);
     for (int j = 0; j < m; ++j) {
       logits[2 * (begin + j)] = out(0, j);
       logits[2 * (begin + j) + 1] = out(1, j);
     }
-  };
-  if (pool != nullptr) {
-    pool->ParallelFor(n, kBlock, run_block);
-  } else {
-    for (size_t b = 0; b < n; b += kBlock) run_block(b, std::min(n, b + kBlock), 0);
-  }
+  });
   return absl::OkStatus();
 }
 
@@ -201,22 +139,13 @@ absl::Status GsNetBackward(const GsNetWeights& net, const GaussianCloud& cloud, 
                            absl::Span<const float> grad_logits, GsNetWeights* grad_net,
                            const AttributeGradients& grad_inputs, ThreadPool* pool) {
   if (grad_net == nullptr) return absl::InvalidArgumentError("GsNetBackward: grad_net is null");
-  absl::Status s = CheckNetShapes(net, "gsnet");
-  if (!s.ok()) return s;
-  s = CheckNetShapes(*grad_net, "grad_net");
-  if (!s.ok()) return s;
-  s = CheckCloud(cloud);
-  if (!s.ok()) return s;
+  FLEXGS_RETURN_IF_ERROR(CheckCall(net, cloud, grad_logits.size(), "GsNetBackward: grad_logits"));
+  FLEXGS_RETURN_IF_ERROR(CheckNetShapes(*grad_net, "grad_net"));
   const size_t n = cloud.size();
-  if (grad_logits.size() != 2 * n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("GsNetBackward: grad_logits has ", grad_logits.size(), " values, expected ", 2 * n));
-  }
   for (const auto& [span, per, name] : {std::make_tuple(grad_inputs.positions.size(), 3, "positions"),
                                         std::make_tuple(grad_inputs.log_scales.size(), 3, "log_scales"),
                                         std::make_tuple(grad_inputs.rotations.size(), 4, "rotations")}) {
-    s = CheckSpan(span, n, per, name);
-    if (!s.ok()) return s;
+    FLEXGS_RETURN_IF_ERROR(CheckSpan(span, n, per, name));
   }
   const bool want_inputs =
       !grad_inputs.positions.empty() || !grad_inputs.log_scales.empty() || !grad_inputs.rotations.empty();
@@ -242,15 +171,9 @@ absl::Status GsNetBackward(const GsNetWeights& net, const GaussianCloud& cloud, 
     BlockMatrix<kHidden> h1(kHidden, m), h2(kHidden, m), d2(kHidden, m), d1(kHidden, m);
     InputMatrix dx;
     for (int b = 0; b < 3; ++b) {
-      const DenseLayer& l1 = net.fc1[b];
-      const DenseLayer& l2 = net.fc2[b];
-      const int d = l1.in;
-      const ConstWeights w1(l1.weight.data(), kHidden, d);
-      const ConstWeights w2(l2.weight.data(), kHidden, kHidden);
-      h1.noalias() = w1 * in.x[b];
-      h1 = (h1.colwise() + ConstVector(l1.bias.data(), kHidden)).cwiseMax(0.0f);
-      h2.noalias() = w2 * h1;
-      h2 = (h2.colwise() + ConstVector(l2.bias.data(), kHidden)).cwiseMax(0.0f);
+      gsnet_block::BranchForward(net, b, in.x[b], h1, h2);
+      const ConstWeights w1(net.fc1[b].weight.data(), kHidden, net.fc1[b].in);
+      const ConstWeights w2(net.fc2[b].weight.data(), kHidden, kHidden);
 
       AddToPartial(g * h2.transpose(), partial + layout.head_w + b * kHidden, kConcat);
       d2.noalias() = head.middleCols(b * kHidden, kHidden).transpose() * g;
@@ -285,7 +208,7 @@ absl::Status GsNetBackward(const GsNetWeights& net, const GaussianCloud& cloud, 
 
   // Ratio branch: every logit gets head[:, 96:128] r2 + bias, so its gradient is the
   // sum over Gaussians of dL/dlogits, which is exactly the head-bias gradient.
-  const RatioBranch rb(net, ratio);
+  const GsNetRatioBranch rb(net, ratio);
   const double sum_g[2] = {total[layout.head_b], total[layout.head_b + 1]};
   double d2r[kHidden], d1r[kHidden];
   for (int j = 0; j < kHidden; ++j) {

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "elastic/field_input.h"
 #include "train/internal/block_reduce.h"
 
 namespace flexgs {
@@ -22,32 +24,6 @@ constexpr float kMinQuatNorm = 1e-12f;                            // as ApplyTra
 using RowMajorMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstWeights = Eigen::Map<const RowMajorMatrix>;
 using ConstVector = Eigen::Map<const Eigen::VectorXf>;
-
-// One axis of the forward's bilinear lookup (transform_field.cc SampleAxis, same float
-// arithmetic) plus du/dcoord: 0.5 (res - 1) strictly inside, 0 where u is clamped.
-struct AxisSample {
-  int i0, i1;
-  float w;
-};
-AxisSample SampleAxis(float coord, int res, float* slope) {
-  const float hi = static_cast<float>(res - 1);
-  float u = (coord + 1.0f) * 0.5f * hi;
-  if (slope != nullptr) *slope = (u > 0.0f && u < hi) ? 0.5f * hi : 0.0f;
-  if (!(u > 0.0f)) u = 0.0f;
-  if (u > hi) u = hi;
-  const int i0 = std::min(static_cast<int>(u), std::max(res - 2, 0));
-  return {i0, std::min(i0 + 1, res - 1), u - static_cast<float>(i0)};
-}
-
-absl::Status CheckLayerShape(const DenseLayer& layer, const std::string& name, int in, int out) {
-  if (layer.in != in || layer.out != out || layer.weight.size() != static_cast<size_t>(in) * out ||
-      layer.bias.size() != static_cast<size_t>(out)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, " has shape [", layer.out, ", ", layer.in, "] with ",
-                                                   layer.weight.size(), "+", layer.bias.size(), " values, expected [",
-                                                   out, ", ", in, "]"));
-  }
-  return absl::OkStatus();
-}
 
 // Shapes only (values are the caller's Validate()); `what` names the object in errors.
 absl::Status CheckFieldShapes(const TransformFieldWeights& f, const char* what) {
@@ -72,13 +48,13 @@ absl::Status CheckFieldShapes(const TransformFieldWeights& f, const char* what) 
     }
   }
   const int hidden = f.config.hidden;
-  s = CheckLayerShape(f.trunk, absl::StrCat(what, ".trunk"), f.config.feature_dim(), hidden);
+  s = f.trunk.CheckShape(absl::StrCat(what, ".trunk"), f.config.feature_dim(), hidden);
   if (!s.ok()) return s;
   for (int h = 0; h < 3; ++h) {
     const std::string head = TransformFieldWeights::kHeadNames[h];
-    s = CheckLayerShape(f.fc1[h], absl::StrCat(what, ".fc1.", head), hidden, hidden);
+    s = f.fc1[h].CheckShape(absl::StrCat(what, ".fc1.", head), hidden, hidden);
     if (!s.ok()) return s;
-    s = CheckLayerShape(f.fc2[h], absl::StrCat(what, ".fc2.", head), hidden, TransformFieldWeights::kHeadOutputs[h]);
+    s = f.fc2[h].CheckShape(absl::StrCat(what, ".fc2.", head), hidden, TransformFieldWeights::kHeadOutputs[h]);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
@@ -125,6 +101,262 @@ struct Scratch {
   std::vector<float> samples;  // per Gaussian: [level][plane][channel] sampled values
   std::vector<float> slopes;   // per Gaussian: [level][axis] du/dcoord
 };
+
+// What the steps of one TransformFieldBackward call share: its arguments, the field's
+// sizes, and the forward's normalisation and lookup tables (computed by the same
+// functions as EvalTransformField).
+struct BackwardCall {
+  const TransformFieldWeights& field;
+  absl::Span<const float> positions;
+  absl::Span<const float> grad_deltas;
+  absl::Span<float> grad_positions;
+  ThreadPool* pool;
+  int levels, channels, features, hidden;
+  size_t C;             // channels, as a size
+  size_t per_gaussian;  // sampled values per Gaussian: levels * 6 * C
+  FieldAxes axes;
+  float ratio_coord;
+  FieldTables tables;
+};
+
+// One pass of Gaussians [begin, end): per Gaussian, dL/d(every sampled value)
+// [level][plane][channel] and the spatial axis samples [level][axis], for the scatter.
+struct Pass {
+  size_t begin = 0, end = 0;
+  std::vector<float> d_samples;
+  std::vector<AxisSample> axes;
+};
+
+// Runs fn(level, plane) for every plane of the field, one job each; a job owns what it
+// writes, so the result does not depend on the thread count.
+void ForEachPlane(const BackwardCall& call, const std::function<void(int, int)>& fn) {
+  const size_t jobs = static_cast<size_t>(call.levels) * 6;
+  auto run = [&](size_t b, size_t e, int) {
+    for (size_t j = b; j < e; ++j) fn(static_cast<int>(j / 6), static_cast<int>(j % 6));
+  };
+  if (call.pool != nullptr) {
+    call.pool->ParallelFor(jobs, 1, run);
+  } else {
+    run(0, jobs, 0);
+  }
+}
+
+// Step 1, for the block of Gaussians [begin, begin + m): the forward's HexPlane features
+// (s.features), keeping every sampled plane value (s.samples) and du/dcoord (s.slopes);
+// the axis samples go to the pass.
+void SampleFeatures(const BackwardCall& call, size_t begin, int m, Pass& pass, Scratch& s) {
+  const int levels = call.levels;
+  const size_t C = call.C;
+  s.features.resize(call.features, m);
+  s.samples.resize(static_cast<size_t>(m) * call.per_gaussian);
+  s.slopes.resize(static_cast<size_t>(m) * levels * 3);
+  for (int j = 0; j < m; ++j) {
+    const size_t i = begin + j;
+    const float* pos = &call.positions[3 * i];
+    float coord[3];
+    for (int d = 0; d < 3; ++d) coord[d] = FieldCoord(call.axes, d, pos[d]);
+    float* feat = s.features.col(j).data();
+    for (int l = 0; l < levels; ++l) {
+      const int res = call.field.levels[l].spatial_resolution;
+      AxisSample* axis = &pass.axes[((i - pass.begin) * levels + l) * 3];
+      for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], res, &s.slopes[(j * levels + l) * 3 + d]);
+      float* out = feat + l * call.channels;
+      float* smp = &s.samples[(static_cast<size_t>(j) * levels + l) * 6 * C];
+      for (int p = 0; p < 6; ++p) {
+        const AxisSample& a = axis[kPlaneAxes[p][0]];
+        const float* t = call.tables[l][p].data();
+        float* v = smp + p * C;
+        if (PlaneHasRatioAxis(p)) {
+          const float* t0 = t + a.i0 * C;
+          const float* t1 = t + a.i1 * C;
+          for (size_t c = 0; c < C; ++c) v[c] = t0[c] * (1.0f - a.w) + t1[c] * a.w;
+        } else {
+          const AxisSample& b = axis[kPlaneAxes[p][1]];
+          const TexelQuad<const float> q = BilinearTexels(t, a, b, static_cast<size_t>(res), C);
+          const BilinearWeights w = Bilinear(a, b);
+          for (size_t c = 0; c < C; ++c) {
+            v[c] = q.t00[c] * w.w00 + q.t01[c] * w.w01 + q.t10[c] * w.w10 + q.t11[c] * w.w11;
+          }
+        }
+        for (size_t c = 0; c < C; ++c) out[c] = p == 0 ? v[c] : out[c] * v[c];
+      }
+    }
+  }
+}
+
+// Step 2: the MLP forward again -- trunk (its ReLU applied once: every head starts with
+// one) and the heads' hidden layers -- and its backward from the block's dL/d(deltas).
+// Adds the weight and bias gradients into `partial` (laid out by `layout`) and leaves
+// dL/d(features) in s.d_features.
+void MlpBackward(const BackwardCall& call, const MlpLayout& layout, size_t begin, int m, Scratch& s, float* partial) {
+  const TransformFieldWeights& field = call.field;
+  const int hidden = call.hidden;
+  const ConstWeights trunk_w(field.trunk.weight.data(), hidden, call.features);
+  s.trunk.resize(hidden, m);
+  s.trunk.noalias() = trunk_w * s.features;
+  s.trunk = (s.trunk.colwise() + ConstVector(field.trunk.bias.data(), hidden)).cwiseMax(0.0f);
+  s.d_trunk.setZero(hidden, m);
+  int offset = 0;
+  for (int h = 0; h < 3; ++h) {
+    const int k = TransformFieldWeights::kHeadOutputs[h];
+    const ConstWeights w1(field.fc1[h].weight.data(), hidden, hidden);
+    const ConstWeights w2(field.fc2[h].weight.data(), k, hidden);
+    Eigen::MatrixXf& act = s.act[h];
+    act.resize(hidden, m);
+    act.noalias() = w1 * s.trunk;
+    act = (act.colwise() + ConstVector(field.fc1[h].bias.data(), hidden)).cwiseMax(0.0f);
+    s.grad_out.resize(k, m);
+    for (int j = 0; j < m; ++j) {
+      const float* g = &call.grad_deltas[(begin + j) * kDeltaStride + offset];
+      for (int r = 0; r < k; ++r) s.grad_out(r, j) = g[r];
+    }
+    offset += k;
+    AddToPartial(s.grad_out * act.transpose(), partial + layout.fc2_w[h]);
+    AddToPartial(s.grad_out.rowwise().sum(), partial + layout.fc2_b[h]);
+    s.d_act.noalias() = w2.transpose() * s.grad_out;
+    s.d_act = (act.array() > 0.0f).select(s.d_act.array(), 0.0f).matrix();
+    AddToPartial(s.d_act * s.trunk.transpose(), partial + layout.fc1_w[h]);
+    AddToPartial(s.d_act.rowwise().sum(), partial + layout.fc1_b[h]);
+    s.d_trunk.noalias() += w1.transpose() * s.d_act;
+  }
+  s.d_trunk = (s.trunk.array() > 0.0f).select(s.d_trunk.array(), 0.0f).matrix();
+  AddToPartial(s.d_trunk * s.features.transpose(), partial + layout.trunk_w);
+  AddToPartial(s.d_trunk.rowwise().sum(), partial + layout.trunk_b);
+  s.d_features.noalias() = trunk_w.transpose() * s.d_trunk;
+}
+
+// Step 3: from dL/d(features), through each level's product over the planes to every
+// sampled value (into the pass) and, when positions get a gradient, through the bilinear
+// weights and the normalisation to the positions.
+void FeatureBackward(const BackwardCall& call, size_t begin, int m, const Scratch& s, Pass& pass) {
+  const int levels = call.levels;
+  const size_t C = call.C;
+  for (int j = 0; j < m; ++j) {
+    const size_t i = begin + j;
+    double d_coord[3] = {0.0, 0.0, 0.0};
+    for (int l = 0; l < levels; ++l) {
+      const float* smp = &s.samples[(static_cast<size_t>(j) * levels + l) * 6 * C];
+      float* dsmp = &pass.d_samples[((i - pass.begin) * levels + l) * 6 * C];
+      for (size_t c = 0; c < C; ++c) {
+        // d(prod_p v_p)/dv_p = prod_{q != p} v_q, without dividing (values can be 0).
+        float prefix[7], suffix[7];
+        prefix[0] = 1.0f;
+        suffix[6] = 1.0f;
+        for (int p = 0; p < 6; ++p) prefix[p + 1] = prefix[p] * smp[p * C + c];
+        for (int p = 5; p >= 0; --p) suffix[p] = suffix[p + 1] * smp[p * C + c];
+        const float g = s.d_features(l * call.channels + static_cast<int>(c), j);
+        for (int p = 0; p < 6; ++p) dsmp[p * C + c] = g * prefix[p] * suffix[p + 1];
+      }
+      if (call.grad_positions.empty()) continue;
+      const AxisSample* axis = &pass.axes[((i - pass.begin) * levels + l) * 3];
+      const size_t ra_spatial = static_cast<size_t>(call.field.levels[l].spatial_resolution);
+      double d_w[3] = {0.0, 0.0, 0.0};  // dL/d(bilinear weight) per spatial axis
+      for (int p = 0; p < 6; ++p) {
+        const int ax_a = kPlaneAxes[p][0], ax_b = kPlaneAxes[p][1];
+        const AxisSample& a = axis[ax_a];
+        const float* t = call.tables[l][p].data();
+        const float* ds = dsmp + p * C;
+        if (PlaneHasRatioAxis(p)) {
+          const float* t0 = t + a.i0 * C;
+          const float* t1 = t + a.i1 * C;
+          double acc_a = 0.0;
+          for (size_t c = 0; c < C; ++c) acc_a += static_cast<double>(ds[c]) * (t1[c] - t0[c]);
+          d_w[ax_a] += acc_a;
+        } else {
+          const AxisSample& b = axis[ax_b];
+          const TexelQuad<const float> q = BilinearTexels(t, a, b, ra_spatial, C);
+          double acc_a = 0.0, acc_b = 0.0;
+          for (size_t c = 0; c < C; ++c) {
+            acc_a += static_cast<double>(ds[c]) * ((1.0f - b.w) * (q.t01[c] - q.t00[c]) + b.w * (q.t11[c] - q.t10[c]));
+            acc_b += static_cast<double>(ds[c]) * ((1.0f - a.w) * (q.t10[c] - q.t00[c]) + a.w * (q.t11[c] - q.t01[c]));
+          }
+          d_w[ax_a] += acc_a;
+          d_w[ax_b] += acc_b;
+        }
+      }
+      for (int d = 0; d < 3; ++d) d_coord[d] += d_w[d] * s.slopes[(j * levels + l) * 3 + d];
+    }
+    if (!call.grad_positions.empty()) {
+      for (int d = 0; d < 3; ++d) {
+        if (call.axes.ok[d]) call.grad_positions[3 * i + d] += static_cast<float>(d_coord[d] * call.axes.scale[d]);
+      }
+    }
+  }
+}
+
+// Step 4, per pass: the sampled values' gradients into the tables' accumulators, one job
+// per (level, plane), Gaussians in index order.
+void ScatterPass(const BackwardCall& call, const Pass& pass, FieldTables& acc) {
+  const int levels = call.levels;
+  const size_t C = call.C;
+  ForEachPlane(call, [&](int l, int p) {
+    std::vector<float>& dst = acc[l][p];
+    const size_t ra = static_cast<size_t>(call.field.levels[l].Resolution(kPlaneAxes[p][0]));
+    for (size_t i = pass.begin; i < pass.end; ++i) {
+      const AxisSample* axis = &pass.axes[((i - pass.begin) * levels + l) * 3];
+      const AxisSample& a = axis[kPlaneAxes[p][0]];
+      const float* ds = &pass.d_samples[((i - pass.begin) * levels + l) * 6 * C + p * C];
+      if (PlaneHasRatioAxis(p)) {
+        float* d0 = &dst[a.i0 * C];
+        float* d1 = &dst[a.i1 * C];
+        for (size_t c = 0; c < C; ++c) d0[c] += ds[c] * (1.0f - a.w);
+        for (size_t c = 0; c < C; ++c) d1[c] += ds[c] * a.w;
+      } else {
+        const AxisSample& b = axis[kPlaneAxes[p][1]];
+        const BilinearWeights w = Bilinear(a, b);
+        const TexelQuad<float> d = BilinearTexels(dst.data(), a, b, ra, C);
+        // Sequential adds (texels may coincide at a border).
+        for (size_t c = 0; c < C; ++c) d.t00[c] += ds[c] * w.w00;
+        for (size_t c = 0; c < C; ++c) d.t01[c] += ds[c] * w.w01;
+        for (size_t c = 0; c < C; ++c) d.t10[c] += ds[c] * w.w10;
+        for (size_t c = 0; c < C; ++c) d.t11[c] += ds[c] * w.w11;
+      }
+    }
+  });
+}
+
+// Step 5: the accumulators back to the planes' [C, res_b, res_a] layout, the adjoint of
+// BuildFieldTables: a ratio line's gradient goes to the two ratio rows it was
+// interpolated from.
+void AddTablesToPlanes(const BackwardCall& call, const FieldTables& acc, TransformFieldWeights* grad_field) {
+  const size_t C = call.C;
+  ForEachPlane(call, [&](int l, int p) {
+    const HexPlaneLevel& level = call.field.levels[l];
+    const size_t ra = static_cast<size_t>(level.Resolution(kPlaneAxes[p][0]));
+    const size_t rb = static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
+    const std::vector<float>& src = acc[l][p];
+    float* dst = grad_field->levels[l].planes[p].data();
+    if (PlaneHasRatioAxis(p)) {
+      const AxisSample e = SampleAxis(call.ratio_coord, level.ratio_resolution);
+      for (size_t c = 0; c < C; ++c) {
+        float* row0 = dst + (c * rb + e.i0) * ra;
+        float* row1 = dst + (c * rb + e.i1) * ra;
+        for (size_t a = 0; a < ra; ++a) row0[a] += src[a * C + c] * (1.0f - e.w);
+        for (size_t a = 0; a < ra; ++a) row1[a] += src[a * C + c] * e.w;
+      }
+    } else {
+      const size_t texels = ra * rb;
+      for (size_t c = 0; c < C; ++c) {
+        for (size_t t = 0; t < texels; ++t) dst[c * texels + t] += src[t * C + c];
+      }
+    }
+  });
+}
+
+// Step 6: the MLP's gradients, summed over the blocks in double, into grad_field.
+void AddMlpGradients(const MlpLayout& layout, const std::vector<double>& total, TransformFieldWeights* grad_field) {
+  auto add = [&](std::vector<float>& dst, size_t offset) {
+    for (size_t k = 0; k < dst.size(); ++k) dst[k] += static_cast<float>(total[offset + k]);
+  };
+  add(grad_field->trunk.weight, layout.trunk_w);
+  add(grad_field->trunk.bias, layout.trunk_b);
+  for (int h = 0; h < 3; ++h) {
+    add(grad_field->fc1[h].weight, layout.fc1_w[h]);
+    add(grad_field->fc1[h].bias, layout.fc1_b[h]);
+    add(grad_field->fc2[h].weight, layout.fc2_w[h]);
+    add(grad_field->fc2[h].bias, layout.fc2_b[h]);
+  }
+}
 
 }  // namespace
 
@@ -216,10 +448,8 @@ absl::Status TransformFieldBackward(const TransformFieldWeights& field, const Fi
                                     TransformFieldWeights* grad_field, absl::Span<float> grad_positions,
                                     ThreadPool* pool) {
   if (grad_field == nullptr) return absl::InvalidArgumentError("TransformFieldBackward: grad_field is null");
-  absl::Status st = CheckFieldShapes(field, "field");
-  if (!st.ok()) return st;
-  st = CheckSameShapes(field, *grad_field);
-  if (!st.ok()) return st;
+  FLEXGS_RETURN_IF_ERROR(CheckFieldShapes(field, "field"));
+  FLEXGS_RETURN_IF_ERROR(CheckSameShapes(field, *grad_field));
   const size_t n = positions.size() / 3;
   if (positions.size() % 3 != 0 || grad_deltas.size() != n * kDeltaStride ||
       (!grad_positions.empty() && grad_positions.size() != 3 * n)) {
@@ -231,287 +461,49 @@ absl::Status TransformFieldBackward(const TransformFieldWeights& field, const Fi
 
   const TransformFieldConfig& cfg = field.config;
   const int levels = static_cast<int>(field.levels.size());
-  const int channels = cfg.channels;
-  const size_t C = static_cast<size_t>(channels);
-  const int features = cfg.feature_dim();
-  const int hidden = cfg.hidden;
-  const size_t per_gaussian = static_cast<size_t>(levels) * 6 * C;  // sampled values per Gaussian
+  const size_t C = static_cast<size_t>(cfg.channels);
+  const float ratio_coord = FieldRatioCoord(ratio, norm.ratio_scale, norm.ratio_offset);
+  const BackwardCall call{field,
+                          positions,
+                          grad_deltas,
+                          grad_positions,
+                          pool,
+                          levels,
+                          cfg.channels,
+                          cfg.feature_dim(),
+                          cfg.hidden,
+                          C,
+                          static_cast<size_t>(levels) * 6 * C,
+                          FieldInputAxes(norm.aabb_min.data(), norm.aabb_max.data()),
+                          ratio_coord,
+                          BuildFieldTables(field, ratio_coord, pool)};
 
-  // Normalisation exactly as EvalTransformField.
-  float axis_min[3], axis_scale[3];
-  bool axis_ok[3];
-  for (int d = 0; d < 3; ++d) {
-    const float range = norm.aabb_max[d] - norm.aabb_min[d];
-    axis_ok[d] = range > 0.0f && std::isfinite(range);
-    axis_min[d] = norm.aabb_min[d];
-    axis_scale[d] = axis_ok[d] ? 2.0f / range : 0.0f;
-  }
-  const float ratio_coord = ratio * norm.ratio_scale + norm.ratio_offset;
-
-  // Channel-last lookup tables as the forward builds them: spatial planes transposed to
-  // [res_b][res_a][C]; ratio planes collapsed at this e to lines [res_a][C].
-  std::vector<std::pair<int, int>> jobs;  // (level, plane)
+  // Plane gradients in the tables' layouts, each owned by one (level, plane) job.
+  FieldTables acc(levels);
   for (int l = 0; l < levels; ++l) {
-    for (int p = 0; p < 6; ++p) jobs.emplace_back(l, p);
+    for (int p = 0; p < 6; ++p) acc[l][p].assign(call.tables[l][p].size(), 0.0f);
   }
-  auto for_each_job = [&](const std::function<void(int, int)>& fn) {
-    auto run = [&](size_t b, size_t e, int) {
-      for (size_t j = b; j < e; ++j) fn(jobs[j].first, jobs[j].second);
-    };
-    if (pool != nullptr) {
-      pool->ParallelFor(jobs.size(), 1, run);
-    } else {
-      run(0, jobs.size(), 0);
-    }
-  };
-  std::vector<std::array<std::vector<float>, 6>> tables(levels);
-  for_each_job([&](int l, int p) {
-    const HexPlaneLevel& level = field.levels[l];
-    const size_t ra = static_cast<size_t>(level.Resolution(kPlaneAxes[p][0]));
-    const size_t rb = static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
-    const float* src = level.planes[p].data();
-    std::vector<float>& dst = tables[l][p];
-    if (PlaneHasRatioAxis(p)) {
-      const AxisSample e = SampleAxis(ratio_coord, level.ratio_resolution, nullptr);
-      dst.resize(ra * C);
-      for (size_t c = 0; c < C; ++c) {
-        const float* row0 = src + (c * rb + e.i0) * ra;
-        const float* row1 = src + (c * rb + e.i1) * ra;
-        for (size_t a = 0; a < ra; ++a) dst[a * C + c] = row0[a] * (1.0f - e.w) + row1[a] * e.w;
-      }
-    } else {
-      const size_t texels = ra * rb;
-      dst.resize(texels * C);
-      for (size_t t = 0; t < texels; ++t) {
-        for (size_t c = 0; c < C; ++c) dst[t * C + c] = src[c * texels + t];
-      }
-    }
-  });
-
-  // Gradient accumulators in the tables' layouts, each owned by one (level, plane) job.
-  std::vector<std::array<std::vector<float>, 6>> acc(levels);
-  for (int l = 0; l < levels; ++l) {
-    for (int p = 0; p < 6; ++p) acc[l][p].assign(tables[l][p].size(), 0.0f);
-  }
-
-  const MlpLayout layout(features, hidden);
+  const MlpLayout layout(call.features, call.hidden);
   std::vector<double> mlp_total(layout.width, 0.0);
-  const int workers = pool != nullptr ? pool->size() : 1;
-  std::vector<Scratch> scratch(workers);
-  // Per pass: dL/d(sampled value) per Gaussian [level][plane][channel], and the axis
-  // samples per Gaussian [level][axis] for the scatter.
+  std::vector<Scratch> scratch(pool != nullptr ? pool->size() : 1);
+  Pass pass;
   const size_t pass_cap = std::min(n, kPassGaussians);
-  std::vector<float> d_samples(pass_cap * per_gaussian);
-  std::vector<AxisSample> pass_axes(pass_cap * levels * 3);
-
-  const ConstWeights trunk_w(field.trunk.weight.data(), hidden, features);
-  for (size_t pass = 0; pass < n; pass += kPassGaussians) {
-    const size_t pass_end = std::min(n, pass + kPassGaussians);
-
-    auto block_fn = [&](size_t begin, size_t end, int worker, float* partial) {
+  pass.d_samples.resize(pass_cap * call.per_gaussian);
+  pass.axes.resize(pass_cap * levels * 3);
+  for (pass.begin = 0; pass.begin < n; pass.begin += kPassGaussians) {
+    pass.end = std::min(n, pass.begin + kPassGaussians);
+    auto block = [&](size_t begin, size_t end, int worker, float* partial) {
       Scratch& s = scratch[worker];
       const int m = static_cast<int>(end - begin);
-      s.features.resize(features, m);
-      s.samples.resize(static_cast<size_t>(m) * per_gaussian);
-      s.slopes.resize(static_cast<size_t>(m) * levels * 3);
-
-      // (1) Forward features, keeping every sampled plane value.
-      for (int j = 0; j < m; ++j) {
-        const size_t i = begin + j;
-        const float* pos = &positions[3 * i];
-        float coord[3];
-        for (int d = 0; d < 3; ++d) coord[d] = axis_ok[d] ? (pos[d] - axis_min[d]) * axis_scale[d] - 1.0f : 0.0f;
-        float* feat = s.features.col(j).data();
-        for (int l = 0; l < levels; ++l) {
-          const int res = field.levels[l].spatial_resolution;
-          AxisSample* axis = &pass_axes[((i - pass) * levels + l) * 3];
-          for (int d = 0; d < 3; ++d) axis[d] = SampleAxis(coord[d], res, &s.slopes[(j * levels + l) * 3 + d]);
-          float* out = feat + l * channels;
-          float* smp = &s.samples[(static_cast<size_t>(j) * levels + l) * 6 * C];
-          for (int p = 0; p < 6; ++p) {
-            const AxisSample& a = axis[kPlaneAxes[p][0]];
-            const float* t = tables[l][p].data();
-            float* v = smp + p * C;
-            if (PlaneHasRatioAxis(p)) {
-              const float* t0 = t + a.i0 * C;
-              const float* t1 = t + a.i1 * C;
-              for (size_t c = 0; c < C; ++c) v[c] = t0[c] * (1.0f - a.w) + t1[c] * a.w;
-            } else {
-              const AxisSample& b = axis[kPlaneAxes[p][1]];
-              const size_t ra = static_cast<size_t>(res);
-              const float* t00 = t + (b.i0 * ra + a.i0) * C;
-              const float* t01 = t + (b.i0 * ra + a.i1) * C;
-              const float* t10 = t + (b.i1 * ra + a.i0) * C;
-              const float* t11 = t + (b.i1 * ra + a.i1) * C;
-              const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
-              const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-              for (size_t c = 0; c < C; ++c) v[c] = t00[c] * w00 + t01[c] * w01 + t10[c] * w10 + t11[c] * w11;
-            }
-            for (size_t c = 0; c < C; ++c) out[c] = p == 0 ? v[c] : out[c] * v[c];
-          }
-        }
-      }
-
-      // (2) MLP forward: trunk (ReLU applied once, every head starts with one), heads' hidden layer.
-      s.trunk.resize(hidden, m);
-      s.trunk.noalias() = trunk_w * s.features;
-      s.trunk = (s.trunk.colwise() + ConstVector(field.trunk.bias.data(), hidden)).cwiseMax(0.0f);
-      // (3) MLP backward.
-      s.d_trunk.setZero(hidden, m);
-      int offset = 0;
-      for (int h = 0; h < 3; ++h) {
-        const int k = TransformFieldWeights::kHeadOutputs[h];
-        const ConstWeights w1(field.fc1[h].weight.data(), hidden, hidden);
-        const ConstWeights w2(field.fc2[h].weight.data(), k, hidden);
-        Eigen::MatrixXf& act = s.act[h];
-        act.resize(hidden, m);
-        act.noalias() = w1 * s.trunk;
-        act = (act.colwise() + ConstVector(field.fc1[h].bias.data(), hidden)).cwiseMax(0.0f);
-        s.grad_out.resize(k, m);
-        for (int j = 0; j < m; ++j) {
-          const float* g = &grad_deltas[(begin + j) * kDeltaStride + offset];
-          for (int r = 0; r < k; ++r) s.grad_out(r, j) = g[r];
-        }
-        offset += k;
-        AddToPartial(s.grad_out * act.transpose(), partial + layout.fc2_w[h]);
-        AddToPartial(s.grad_out.rowwise().sum(), partial + layout.fc2_b[h]);
-        s.d_act.noalias() = w2.transpose() * s.grad_out;
-        s.d_act = (act.array() > 0.0f).select(s.d_act.array(), 0.0f).matrix();
-        AddToPartial(s.d_act * s.trunk.transpose(), partial + layout.fc1_w[h]);
-        AddToPartial(s.d_act.rowwise().sum(), partial + layout.fc1_b[h]);
-        s.d_trunk.noalias() += w1.transpose() * s.d_act;
-      }
-      s.d_trunk = (s.trunk.array() > 0.0f).select(s.d_trunk.array(), 0.0f).matrix();
-      AddToPartial(s.d_trunk * s.features.transpose(), partial + layout.trunk_w);
-      AddToPartial(s.d_trunk.rowwise().sum(), partial + layout.trunk_b);
-      s.d_features.noalias() = trunk_w.transpose() * s.d_trunk;
-
-      // (4) Through the product over planes to every sampled value, and through the
-      // bilinear weights to the positions.
-      for (int j = 0; j < m; ++j) {
-        const size_t i = begin + j;
-        double d_coord[3] = {0.0, 0.0, 0.0};
-        for (int l = 0; l < levels; ++l) {
-          const float* smp = &s.samples[(static_cast<size_t>(j) * levels + l) * 6 * C];
-          float* dsmp = &d_samples[((i - pass) * levels + l) * 6 * C];
-          for (size_t c = 0; c < C; ++c) {
-            // d(prod_p v_p)/dv_p = prod_{q != p} v_q, without dividing (values can be 0).
-            float prefix[7], suffix[7];
-            prefix[0] = 1.0f;
-            suffix[6] = 1.0f;
-            for (int p = 0; p < 6; ++p) prefix[p + 1] = prefix[p] * smp[p * C + c];
-            for (int p = 5; p >= 0; --p) suffix[p] = suffix[p + 1] * smp[p * C + c];
-            const float g = s.d_features(l * channels + static_cast<int>(c), j);
-            for (int p = 0; p < 6; ++p) dsmp[p * C + c] = g * prefix[p] * suffix[p + 1];
-          }
-          if (grad_positions.empty()) continue;
-          const AxisSample* axis = &pass_axes[((i - pass) * levels + l) * 3];
-          const size_t ra_spatial = static_cast<size_t>(field.levels[l].spatial_resolution);
-          double d_w[3] = {0.0, 0.0, 0.0};  // dL/d(bilinear weight) per spatial axis
-          for (int p = 0; p < 6; ++p) {
-            const int ax_a = kPlaneAxes[p][0], ax_b = kPlaneAxes[p][1];
-            const AxisSample& a = axis[ax_a];
-            const float* t = tables[l][p].data();
-            const float* ds = dsmp + p * C;
-            if (PlaneHasRatioAxis(p)) {
-              const float* t0 = t + a.i0 * C;
-              const float* t1 = t + a.i1 * C;
-              double acc_a = 0.0;
-              for (size_t c = 0; c < C; ++c) acc_a += static_cast<double>(ds[c]) * (t1[c] - t0[c]);
-              d_w[ax_a] += acc_a;
-            } else {
-              const AxisSample& b = axis[ax_b];
-              const float* t00 = t + (b.i0 * ra_spatial + a.i0) * C;
-              const float* t01 = t + (b.i0 * ra_spatial + a.i1) * C;
-              const float* t10 = t + (b.i1 * ra_spatial + a.i0) * C;
-              const float* t11 = t + (b.i1 * ra_spatial + a.i1) * C;
-              double acc_a = 0.0, acc_b = 0.0;
-              for (size_t c = 0; c < C; ++c) {
-                acc_a += static_cast<double>(ds[c]) * ((1.0f - b.w) * (t01[c] - t00[c]) + b.w * (t11[c] - t10[c]));
-                acc_b += static_cast<double>(ds[c]) * ((1.0f - a.w) * (t10[c] - t00[c]) + a.w * (t11[c] - t01[c]));
-              }
-              d_w[ax_a] += acc_a;
-              d_w[ax_b] += acc_b;
-            }
-          }
-          for (int d = 0; d < 3; ++d) d_coord[d] += d_w[d] * s.slopes[(j * levels + l) * 3 + d];
-        }
-        if (!grad_positions.empty()) {
-          for (int d = 0; d < 3; ++d) {
-            if (axis_ok[d]) grad_positions[3 * i + d] += static_cast<float>(d_coord[d] * axis_scale[d]);
-          }
-        }
-      }
+      SampleFeatures(call, begin, m, pass, s);
+      MlpBackward(call, layout, begin, m, s, partial);
+      FeatureBackward(call, begin, m, s, pass);
     };
-    ReduceBlocks(pool, pass, pass_end, kBlock, layout.width, block_fn, mlp_total.data());
-
-    // Scatter the pass's sampled-value gradients into the planes: one job per
-    // (level, plane), Gaussians in index order.
-    for_each_job([&](int l, int p) {
-      std::vector<float>& dst = acc[l][p];
-      const size_t ra = static_cast<size_t>(field.levels[l].Resolution(kPlaneAxes[p][0]));
-      for (size_t i = pass; i < pass_end; ++i) {
-        const AxisSample* axis = &pass_axes[((i - pass) * levels + l) * 3];
-        const AxisSample& a = axis[kPlaneAxes[p][0]];
-        const float* ds = &d_samples[((i - pass) * levels + l) * 6 * C + p * C];
-        if (PlaneHasRatioAxis(p)) {
-          float* d0 = &dst[a.i0 * C];
-          float* d1 = &dst[a.i1 * C];
-          for (size_t c = 0; c < C; ++c) d0[c] += ds[c] * (1.0f - a.w);
-          for (size_t c = 0; c < C; ++c) d1[c] += ds[c] * a.w;
-        } else {
-          const AxisSample& b = axis[kPlaneAxes[p][1]];
-          const float w00 = (1.0f - a.w) * (1.0f - b.w), w01 = a.w * (1.0f - b.w);
-          const float w10 = (1.0f - a.w) * b.w, w11 = a.w * b.w;
-          float* d00 = &dst[(b.i0 * ra + a.i0) * C];
-          float* d01 = &dst[(b.i0 * ra + a.i1) * C];
-          float* d10 = &dst[(b.i1 * ra + a.i0) * C];
-          float* d11 = &dst[(b.i1 * ra + a.i1) * C];
-          // Sequential adds (texels may coincide at a border).
-          for (size_t c = 0; c < C; ++c) d00[c] += ds[c] * w00;
-          for (size_t c = 0; c < C; ++c) d01[c] += ds[c] * w01;
-          for (size_t c = 0; c < C; ++c) d10[c] += ds[c] * w10;
-          for (size_t c = 0; c < C; ++c) d11[c] += ds[c] * w11;
-        }
-      }
-    });
+    ReduceBlocks(pool, pass.begin, pass.end, kBlock, layout.width, block, mlp_total.data());
+    ScatterPass(call, pass, acc);
   }
-
-  // Accumulators back to the planes' [C, res_b, res_a] layout; a ratio line's gradient
-  // goes to the two ratio rows it was interpolated from.
-  for_each_job([&](int l, int p) {
-    const HexPlaneLevel& level = field.levels[l];
-    const size_t ra = static_cast<size_t>(level.Resolution(kPlaneAxes[p][0]));
-    const size_t rb = static_cast<size_t>(level.Resolution(kPlaneAxes[p][1]));
-    const std::vector<float>& src = acc[l][p];
-    float* dst = grad_field->levels[l].planes[p].data();
-    if (PlaneHasRatioAxis(p)) {
-      const AxisSample e = SampleAxis(ratio_coord, level.ratio_resolution, nullptr);
-      for (size_t c = 0; c < C; ++c) {
-        float* row0 = dst + (c * rb + e.i0) * ra;
-        float* row1 = dst + (c * rb + e.i1) * ra;
-        for (size_t a = 0; a < ra; ++a) row0[a] += src[a * C + c] * (1.0f - e.w);
-        for (size_t a = 0; a < ra; ++a) row1[a] += src[a * C + c] * e.w;
-      }
-    } else {
-      const size_t texels = ra * rb;
-      for (size_t c = 0; c < C; ++c) {
-        for (size_t t = 0; t < texels; ++t) dst[c * texels + t] += src[t * C + c];
-      }
-    }
-  });
-
-  auto add = [&](std::vector<float>& dst, size_t offset) {
-    for (size_t k = 0; k < dst.size(); ++k) dst[k] += static_cast<float>(mlp_total[offset + k]);
-  };
-  add(grad_field->trunk.weight, layout.trunk_w);
-  add(grad_field->trunk.bias, layout.trunk_b);
-  for (int h = 0; h < 3; ++h) {
-    add(grad_field->fc1[h].weight, layout.fc1_w[h]);
-    add(grad_field->fc1[h].bias, layout.fc1_b[h]);
-    add(grad_field->fc2[h].weight, layout.fc2_w[h]);
-    add(grad_field->fc2[h].bias, layout.fc2_b[h]);
-  }
+  AddTablesToPlanes(call, acc, grad_field);
+  AddMlpGradients(layout, mlp_total, grad_field);
   return absl::OkStatus();
 }
 

@@ -14,7 +14,7 @@ FLEXGS=$1 SERVER=$2 CLIENT=$3
 source "$(dirname "$0")/attack_common.sh"
 
 make_synth_scene
-start_server server --scenes "$WORK/scenes"
+serve server --scenes "$WORK/scenes"
 RSS0=$(rss_mib "$SERVER_PID")
 LOG=$WORK/server.log
 
@@ -78,7 +78,8 @@ sleep 1
 python3 - "$PORT" << 'EOF'
 import sys
 from h2_raw import H2Conn, stream_request, grpc_message
-H2Conn("127.0.0.1", int(sys.argv[1]), timeout=30).call("StreamScene", grpc_message(stream_request("no-such")), timeout=20)
+H2Conn("127.0.0.1", int(sys.argv[1]), timeout=30).call(
+    "StreamScene", grpc_message(stream_request("no-such")), timeout=20)
 EOF
 sleep 0.5
 (( GROWTH < 300 * 1024 )) || fail "log grew by $GROWTH bytes"

@@ -15,7 +15,7 @@ source "$(dirname "$0")/attack_common.sh"
 
 make_synth_scene
 MAX_CONN=16 REQ_TIMEOUT_S=$((2 * SCALE))
-start_server server --scenes "$WORK/scenes" --metrics-max-connections $MAX_CONN \
+serve server --scenes "$WORK/scenes" --metrics-max-connections $MAX_CONN \
   --metrics-request-timeout $REQ_TIMEOUT_S
 grep -q "metrics on http://127.0.0.1:$METRICS_PORT/metrics" "$WORK/server.log" ||
   fail "metrics not on 127.0.0.1 by default: $(grep metrics "$WORK/server.log")"
@@ -126,13 +126,18 @@ print(json.dumps(out))
 EOF
 echo "attack: $(cat "$WORK/attack.json")"
 for phase in two_idle_four_half_open flood; do
-  read -r ok tries max_s <<< "$(json "$WORK/attack.json" "'%d %d %s' % (j['$phase']['ok'], j['$phase']['tries'], j['$phase']['max_s'])")"
+  read -r ok tries max_s <<< "$(json "$WORK/attack.json" \
+    "'%d %d %s' % (j['$phase']['ok'], j['$phase']['tries'], j['$phase']['max_s'])")"
   [[ $ok == "$tries" ]] || fail "$phase: only $ok of $tries scrapes answered within $SCALE s (slowest ${max_s} s)"
 done
-python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['closed_after_s']; sys.exit(0 if all(x <= $REQ_TIMEOUT_S + 2 * $SCALE for x in c) else 1)" \
-  "$WORK/attack.json" || fail "idle/half-open connections not closed after the request timeout: $(json "$WORK/attack.json" "j['closed_after_s']")"
+python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['closed_after_s']
+sys.exit(0 if all(x <= $REQ_TIMEOUT_S + 2 * $SCALE for x in c) else 1)" \
+  "$WORK/attack.json" ||
+  fail "idle/half-open connections not closed after the request timeout:" \
+    "$(json "$WORK/attack.json" "j['closed_after_s']")"
 [[ $(json "$WORK/attack.json" "j['final']['ok']") == True ]] || fail "scrape after the attack"
-[[ $(json "$WORK/attack.json" "j['exposer_metrics']") == False ]] || fail "exposer_* metrics (unit not in the name) are still served"
+[[ $(json "$WORK/attack.json" "j['exposer_metrics']") == False ]] ||
+  fail "exposer_* metrics (unit not in the name) are still served"
 
 # d) gRPC meanwhile: unaffected by design, checked anyway; RSS flat.
 "$PROBE" --addr "127.0.0.1:$PORT" --timeout-ms 20000 > /dev/null || fail "health probe"

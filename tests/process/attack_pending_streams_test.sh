@@ -24,7 +24,7 @@ REQUEST_TIMEOUT_S=$((4 * SCALE)) PER_PEER=64
 RSS_DURING_MIB=${RSS_DURING_MIB:-96} RSS_AFTER_MIB=${RSS_AFTER_MIB:-24}
 
 make_synth_scene
-start_server server --scenes "$WORK/scenes" --request-timeout $REQUEST_TIMEOUT_S
+serve server --scenes "$WORK/scenes" --request-timeout $REQUEST_TIMEOUT_S
 "$CLIENT" --server "127.0.0.1:$PORT" --scene synth --budget-ratio 0.3 --no-render --quiet --out "$WORK/warm" \
   > /dev/null 2>&1 || fatal "warm-up stream"
 sleep 1
@@ -142,7 +142,8 @@ else
 fi
 echo "during the attack: RSS $RSS0 -> peak $RSS1 MiB, peak $ACTIVE_MAX streams active, $peer_refused refused by" \
   "the per-peer cap, normal client done in ${t} s"
-(( ACTIVE_MAX <= PER_PEER + 1 )) || fail "active streams peaked at $ACTIVE_MAX (per-peer cap $PER_PEER, +1 normal client)"
+(( ACTIVE_MAX <= PER_PEER + 1 )) ||
+  fail "active streams peaked at $ACTIVE_MAX (per-peer cap $PER_PEER, +1 normal client)"
 (( peer_refused > 0 )) || fail "no stream refused by the per-peer cap"
 rss_bound $((RSS1 - RSS0)) "$RSS_DURING_MIB" "during the attack"
 
@@ -156,14 +157,16 @@ touch "$WORK/release"
 wait "$ATTACKER" || fatal "attacker failed: $(tail -5 "$WORK/attack.err")"
 echo "attack: $(cat "$WORK/attack.json")"
 read -r pending deadline_n lifetime_min <<< "$(json "$WORK/attack.json" \
-  "'%d %d %s' % (j['at_end']['pending'], j['at_end']['grpc_codes'].get('4', 0), (j['deadline_lifetime_s'] or [99])[0])")"
+  "'%d %d %s' % (j['at_end']['pending'], j['at_end']['grpc_codes'].get('4', 0),
+                 (j['deadline_lifetime_s'] or [99])[0])")"
 [[ $pending == 0 ]] || fail "$pending streams still pending at the end"
 (( deadline_n >= PER_PEER )) || fail "$deadline_n calls ended with DEADLINE_EXCEEDED, want >= $PER_PEER"
 timed_out=$(metric 'flexgs_streams_rejected_total\{reason="request_timeout"\}')
 [[ $timed_out == "$deadline_n" ]] || fail "reason=\"request_timeout\" counted $timed_out, the client saw $deadline_n"
 # The first calls admitted are timed from (about) when they were sent; later ones may
 # have waited in a busy server before it saw their headers.
-python3 -c "import sys; t = float(sys.argv[1]); sys.exit(0 if $REQUEST_TIMEOUT_S - 0.2 <= t <= $REQUEST_TIMEOUT_S + 2 * $SCALE else 1)" \
+python3 -c "import sys; t = float(sys.argv[1])
+sys.exit(0 if $REQUEST_TIMEOUT_S - 0.2 <= t <= $REQUEST_TIMEOUT_S + 2 * $SCALE else 1)" \
   "$lifetime_min" || fail "the first pending calls ended after ${lifetime_min} s (request timeout $REQUEST_TIMEOUT_S s)"
 [[ $(json "$WORK/attack.json" "j['max_concurrent_streams']") == 100 ]] ||
   fail "SETTINGS_MAX_CONCURRENT_STREAMS: $(json "$WORK/attack.json" "j['max_concurrent_streams']"), want 100"
@@ -181,7 +184,7 @@ normal_client after synth > /dev/null
 # connection error (newer versions refuse the extra streams with REFUSED_STREAM); either
 # way at most 100 of its calls are ever admitted, and after a drop none is left.
 kill -TERM "$SERVER_PID"
-start_server percon --scenes "$WORK/scenes" --request-timeout 30 --max-streams-per-peer 0 --max-streams 100000
+serve percon --scenes "$WORK/scenes" --request-timeout 30 --max-streams-per-peer 0 --max-streams 100000
 python3 - "$PORT" "$METRICS_PORT" > "$WORK/percon.json" 2> "$WORK/percon.err" << 'EOF'
 import json, re, sys, time, urllib.request
 from h2_raw import H2Conn, grpc_message, REFUSED_STREAM

@@ -91,7 +91,7 @@ normal_no_retry() {  # normal_no_retry NAME ARGS...: served at once, no RESOURCE
 }
 
 # a) no authentication, the hog on 127.0.0.2
-start_server plain --scenes "$WORK/scenes"
+serve plain --scenes "$WORK/scenes"
 RSS0=$(rss_mib "$SERVER_PID")
 hog 127.0.0.2
 active=$(metric flexgs_streams_active)
@@ -110,7 +110,7 @@ kill -TERM "$SERVER_PID"
 TOKEN_HOG=tok-hog-4f1c9a7e2b6d8035 TOKEN_OK=tok-ok-9e2d7b4c1a8f6053
 printf '%s *\n%s *\n' "$TOKEN_HOG" "$TOKEN_OK" > "$WORK/tokens.txt"
 printf '%s\n' "$TOKEN_OK" > "$WORK/ok.token"
-start_server auth --scenes "$WORK/scenes" --tokens-file "$WORK/tokens.txt"
+serve auth --scenes "$WORK/scenes" --tokens-file "$WORK/tokens.txt"
 hog 127.0.0.1 "$TOKEN_HOG"
 check_hog b
 normal_no_retry b_normal --token-file "$WORK/ok.token"

@@ -14,7 +14,7 @@ FLEXGS=$1 SERVER=$2 CLIENT=$3
 source "$(dirname "$0")/attack_common.sh"
 
 make_synth_scene
-start_server server --scenes "$WORK/scenes"
+serve server --scenes "$WORK/scenes"
 RSS0=$(rss_mib "$SERVER_PID")
 
 python3 - "$PORT" > "$WORK/bad.json" 2> "$WORK/bad.err" << 'EOF'

@@ -5,13 +5,9 @@
 set -u
 FLEXGS="$1"
 DATA="${FLEXGS_DATA_DIR:-$2}"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fail=0; passed=0
-check() { # name, condition-command...
-  local name="$1"; shift
-  if "$@"; then passed=$((passed+1)); else echo "FAIL: $name"; fail=$((fail+1)); fi
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir cli
+TMP=$WORK
 
 # Synthetic scene: generate, inspect, render (always available).
 "$FLEXGS" generate --out "$TMP/synth.ply" --count 5000 --sh-degree 1 >/dev/null
@@ -19,7 +15,8 @@ check "generate writes a PLY" test -s "$TMP/synth.ply"
 "$FLEXGS" inspect "$TMP/synth.ply" --json > "$TMP/synth.json"
 check "inspect --json counts" grep -q '"gaussians": 5000' "$TMP/synth.json"
 check "inspect --json sh" grep -q '"sh_degree": 1' "$TMP/synth.json"
-"$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 1 --width 96 --height 64 --out "$TMP/s.png" --device cpu > "$TMP/render.txt"
+"$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 1 --width 96 --height 64 --out "$TMP/s.png" --device cpu \
+  > "$TMP/render.txt"
 check "render writes PNG" test -s "$TMP/s.png"
 check "render prints time" grep -q " ms" "$TMP/render.txt"
 
@@ -29,20 +26,41 @@ check "elasticize writes a bundle" test -s "$TMP/synth.flexgs/manifest.json"
 "$FLEXGS" plan "$TMP/synth.flexgs" --budget-ratio 0.12 --json > "$TMP/plan.json"
 check "plan has 4 levels" test "$(grep -c '"ratio"' "$TMP/plan.json")" -eq 4
 check "plan reports wire bytes" grep -q '"encoded_bytes"' "$TMP/plan.json"
-"$FLEXGS" render "$TMP/synth.flexgs" --ratio 0.05 --orbit 4 --width 64 --height 64 --out "$TMP/r5.png" > "$TMP/r5.txt" 2>&1
+"$FLEXGS" render "$TMP/synth.flexgs" --ratio 0.05 --orbit 4 --width 64 --height 64 --out "$TMP/r5.png" \
+  > "$TMP/r5.txt" 2>&1
 check "render at 5% keeps 250 Gaussians" grep -q "250 of 250 Gaussians" "$TMP/r5.txt"
-if "$FLEXGS" render "$TMP/synth.flexgs" --ratio 1.5 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err5.txt"; then check "ratio > 1 fails" false; else check "ratio > 1 fails" true; fi
-check "ratio message" grep -q "outside \[0, 1\]" "$TMP/err5.txt"
-if "$FLEXGS" render "$TMP/synth.ply" --ratio 0.1 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err6.txt"; then check "ratio on a PLY fails" false; else check "ratio on a PLY fails" true; fi
+if "$FLEXGS" render "$TMP/synth.flexgs" --ratio 1.5 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err5.txt"; then
+  check "ratio > 1 fails" false
+else
+  check "ratio > 1 fails" true
+fi
+check "ratio message" grep -q -- "--ratio: Value 1.5 not in range" "$TMP/err5.txt"
+if "$FLEXGS" render "$TMP/synth.ply" --ratio 0.1 --orbit 2 --out "$TMP/x.png" 2> "$TMP/err6.txt"; then
+  check "ratio on a PLY fails" false
+else
+  check "ratio on a PLY fails" true
+fi
 check "ratio on PLY message" grep -q "elasticize" "$TMP/err6.txt"
 
 # Bad input: non-zero exit and a message naming the problem.
 printf 'ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n' > "$TMP/bad.ply"
-if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then check "bad PLY exits non-zero" false; else check "bad PLY exits non-zero" true; fi
+if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then
+  check "bad PLY exits non-zero" false
+else
+  check "bad PLY exits non-zero" true
+fi
 check "bad PLY message names a property" grep -qi "property\|missing" "$TMP/err.txt"
-if "$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 9 --out "$TMP/x.png" 2> "$TMP/err2.txt"; then check "index out of range fails" false; else check "index out of range fails" true; fi
+if "$FLEXGS" render "$TMP/synth.ply" --orbit 4 --index 9 --out "$TMP/x.png" 2> "$TMP/err2.txt"; then
+  check "index out of range fails" false
+else
+  check "index out of range fails" true
+fi
 check "index message" grep -q "index" "$TMP/err2.txt"
-if "$FLEXGS" render "$TMP/synth.ply" --orbit 2 --out "$TMP/x.png" --device tpu 2> "$TMP/err3.txt"; then check "bad device fails" false; else check "bad device fails" true; fi
+if "$FLEXGS" render "$TMP/synth.ply" --orbit 2 --out "$TMP/x.png" --device tpu 2> "$TMP/err3.txt"; then
+  check "bad device fails" false
+else
+  check "bad device fails" true
+fi
 check "bad device message" grep -q "tpu" "$TMP/err3.txt"
 
 if [ -f "$DATA/guitar.ply" ]; then
@@ -52,11 +70,14 @@ if [ -f "$DATA/guitar.ply" ]; then
   "$FLEXGS" render "$DATA/guitar.ply" --orbit 8 --index 0 --width 200 --height 200 --out "$TMP/guitar.png" >/dev/null
   check "guitar render" test -s "$TMP/guitar.png"
   head -c 1000000 "$DATA/guitar.ply" > "$TMP/truncated.ply"
-  if "$FLEXGS" inspect "$TMP/truncated.ply" 2> "$TMP/err4.txt"; then check "truncated exits non-zero" false; else check "truncated exits non-zero" true; fi
+  if "$FLEXGS" inspect "$TMP/truncated.ply" 2> "$TMP/err4.txt"; then
+    check "truncated exits non-zero" false
+  else
+    check "truncated exits non-zero" true
+  fi
   check "truncated message" grep -qi "truncated" "$TMP/err4.txt"
 else
   echo "SKIP: guitar.ply not found in $DATA"
 fi
 
-echo "$passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_done

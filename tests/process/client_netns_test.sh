@@ -8,42 +8,9 @@
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 CLIENT=$3
 RATE_MBIT=${RATE_MBIT:-10}
-skip() {
-  echo "SKIP: $*"
-  exit 77
-}
-[[ $(id -u) == 0 ]] || skip "needs root to create a network namespace"
-command -v ip > /dev/null && command -v tc > /dev/null || skip "iproute2 (ip, tc) is not installed"
-NS=flexgs-ns-$$
-VC=fgc$$ VS=fgs$$  # veth ends: client side (here), server side (in the namespace)
-ip netns add "$NS" 2> /dev/null || skip "cannot create a network namespace (no CAP_SYS_ADMIN?)"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-netns.XXXXXX")
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then kill -KILL "$SERVER_PID" 2> /dev/null || true; wait "$SERVER_PID" 2> /dev/null || true; fi
-  ip link del "$VC" 2> /dev/null || true
-  ip netns del "$NS" 2> /dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  tail -20 "$WORK/server.log" >&2 2> /dev/null || true
-  tail -20 "$WORK/client.err" >&2 2> /dev/null || true
-  exit 1
-}
-# A /30 from the benchmarking range, derived from the PID so parallel runs do not clash.
-N=$(( $$ % 16000 ))
-NET=198.18.$(( N / 64 )).$(( (N % 64) * 4 ))
-CLIENT_IP=${NET%.*}.$(( ${NET##*.} + 1 ))
-SERVER_IP=${NET%.*}.$(( ${NET##*.} + 2 ))
-ip link add "$VC" type veth peer name "$VS" || skip "cannot create a veth pair"
-ip link set "$VS" netns "$NS"
-ip addr add "$CLIENT_IP/30" dev "$VC"
-ip link set "$VC" up
-ip netns exec "$NS" ip addr add "$SERVER_IP/30" dev "$VS"
-ip netns exec "$NS" ip link set "$VS" up
-ip netns exec "$NS" ip link set lo up
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir netns
+netns_setup "flexgs-ns-$$" "fgc$$" "fgs$$" 198.18
 # Shape both directions; the server -> client one carries the scene.
 for where in "" "ip netns exec $NS"; do
   dev=$VC; [[ -n $where ]] && dev=$VS
@@ -54,16 +21,9 @@ done
 mkdir -p "$WORK/scenes"
 "$FLEXGS" generate --out "$WORK/synth.ply" --count 200000 > /dev/null
 "$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
-PORT=50151
-ip netns exec "$NS" "$SERVER" --host "$SERVER_IP" --port $PORT --scenes "$WORK/scenes" --metrics-port 0 \
-  > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 200); do
-  grep -q "^listening on" "$WORK/server.out" 2> /dev/null && break
-  kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
-  sleep 0.05
-done
-grep -q "^listening on" "$WORK/server.out" || fail "server did not start"
+SERVER_WRAP=(ip netns exec "$NS")
+launch_server server --host "$SERVER_IP" --port 0 --scenes "$WORK/scenes" --metrics-port 0
+wait_listening server
 
 # Warm the plan cache (planning time is not what this test measures), then measure.
 "$CLIENT" --server "$SERVER_IP:$PORT" --scene synth --budget-ratio 1.0 --no-render --quiet --out "$WORK/warm" \

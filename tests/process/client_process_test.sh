@@ -15,50 +15,19 @@ if [[ ! -f $GUITAR ]]; then
   echo "SKIP: $GUITAR not found (the shared scenes are not checked out)"
   exit 77
 fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-client-process.XXXXXX")
-SERVER_PID=""
-stop_server() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -KILL "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-  fi
-  SERVER_PID=""
-}
-cleanup() {
-  stop_server
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/server*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $f ---" >&2; tail -20 "$f" >&2; }
-  done
-  exit 1
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-json() {  # json FILE PYTHON-EXPR-ON-j
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir client-process
+# One port for every server of the test: the client resumes on the same address.
 PORT=$(free_port)
 ADDR=127.0.0.1:$PORT
-start_server() {  # start_server LOGNAME
-  "$SERVER" --host 127.0.0.1 --port "$PORT" --scenes "$WORK/scenes" --metrics-port 0 \
-    > "$WORK/$1.out" 2> "$WORK/$1.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 200); do
-    grep -q "^listening on" "$WORK/$1.out" 2>/dev/null && return 0
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
-    sleep 0.05
-  done
-  fail "server did not start"
+serve() {  # serve LOGNAME: a server of $WORK/scenes on ADDR, listening
+  launch_server "$1" --host 127.0.0.1 --port "$PORT" --scenes "$WORK/scenes" --metrics-port 0
+  wait_listening "$1"
 }
 
 mkdir -p "$WORK/scenes"
 "$FLEXGS" elasticize "$GUITAR" --out "$WORK/scenes/guitar.flexgs" --orbit 8 --width 128 --height 128 > /dev/null
-start_server server
+serve server
 COMMON=(--server "$ADDR" --scene guitar --orbit 2 --width 128 --height 128 --json --quiet)
 
 # --- 1. Lossless: the client's level k is the planner's level k, bit for bit. --------
@@ -99,13 +68,15 @@ for budget in 1MiB 2MiB 4MiB 8MiB; do
   "$CLIENT" "${COMMON[@]}" --budget "$budget" --no-render --out "$WORK/b-$budget" 2> "$WORK/budget.err" ||
     fail "budget $budget"
   read -r peak bytes within top <<< "$(json "$WORK/b-$budget/stats.json" \
-    '"%d %d %s %.4f" % (j["resident_bytes"]["peak_total"], j["budget"]["bytes"], j["within_budget"], j["levels"][-1]["ratio"])')"
+    '"%d %d %s %.4f" % (j["resident_bytes"]["peak_total"], j["budget"]["bytes"], j["within_budget"],
+                        j["levels"][-1]["ratio"])')"
   [[ $within == True ]] && (( peak <= bytes )) || fail "budget $budget: resident $peak > $bytes"
   echo "budget $budget: resident $peak <= $bytes bytes, top ratio $top"
 done
 # ...also with rendering (the renderer's scratch and framebuffer count too).
 "$CLIENT" "${COMMON[@]}" --budget 4MiB --out "$WORK/b-render" 2> "$WORK/budget.err" || fail "budget 4MiB with render"
-read -r peak bytes <<< "$(json "$WORK/b-render/stats.json" '"%d %d" % (j["resident_bytes"]["peak_total"], j["budget"]["bytes"])')"
+read -r peak bytes <<< "$(json "$WORK/b-render/stats.json" \
+  '"%d %d" % (j["resident_bytes"]["peak_total"], j["budget"]["bytes"])')"
 (( peak <= bytes )) || fail "rendering budget: resident $peak > $bytes"
 echo "budget 4MiB rendering 2 views: resident $peak <= $bytes bytes"
 
@@ -125,12 +96,13 @@ echo "corrupted chunk: rejected, resumed, identical final state"
 "$CLIENT" "${COMMON[@]}" --budget-ratio 1.0 --no-render --quiet --max-bandwidth 2Mbit --out "$WORK/killed" \
   > "$WORK/killed.out" 2> "$WORK/killed.err" &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 # Kill once the client holds a level but is far from done (the whole model takes ~4 s at 2 Mbit/s).
 sleep 1.5
 kill -0 $CLIENT_PID 2>/dev/null || fail "client finished before the server was killed"
-stop_server
+stop_server KILL
 sleep 1
-start_server server2
+serve server2
 wait $CLIENT_PID || fail "client did not survive the server restart"
 read -r retries state <<< "$(json "$WORK/killed/stats.json" '"%d %s" % (j["retries"], j["final_state_sha256"])')"
 want=$(json "$WORK/full/stats.json" 'j["final_state_sha256"]')
@@ -138,25 +110,28 @@ want=$(json "$WORK/full/stats.json" 'j["final_state_sha256"]')
 [[ $state == "$want" ]] || fail "server restart: final state $state differs from the uninterrupted $want"
 bytes_killed=$(json "$WORK/killed/stats.json" 'j["payload_bytes"]')
 bytes_full=$(json "$WORK/full/stats.json" 'j["payload_bytes"]')
-[[ $bytes_killed == "$bytes_full" ]] || fail "server restart: kept $bytes_killed payload bytes, uninterrupted $bytes_full"
+[[ $bytes_killed == "$bytes_full" ]] ||
+  fail "server restart: kept $bytes_killed payload bytes, uninterrupted $bytes_full"
 echo "server killed and restarted: $retries retries, identical final state, no byte downloaded twice"
 
 # --- 6. The model replaced while a client is cut off: it must not mix versions. ---------
 "$CLIENT" "${COMMON[@]}" --budget-ratio 1.0 --no-render --quiet --max-bandwidth 2Mbit --out "$WORK/replaced" \
   > "$WORK/replaced.out" 2> "$WORK/replaced.err" &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 sleep 1.5
 kill -0 $CLIENT_PID 2>/dev/null || fail "client finished before the model was replaced"
-stop_server
+stop_server KILL
 rm -rf "$WORK/scenes/guitar.flexgs"
 "$FLEXGS" elasticize "$GUITAR" --out "$WORK/scenes/guitar.flexgs" --orbit 6 --width 96 --height 96 > /dev/null
-start_server server3
+serve server3
 set +e
 wait $CLIENT_PID
 rc=$?
 set -e
 [[ $rc == 2 ]] || fail "model replaced: client exit $rc, want 2"
-grep -q "FAILED_PRECONDITION" "$WORK/replaced.err" || fail "model replaced: no FAILED_PRECONDITION: $(cat "$WORK/replaced.err")"
+grep -q "FAILED_PRECONDITION" "$WORK/replaced.err" ||
+  fail "model replaced: no FAILED_PRECONDITION: $(cat "$WORK/replaced.err")"
 [[ ! -f "$WORK/replaced/stats.json" ]] || fail "model replaced: the client still reported a finished stream"
 echo "model replaced mid-stream: the resume is refused (FAILED_PRECONDITION), nothing mixed"
 
@@ -177,7 +152,7 @@ expect 1 "Mbit" "$CLIENT" --server "$ADDR" --scene guitar --budget 1MiB --max-ba
 expect 2 "NOT_FOUND" "$CLIENT" --server "$ADDR" --scene nope --budget 1MiB --out "$WORK/bad"
 expect 2 "FAILED_PRECONDITION" "$CLIENT" --server "$ADDR" --scene guitar --budget 64KiB --no-render --out "$WORK/bad"
 expect 1 "framebuffer" "$CLIENT" --server "$ADDR" --scene guitar --budget 100KiB --orbit 1 --out "$WORK/bad"
-stop_server
+stop_server KILL
 start=$(date +%s)
 expect 2 "gave up" "$CLIENT" --server "$ADDR" --scene guitar --budget 1MiB --give-up-after 2 --out "$WORK/bad"
 (( $(date +%s) - start < 15 )) || fail "giving up took too long"

@@ -82,7 +82,9 @@ build docker/client.Dockerfile "$CLIENT_IMG"
 phase "images built"
 
 # Image metadata the manifests rely on.
-cfg=$("${P[@]}" image inspect --format '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}' "$SERVER_IMG")
+cfg=$("${P[@]}" image inspect \
+  --format '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.ExposedPorts}}|{{json .Config.Volumes}}' \
+  "$SERVER_IMG")
 [[ $cfg == 10001:10001\|* ]] || fail "server image user: $cfg"
 [[ $cfg == *'["flexgs-server"]'* ]] || fail "server entrypoint: $cfg"
 [[ $cfg == *50051/tcp* && $cfg == *9464/tcp* ]] || fail "exposed ports: $cfg"

@@ -15,7 +15,8 @@ ROOT=$(cd "${1:-$(dirname "$0")/../..}" && pwd)
 cd "$ROOT"
 
 command -v yamllint > /dev/null || { echo "SKIP: yamllint not installed (deploy/install-deps.sh)"; exit 77; }
-python3 -c 'import yaml' 2> /dev/null || { echo "SKIP: PyYAML (python3-yaml) not installed (deploy/install-deps.sh)"; exit 77; }
+python3 -c 'import yaml' 2> /dev/null ||
+  { echo "SKIP: PyYAML (python3-yaml) not installed (deploy/install-deps.sh)"; exit 77; }
 
 mapfile -t FILES < <(find deploy -name '*.yaml' -o -name '*.yml' | sort)
 [[ ${#FILES[@]} -ge 8 ]] || { echo "FAIL: only ${#FILES[@]} YAML files under deploy/: ${FILES[*]}" >&2; exit 1; }
@@ -106,7 +107,8 @@ if check(server is not None, "no container with a port named grpc"):
         if check(grpc is not None, f"{probe} is not a native gRPC probe"):
             check(grpc.get("port") == grpc_port, f"{probe} port {grpc.get('port')} != server port {grpc_port}")
     if "startupProbe" in server:
-        check(server["startupProbe"].get("grpc", {}).get("port") == grpc_port, "startupProbe not gRPC on the server port")
+        check(server["startupProbe"].get("grpc", {}).get("port") == grpc_port,
+              "startupProbe not gRPC on the server port")
     check(server.get("readinessProbe", {}).get("grpc", {}).get("service") == "flexgs.v1.SceneService",
           "readinessProbe does not ask for flexgs.v1.SceneService")
     drain = float(env.get("FLEXGS_DRAIN_SECONDS") or 10)  # the server's default
@@ -169,7 +171,8 @@ if check(len(pdbs) == 1, "want one PodDisruptionBudget"):
 compose = load_all("deploy/compose.yaml")[0]
 svc = compose.get("services", {})
 srv = svc.get("flexgs-server", {})
-check(srv.get("build", {}).get("dockerfile") == "docker/server.Dockerfile" and srv.get("build", {}).get("context") == "..",
+check(srv.get("build", {}).get("dockerfile") == "docker/server.Dockerfile"
+      and srv.get("build", {}).get("context") == "..",
       "compose flexgs-server is not built from docker/server.Dockerfile (context ..)")
 devices = srv.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
 check(any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and d.get("count") == 1
@@ -178,7 +181,8 @@ test = srv.get("healthcheck", {}).get("test", [])
 check(test[:2] == ["CMD", "/usr/local/bin/flexgs-health-probe"], f"compose healthcheck is not the probe: {test}")
 cenv = srv.get("environment", {})
 check(f"127.0.0.1:{cenv.get('FLEXGS_PORT')}" in test, "compose healthcheck does not probe FLEXGS_PORT")
-check(any(str(p).endswith(f":{cenv.get('FLEXGS_PORT')}") for p in srv.get("ports", [])), "compose: gRPC port not published")
+check(any(str(p).endswith(f":{cenv.get('FLEXGS_PORT')}") for p in srv.get("ports", [])),
+      "compose: gRPC port not published")
 check(any(str(p).endswith(f":{cenv.get('FLEXGS_METRICS_PORT')}") for p in srv.get("ports", [])),
       "compose: metrics port not published")
 check(seconds(srv.get("stop_grace_period", "10s")) > float(cenv.get("FLEXGS_DRAIN_SECONDS", 10)),
@@ -186,7 +190,8 @@ check(seconds(srv.get("stop_grace_period", "10s")) > float(cenv.get("FLEXGS_DRAI
 vols = [v for v in srv.get("volumes", []) if isinstance(v, dict) and v.get("target") == cenv.get("FLEXGS_SCENES")]
 check(vols and vols[0].get("read_only") is True, "compose: scenes volume missing or not read-only")
 check("client" in svc.get("client", {}).get("profiles", []), "compose: no client service under profile client")
-check("flexgs-client" in " ".join(svc.get("client", {}).get("entrypoint", [])), "compose client does not run flexgs-client")
+check("flexgs-client" in " ".join(svc.get("client", {}).get("entrypoint", [])),
+      "compose client does not run flexgs-client")
 prom_vols = " ".join(str(v) for v in svc.get("prometheus", {}).get("volumes", []))
 for f in ("prometheus/prometheus.yml", "prometheus/alerts.yml"):
     check(f in prom_vols and os.path.exists(os.path.join(root, "deploy", f)), f"compose prometheus does not mount {f}")
@@ -239,9 +244,11 @@ if command -v kubectl > /dev/null; then
   out=$(timeout 20 kubectl apply --dry-run=client --request-timeout=5s -k deploy/k8s 2>&1)
   rc=$?
   set -e
+  no_cluster="connection refused|unable to connect|no such host|failed to download openapi|i/o timeout"
+  no_cluster+="|Unauthorized|forbidden|no configuration|timed out"
   if [[ $rc == 0 ]]; then
     echo "kubectl apply --dry-run=client: OK"
-  elif grep -Eqi "connection refused|unable to connect|no such host|failed to download openapi|i/o timeout|Unauthorized|forbidden|no configuration|timed out" <<< "$out" ||
+  elif grep -Eqi "$no_cluster" <<< "$out" ||
        [[ $rc == 124 ]]; then
     echo "kubectl apply --dry-run=client: skipped (no cluster reachable)"
   else

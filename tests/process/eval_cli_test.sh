@@ -8,23 +8,10 @@
 #   usage: eval_cli_test.sh <path-to-flexgs>
 set -u
 FLEXGS="$1"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fail=0; passed=0
-check() { # name, condition-command...
-  local name="$1"; shift
-  if "$@"; then passed=$((passed+1)); else echo "FAIL: $name"; fail=$((fail+1)); fi
-}
-# Runs flexgs with the given args, expecting exit 1 and `pattern` in stderr.
-expect_error() { # name, pattern, args...
-  local name="$1" pattern="$2"; shift 2
-  "$FLEXGS" "$@" > "$TMP/err.out" 2> "$TMP/err.txt"
-  local rc=$?
-  check "$name exits 1 (got $rc)" test "$rc" -eq 1
-  check "$name message" grep -q -- "$pattern" "$TMP/err.txt"
-  [ "$rc" -eq 1 ] && grep -q -- "$pattern" "$TMP/err.txt" || { echo "  stderr: $(cat "$TMP/err.txt")"; }
-}
-json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir eval-cli
+TMP=$WORK
+expect_error() { expect_exit1 "$1" "$2" "$FLEXGS" "${@:3}"; }  # name, pattern, args...: exit 1, pattern in stderr
 
 "$FLEXGS" generate --out "$TMP/s.ply" --count 20000 > /dev/null
 "$FLEXGS" elasticize "$TMP/s.ply" --out "$TMP/s.flexgs" --orbit 8 --width 64 --height 64 > /dev/null 2>&1
@@ -200,7 +187,7 @@ expect_error "non-numeric ratio" "not a number" "${EVAL[@]}" --ratios 0.05,abc -
 expect_error "ratio above 1" "outside (0, 1\]" "${EVAL[@]}" --ratios 0.05,1.5 --out "$TMP/x"
 expect_error "zero ratio" "outside (0, 1\]" "${EVAL[@]}" --ratios 0,0.1 --out "$TMP/x"
 expect_error "repeated ratio" "repeated" "${EVAL[@]}" --ratios 0.1,0.1 --out "$TMP/x"
-expect_error "missing images dir" "does not exist" eval "$TMP/s.flexgs" --images "$TMP/none" \
+expect_error "missing images dir" "Directory does not exist" eval "$TMP/s.flexgs" --images "$TMP/none" \
   --cameras "$TMP/cams.json" --out "$TMP/x"
 expect_error "images without cameras" "needs --cameras" eval "$TMP/s.flexgs" --images "$TMP/imgs" --out "$TMP/x"
 expect_error "image/camera aspect mismatch" "aspect" eval "$TMP/s.flexgs" --images "$TMP/imgs" \
@@ -220,5 +207,4 @@ check "--views with --orbit fails" test $? -ne 0
 check "--views with --orbit: message" grep -qE -- "--(views|orbit) excludes --(orbit|views)" "$TMP/e.txt"
 check "no report for failed runs" test ! -e "$TMP/x/report.json"
 
-echo "$passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_done

@@ -13,59 +13,16 @@
 #   fault_keepalive_test.sh FLEXGS FLEXGS_SERVER FLEXGS_CLIENT
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 CLIENT=$3
-SCALE=${FLEXGS_TIMEOUT_SCALE:-1}  # sanitizer builds run several times slower
+source "$(dirname "$0")/lib.sh"
 DROP_S=${DROP_S:-$((6 * SCALE))}
-skip() {
-  echo "SKIP: $*"
-  exit 77
-}
-[[ $(id -u) == 0 ]] || skip "needs root to create a network namespace"
-command -v ip > /dev/null && command -v tc > /dev/null || skip "iproute2 (ip, tc) is not installed"
-command -v curl > /dev/null || skip "curl is needed to read the metrics"
-NS=flexgs-ka-$$
-VC=fkc$$ VS=fks$$  # veth ends: client side (here), server side (in the namespace)
-ip netns add "$NS" 2> /dev/null || skip "cannot create a network namespace (no CAP_SYS_ADMIN?)"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-keepalive.XXXXXX")
-SERVER_PID="" CLIENT_PID=""
-cleanup() {
-  for pid in $CLIENT_PID $SERVER_PID; do
-    kill -KILL "$pid" 2> /dev/null || true
-    wait "$pid" 2> /dev/null || true
-  done
-  ip link del "$VC" 2> /dev/null || true
-  ip netns del "$NS" 2> /dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $f ---" >&2; tail -15 "$f" >&2; }
-  done
-  exit 1
-}
-json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
-metric() {  # metric REGEX: first matching sample, read inside the namespace (works while the link is down)
-  ip netns exec "$NS" curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" |
-    awk -v re="$1" '!v && $0 ~ "^"re" " {v = $NF} END {print v}' |
-    python3 -c 'import sys; v = sys.stdin.read().strip(); print(int(float(v)) if v else 0)'
-}
+flexgs_tmpdir keepalive
+# A /30 from a different block from client_netns_test's.
+netns_setup "flexgs-ka-$$" "fkc$$" "fks$$" 198.19
+# The metrics are read inside the namespace: that works while the link is down.
+METRICS_WRAP=(ip netns exec "$NS")
 now() { python3 -c 'import time; print(f"{time.monotonic():.3f}")'; }
 since() { python3 -c "import time; print(f'{time.monotonic() - $1:.1f}')"; }
 
-# A /30 from the benchmarking range, derived from the PID so parallel runs do not clash
-# (a different block from client_netns_test's).
-N=$(( $$ % 16000 ))
-NET=198.19.$(( N / 64 )).$(( (N % 64) * 4 ))
-CLIENT_IP=${NET%.*}.$(( ${NET##*.} + 1 ))
-SERVER_IP=${NET%.*}.$(( ${NET##*.} + 2 ))
-ip link add "$VC" type veth peer name "$VS" || skip "cannot create a veth pair"
-ip link set "$VS" netns "$NS"
-ip addr add "$CLIENT_IP/30" dev "$VC"
-ip link set "$VC" up
-ip netns exec "$NS" ip addr add "$SERVER_IP/30" dev "$VS"
-ip netns exec "$NS" ip link set "$VS" up
-ip netns exec "$NS" ip link set lo up
 # link down|up. Preferably `tc netem loss 100%` on both ends: every packet silently
 # dropped, the case only keepalive can detect. Without sch_netem, both veth ends set
 # down: an established TCP connection loses its route and retransmits into the void
@@ -86,18 +43,10 @@ fi
 mkdir -p "$WORK/scenes"
 "$FLEXGS" generate --out "$WORK/synth.ply" --count 30000 --sh-degree 0 --seed 7 > /dev/null
 "$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
-PORT=50161 METRICS_PORT=9465
-: > "$WORK/server.out"
-ip netns exec "$NS" "$SERVER" --host "$SERVER_IP" --port $PORT --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
-  --metrics-port $METRICS_PORT --keepalive-time 1 --keepalive-timeout 1 --stall-timeout 600 --rescan-interval 0 \
-  > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 $((200 * SCALE))); do
-  grep -q "SERVING [0-9]* scene" "$WORK/server.log" 2> /dev/null && break
-  kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
-  sleep 0.05
-done
-grep -q "SERVING [0-9]* scene" "$WORK/server.log" || fail "server did not start"
+METRICS_PORT=9465
+SERVER_WRAP=(ip netns exec "$NS")
+start_server server --host "$SERVER_IP" --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
+  --metrics-port $METRICS_PORT --keepalive-time 1 --keepalive-timeout 1 --stall-timeout 600 --rescan-interval 0
 
 COMMON=(--server "$SERVER_IP:$PORT" --scene synth --budget-ratio 1.0 --encoding lossless --no-render --json
         --keepalive-time 1 --keepalive-timeout 1 --give-up-after 60)
@@ -106,6 +55,7 @@ COMMON=(--server "$SERVER_IP:$PORT" --scene synth --budget-ratio 1.0 --encoding 
 # ~1.2 MB at 1 Mbit/s: ~10 s of stream, cut after ~1.5 s for DROP_S seconds.
 "$CLIENT" "${COMMON[@]}" --max-bandwidth "$((1000 / SCALE))kbit" --out "$WORK/cut" > /dev/null 2> "$WORK/cut.err" &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 for _ in $(seq 1 $((100 * SCALE))); do
   (( $(metric flexgs_streams_active) == 1 )) && break
   sleep 0.1
@@ -131,9 +81,12 @@ grep -m1 "stream interrupted" "$WORK/cut.err" | cut -c1-200
 link up
 wait "$CLIENT_PID" || fail "the client did not resume after the link came back"
 CLIENT_PID=""
-read -r retries state bytes <<< "$(json "$WORK/cut/stats.json" '"%d %s %d" % (j["retries"], j["final_state_sha256"], j["payload_bytes"])')"
+read -r retries state bytes <<< "$(json "$WORK/cut/stats.json" \
+  '"%d %s %d" % (j["retries"], j["final_state_sha256"], j["payload_bytes"])')"
 (( retries >= 1 )) || fail "no reconnect recorded"
-[[ $state == $(json "$WORK/reference/stats.json" 'j["final_state_sha256"]') ]] || fail "final state differs after the resume"
-[[ $bytes == $(json "$WORK/reference/stats.json" 'j["payload_bytes"]') ]] || fail "kept $bytes payload bytes, undisturbed run kept a different amount"
+[[ $state == $(json "$WORK/reference/stats.json" 'j["final_state_sha256"]') ]] ||
+  fail "final state differs after the resume"
+[[ $bytes == $(json "$WORK/reference/stats.json" 'j["payload_bytes"]') ]] ||
+  fail "kept $bytes payload bytes, undisturbed run kept a different amount"
 echo "link back: resumed after $retries reconnect attempt(s), identical final state, $bytes payload bytes (none twice)"
 echo "PASS"

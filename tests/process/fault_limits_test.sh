@@ -11,33 +11,9 @@
 #   fault_limits_test.sh FLEXGS FLEXGS_SERVER FLEXGS_CLIENT FLEXGS_LOADGEN
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 CLIENT=$3 LOADGEN=$4
-SCALE=${FLEXGS_TIMEOUT_SCALE:-1}  # sanitizer builds run several times slower
+source "$(dirname "$0")/lib.sh"
 MAX_STREAMS=4 STUCK=10 STALL_S=$((5 * SCALE)) CAP=$((1 << 20))
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-fault-limits.XXXXXX")
-SERVER_PID="" LOADGEN_PID="" NORMAL_PID=""
-cleanup() {
-  for pid in $LOADGEN_PID $NORMAL_PID $SERVER_PID; do
-    kill -KILL "$pid" 2> /dev/null || true
-    wait "$pid" 2> /dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $f ---" >&2; tail -15 "$f" >&2; }
-  done
-  exit 1
-}
-json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-metric() {  # metric REGEX: the value of the first sample line matching, 0 when absent
-  # awk reads to the end (no early exit): curl must not see a closed pipe under pipefail.
-  curl -sf "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v re="$1" '!v && $0 ~ "^"re" " {v = $NF} END {print v}' |
-    python3 -c 'import sys; v = sys.stdin.read().strip(); print(int(float(v)) if v else 0)'
-}
-command -v curl > /dev/null || { echo "SKIP: curl is needed to read the metrics"; exit 77; }
+flexgs_tmpdir fault-limits
 
 # 60k Gaussians at SH 3, lossless at ratio 1: ~14 MB per stream, far more than the
 # 64 KiB window a stuck reader grants.
@@ -45,18 +21,9 @@ mkdir -p "$WORK/scenes"
 "$FLEXGS" generate --out "$WORK/big.ply" --count 60000 --sh-degree 3 --seed 5 > /dev/null
 "$FLEXGS" elasticize "$WORK/big.ply" --out "$WORK/scenes/big.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
 METRICS_PORT=$(free_port)
-: > "$WORK/server.out"
-"$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 --metrics-port "$METRICS_PORT" \
-  --max-streams $MAX_STREAMS --max-inflight-bytes $CAP --stall-timeout $STALL_S --rescan-interval 0 \
-  > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 $((200 * SCALE))); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out" 2>/dev/null || true)
-  [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" && break
-  kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
-  sleep 0.05
-done
-grep -q "SERVING [0-9]* scene" "$WORK/server.log" || fail "server did not start"
+start_server server --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
+  --metrics-port "$METRICS_PORT" --max-streams $MAX_STREAMS --max-inflight-bytes $CAP --stall-timeout $STALL_S \
+  --rescan-interval 0
 NORMAL=(--server "127.0.0.1:$PORT" --scene big --budget-ratio 0.2 --no-render --json --quiet --give-up-after 60)
 "$CLIENT" "${NORMAL[@]}" --out "$WORK/reference" 2> "$WORK/reference.err" || fail "reference stream"
 WANT=$(json "$WORK/reference/stats.json" 'j["final_state_sha256"]')
@@ -66,6 +33,7 @@ WANT=$(json "$WORK/reference/stats.json" 'j["final_state_sha256"]')
   --stuck-seconds $((STALL_S + 5)) --budgets ratio:1 --encoding lossless --timeout-s 60 --progress-s 0 --json \
   > "$WORK/loadgen.json" 2> "$WORK/loadgen.err" &
 LOADGEN_PID=$!
+PIDS+=("$LOADGEN_PID")
 for _ in $(seq 1 $((100 * SCALE))); do
   (( $(metric 'flexgs_streams_rejected_total\{reason="max_streams"\}') == STUCK - MAX_STREAMS )) && break
   sleep 0.1
@@ -78,6 +46,7 @@ rejected=$(metric 'flexgs_streams_rejected_total\{reason="max_streams"\}')
 # for it to ask), admitted once the watchdog frees them, same final state.
 "$CLIENT" "${NORMAL[@]}" --out "$WORK/normal" 2> "$WORK/normal.err" &
 NORMAL_PID=$!
+PIDS+=("$NORMAL_PID")
 peak=0
 for _ in $(seq 1 10); do
   b=$(metric flexgs_stream_bytes_in_flight)
@@ -88,10 +57,12 @@ done
 echo "stuck readers: $active admitted, $rejected RESOURCE_EXHAUSTED, bytes in flight <= $peak (cap $CAP)"
 
 wait "$NORMAL_PID" || fail "normal client during the stuck streams"
-[[ $(json "$WORK/normal/stats.json" 'j["final_state_sha256"]') == "$WANT" ]] || fail "normal client: final state differs"
+[[ $(json "$WORK/normal/stats.json" 'j["final_state_sha256"]') == "$WANT" ]] ||
+  fail "normal client: final state differs"
 retries=$(json "$WORK/normal/stats.json" 'j["retries"]')
 (( retries >= 1 )) || fail "the normal client was never refused: the stuck streams did not hold the slots"
-grep -q "at its limit of $MAX_STREAMS concurrent streams" "$WORK/normal.err" || fail "normal client: no RESOURCE_EXHAUSTED seen"
+grep -q "at its limit of $MAX_STREAMS concurrent streams" "$WORK/normal.err" ||
+  fail "normal client: no RESOURCE_EXHAUSTED seen"
 echo "normal client: refused $retries time(s) while the slots were held, then completed; identical final state"
 
 set +e
@@ -101,9 +72,11 @@ set -e
 LOADGEN_PID=""
 [[ $rc == 2 ]] || fail "loadgen exit $rc, want 2 (the refused streams count as failed)"
 read -r stuck cancelled exhausted <<< "$(json "$WORK/loadgen.json" \
-  '"%d %d %d" % (j["counts"]["stuck"], j["counts"]["stuck_by_code"].get("CANCELLED", 0), j["counts"]["failed_by_code"].get("RESOURCE_EXHAUSTED", 0))')"
+  '"%d %d %d" % (j["counts"]["stuck"], j["counts"]["stuck_by_code"].get("CANCELLED", 0),
+                 j["counts"]["failed_by_code"].get("RESOURCE_EXHAUSTED", 0))')"
 [[ $stuck == "$MAX_STREAMS" && $cancelled == "$MAX_STREAMS" && $exhausted == $((STUCK - MAX_STREAMS)) ]] ||
-  fail "loadgen: stuck $stuck (CANCELLED $cancelled), RESOURCE_EXHAUSTED $exhausted: $(json "$WORK/loadgen.json" 'j["counts"]')"
+  fail "loadgen: stuck $stuck (CANCELLED $cancelled), RESOURCE_EXHAUSTED $exhausted:" \
+    "$(json "$WORK/loadgen.json" 'j["counts"]')"
 stalls=$(metric flexgs_stream_stalls_cancelled_total)
 [[ $stalls == "$MAX_STREAMS" ]] || fail "stall watchdog cancelled $stalls streams, want $MAX_STREAMS"
 for _ in $(seq 1 $((50 * SCALE))); do
@@ -113,5 +86,6 @@ done
 [[ $(metric flexgs_streams_active) == 0 && $(metric flexgs_stream_bytes_in_flight) == 0 ]] ||
   fail "after the run: $(metric flexgs_streams_active) active, $(metric flexgs_stream_bytes_in_flight) bytes in flight"
 grep -q "stream stalled: scene=big" "$WORK/server.log" || fail "no stall logged"
-echo "watchdog: $stalls stuck streams cancelled after ${STALL_S} s (CANCELLED at the client); 0 active, 0 bytes in flight"
+echo "watchdog: $stalls stuck streams cancelled after ${STALL_S} s (CANCELLED at the client);" \
+  "0 active, 0 bytes in flight"
 echo "PASS"

@@ -12,46 +12,11 @@
 #   fault_reload_test.sh FLEXGS FLEXGS_SERVER FLEXGS_CLIENT STREAM_CLIENT
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 CLIENT=$3 STREAM_CLIENT=$4
-SCALE=${FLEXGS_TIMEOUT_SCALE:-1}  # sanitizer builds run several times slower
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-fault-reload.XXXXXX")
-SERVER_PID="" CLIENT_PID=""
-stop_server() {
-  if [[ -n "$SERVER_PID" ]]; then
-    kill -KILL "$SERVER_PID" 2> /dev/null || true
-    wait "$SERVER_PID" 2> /dev/null || true
-  fi
-  SERVER_PID=""
-}
-cleanup() {
-  [[ -n "$CLIENT_PID" ]] && { kill -KILL "$CLIENT_PID" 2> /dev/null || true; wait "$CLIENT_PID" 2> /dev/null || true; }
-  stop_server
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $f ---" >&2; tail -15 "$f" >&2; }
-  done
-  exit 1
-}
-json() {  # json FILE PYTHON-EXPR-ON-j
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
-start_server() {  # start_server LOGNAME EXTRA-FLAGS...
-  local name=$1
-  shift
-  : > "$WORK/$name.out"  # exists before the first poll below, whichever process runs first
-  "$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 "$@" \
-    > "$WORK/$name.out" 2> "$WORK/$name.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 $((200 * SCALE))); do
-    PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/$name.out" 2>/dev/null || true)
-    [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/$name.log" && return 0
-    kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
-    sleep 0.05
-  done
-  fail "server did not start"
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir fault-reload
+# serve NAME EXTRA-FLAGS...: a server of $WORK/scenes on a free port, SERVING; sets PORT.
+serve() {
+  start_server "$1" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 "${@:2}"
 }
 wait_log() {  # wait_log LOGFILE PATTERN [COUNT]: up to 30 s (x SCALE) for COUNT lines matching
   local want=${3:-1}
@@ -84,7 +49,7 @@ V1=$(digest_of "$WORK/scenes/synth.flexgs") V2=$(digest_of "$WORK/v2.flexgs")
 "$FLEXGS" plan "$WORK/v2.flexgs" --budget-ratio 1.0 --export-levels "$WORK/plan2" > /dev/null
 LAST=$(( $(ls "$WORK/plan1" | grep -c '^level-.*\.ply$') - 1 ))
 
-start_server server --rescan-interval 0
+serve server --rescan-interval 0
 
 # --- 1. Replaced while a stream runs. ----------------------------------------------
 set +e
@@ -96,6 +61,7 @@ set -e
 # ~1.2 MB lossless at 1 Mbit/s: about 10 s, far longer than the swap below.
 fetch old --max-bandwidth "$((1000 / SCALE))kbit" > /dev/null 2> "$WORK/old.err" &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 wait_log "$WORK/server.log" "stream start: scene=synth budget=ratio=1"
 sleep 0.5
 kill -0 "$CLIENT_PID" 2> /dev/null || fail "the rate-limited client finished before the swap"
@@ -140,11 +106,11 @@ sleep 0.5
 (( $(grep -c "did not load" "$WORK/server.log") == 1 )) || fail "the same broken files were retried"
 echo "half-written replacement: rejected, v2 still served; logged once:"
 grep "did not load" "$WORK/server.log" | sed 's/^.*\] //' | cut -c1-300
-stop_server
+stop_server KILL
 
 # --- 3. Periodic rescans: added and removed without a signal. -------------------------
 rm -rf "$WORK/scenes/synth.flexgs"
-start_server periodic --rescan-interval 0.5
+serve periodic --rescan-interval 0.5
 # Copy next to the directory, then rename in: what the writer itself does.
 cp -r "$WORK/v2.flexgs" "$WORK/.staged"
 mv "$WORK/.staged" "$WORK/scenes/synth.flexgs"

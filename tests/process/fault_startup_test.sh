@@ -15,31 +15,12 @@
 #   fault_startup_test.sh FLEXGS FLEXGS_SERVER FLEXGS_CLIENT
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 CLIENT=$3
-SCALE=${FLEXGS_TIMEOUT_SCALE:-1}  # sanitizer builds run several times slower
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-fault-startup.XXXXXX")
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir fault-startup
 chmod 755 "$WORK"  # part 3 runs the server as another user
-SERVER_PID="" MNT=""
-stop_server() {
-  if [[ -n "$SERVER_PID" ]]; then
-    kill -KILL "$SERVER_PID" 2> /dev/null || true
-    wait "$SERVER_PID" 2> /dev/null || true
-  fi
-  SERVER_PID=""
-}
-cleanup() {
-  stop_server
-  [[ -n "$MNT" ]] && { umount "$MNT" 2> /dev/null || true; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $f ---" >&2; tail -15 "$f" >&2; }
-  done
-  exit 1
-}
-json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+MNT=""
+unmount() { if [[ -n $MNT ]]; then umount "$MNT" 2> /dev/null; fi; }
+at_exit unmount
 # expect_exit CODE PATTERN LOG CMD...: CMD exits CODE within 20 s (x SCALE), LOG matches PATTERN.
 expect_exit() {
   local code=$1 pattern=$2 log=$3
@@ -53,20 +34,11 @@ expect_exit() {
   grep -q -- "$pattern" "$log" || fail "'$*': no '$pattern' in its log"
   echo "  exit $rc: $(grep -m1 -- "$pattern" "$log" | sed 's/^.*\] //' | cut -c1-160)"
 }
-start_server() {  # start_server LOGNAME SCENES [PREFIX...]: waits for SERVING, sets PORT
+serve() {  # serve LOGNAME SCENES [PREFIX...]: a server of SCENES run by PREFIX, SERVING; sets PORT
   local name=$1 scenes=$2
   shift 2
-  : > "$WORK/$name.out"  # exists before the first poll below, whichever process runs first
-  "$@" "$SERVER" --host 127.0.0.1 --port 0 --scenes "$scenes" --metrics-port 0 --rescan-interval 0 \
-    > "$WORK/$name.out" 2> "$WORK/$name.log" &
-  SERVER_PID=$!
-  for _ in $(seq 1 $((200 * SCALE))); do
-    PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/$name.out" 2>/dev/null || true)
-    [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/$name.log" && return 0
-    kill -0 "$SERVER_PID" 2> /dev/null || fail "server exited during startup"
-    sleep 0.05
-  done
-  fail "server did not start serving within $((10 * SCALE)) s"
+  local SERVER_WRAP=("$@")
+  start_server "$name" --host 127.0.0.1 --port 0 --scenes "$scenes" --metrics-port 0 --rescan-interval 0
 }
 stream_ok() {  # stream_ok OUTDIR SCENE: a small verified stream; prints the model digest
   "$CLIENT" --server "127.0.0.1:$PORT" --scene "$2" --budget-ratio 0.2 --no-render --json --quiet \
@@ -105,7 +77,7 @@ mkdir "$S/fifo.flexgs"
 mkfifo "$S/fifo.flexgs/manifest.json"
 echo "not a bundle" > "$S/file.flexgs"
 ln -s "$WORK/nowhere.ply" "$S/dangling.ply"
-start_server mixed "$S"
+serve mixed "$S"
 for want in "flipped.flexgs.*gaussians.ply.*SHA-256" "fifo.flexgs.*not a regular file" \
             "file.flexgs: a .flexgs scene must be a bundle directory" "dangling.ply: not a regular file"; do
   grep -q "skipping scene .*$want" "$WORK/mixed.log" || fail "no 'skipping scene ...$want' in the log"
@@ -113,7 +85,7 @@ for want in "flipped.flexgs.*gaussians.ply.*SHA-256" "fifo.flexgs.*not a regular
 done
 grep -q "SERVING 1 scene" "$WORK/mixed.log" || fail "not serving exactly the good scene"
 [[ $(stream_ok mixed-stream good) == "$GOOD" ]] || fail "good scene: wrong digest"
-stop_server
+stop_server KILL
 
 if [[ $(id -u) != 0 ]]; then
   echo "SKIP parts 3-5 (unreadable as another user, read-only and full tmpfs): need root"
@@ -132,11 +104,11 @@ if "${AS_NOBODY[@]}" "$SERVER" --help > /dev/null 2>&1; then
   cp -r "$WORK/good.flexgs" "$WORK/perm/good.flexgs"
   cp -r "$WORK/good.flexgs" "$WORK/perm/secret.flexgs"
   chmod 000 "$WORK/perm/secret.flexgs/elastic.safetensors"
-  start_server perm "$WORK/perm" "${AS_NOBODY[@]}"
+  serve perm "$WORK/perm" "${AS_NOBODY[@]}"
   grep -q "skipping scene .*secret.flexgs.*Permission denied" "$WORK/perm.log" || fail "unreadable file not reported"
   echo "  $(grep -m1 "skipping scene .*secret" "$WORK/perm.log" | sed 's/^.*\] //' | cut -c1-160)"
   [[ $(stream_ok perm-stream good) == "$GOOD" ]] || fail "perm: wrong digest"
-  stop_server
+  stop_server KILL
 else
   echo "SKIP part 3: cannot run the server as uid 65534 with setpriv"
 fi
@@ -153,10 +125,10 @@ fi
 echo "4. scenes on a read-only mount:"
 cp -r "$WORK/good.flexgs" "$MNT/good.flexgs"
 mount -o remount,ro "$MNT"
-start_server ro "$MNT"
+serve ro "$MNT"
 [[ $(stream_ok ro-stream good) == "$GOOD" ]] || fail "read-only mount: wrong digest"
 echo "  served $GOOD"
-stop_server
+stop_server KILL
 mount -o remount,rw "$MNT"
 
 echo "5. writers on a full disk (3 MiB tmpfs holding a 2.1 MB bundle):"
@@ -176,9 +148,9 @@ no_leftovers "a failed replacement"
 [[ $(digest_of "$MNT/good.flexgs") == "$GOOD" ]] || fail "the replaced bundle's manifest changed"
 "$FLEXGS" plan "$MNT/good.flexgs" --budget-ratio 0.2 > /dev/null 2> "$WORK/plan.err" ||
   fail "the bundle that survived the failed replacement does not load"
-start_server full "$MNT"
+serve full "$MNT"
 [[ $(stream_ok full-stream good) == "$GOOD" ]] || fail "full disk: wrong digest served"
-stop_server
+stop_server KILL
 # Training: the checkpoint or the bundle hits the full disk.
 dd if=/dev/zero of="$MNT/filler" bs=64k 2> /dev/null || true  # until ENOSPC
 "$FLEXGS" generate --out "$WORK/small.ply" --count 3000 --seed 3 > /dev/null

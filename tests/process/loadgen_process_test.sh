@@ -6,58 +6,15 @@
 #   loadgen_process_test.sh FLEXGS FLEXGS_SERVER FLEXGS_LOADGEN
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 LOADGEN=$3
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-loadgen-process.XXXXXX")
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- server log (tail) ---" >&2
-  tail -n 40 "$WORK/server.log" >&2 || true
-  exit 1
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# check FILE PYTHON-EXPRESSIONS...: each expression, with `r` the parsed JSON report,
-# must be true.
-check() {
-  local file=$1
-  shift
-  python3 - "$file" "$@" <<'EOF' || fail "report check failed for $file: $(cat "$file")"
-import json, sys
-r = json.load(open(sys.argv[1]))
-def ordered(s):
-    return s["n"] > 0 and all(s[k] is not None for k in ("p50", "p90", "p99", "max")) and \
-        0 <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
-for expr in sys.argv[2:]:
-    if not eval(expr, {"r": r, "ordered": ordered}):
-        print("not true:", expr, file=sys.stderr)
-        sys.exit(1)
-EOF
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir loadgen-process
 
 # A small scene keeps the run short on two slow cores: streams are a few hundred KB.
 mkdir -p "$WORK/scenes"
 "$FLEXGS" generate --out "$WORK/synth.ply" --count 20000 --sh-degree 3 > /dev/null
 "$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
 
-# server.out exists before the first poll; "SERVING N scene(s)", not "NOT_SERVING until ...".
-: > "$WORK/server.out"
-"$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --max-streams 256 \
-  > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 1 150); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out" 2>/dev/null || true)
-  [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" && break
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
-  sleep 0.1
-done
-[[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/server.log" || fail "server not SERVING"
+start_server server --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --max-streams 256
 ADDR=127.0.0.1:$PORT
 echo "server SERVING on $ADDR"
 
@@ -68,7 +25,7 @@ set +e
 rc=$?
 set -e
 [[ $rc == 0 ]] || fail "mixed budgets: exit $rc, want 0: $(cat "$WORK/mix.json")"
-check "$WORK/mix.json" \
+check_report "$WORK/mix.json" \
   'r["counts"]["started"] == 64 and r["counts"]["completed"] == 64' \
   'r["counts"]["failed"] == 0 and r["counts"]["failed_by_code"] == {} and r["counts"]["verification_failures"] == 0' \
   'r["counts"]["cancelled"] == 0 and r["verify"] is True' \
@@ -89,7 +46,7 @@ set +e
 rc=$?
 set -e
 [[ $rc == 0 ]] || fail "cancel run: exit $rc, want 0: $(cat "$WORK/cancel.json")"
-check "$WORK/cancel.json" \
+check_report "$WORK/cancel.json" \
   'r["counts"]["started"] == 32 and r["counts"]["cancelled"] > 0' \
   'r["counts"]["completed"] + r["counts"]["cancelled"] == 32 and r["counts"]["failed"] == 0' \
   'r["counts"]["verification_failures"] == 0 and r["counts"]["slow_readers"] > 0' \
@@ -117,7 +74,7 @@ set +e
 rc=$?
 set -e
 [[ $rc == 2 ]] || fail "closed port: exit $rc, want 2: $(cat "$WORK/closed.json" "$WORK/closed.err")"
-check "$WORK/closed.json" \
+check_report "$WORK/closed.json" \
   'r["counts"]["started"] == 8 and r["counts"]["completed"] == 0' \
   'r["counts"]["failed_by_code"].get("UNAVAILABLE", 0) == 8 and r["counts"]["failed"] == 8' \
   'r["latency_ms"]["first_chunk"]["n"] == 0 and r["latency_ms"]["first_chunk"]["p50"] is None'
@@ -144,7 +101,5 @@ bad --target "$ADDR" --scene synth --total 4 --encoding zip
 bad --target "$ADDR" --scene synth --total 4 --cancel-fraction 2
 echo "bad flags: exit 1"
 
-kill -TERM "$SERVER_PID"
-wait "$SERVER_PID" || true
-SERVER_PID=""
+stop_server
 echo "PASS"

@@ -23,34 +23,21 @@ if [[ -z "$NGINX" || ! -x "$NGINX" ]]; then
 fi
 [[ -f $TEMPLATE ]] || { echo "FAIL: $TEMPLATE missing" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-nginx-lb.XXXXXX")
-PIDS=()       # replicas
+source "$HERE/lib.sh"
+flexgs_tmpdir nginx-lb
+FAIL_LOGS=('replica*.log' nginx/error.log nginx/access.log)
 NGINX_PID=""
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
-  done
+stop_nginx() {
   if [[ -n "$NGINX_PID" ]] && kill -0 "$NGINX_PID" 2>/dev/null; then
     # Stop the master so it cannot respawn workers, kill its workers (orphans would
     # keep the port), then the master.
     kill -STOP "$NGINX_PID" 2>/dev/null || true
     pkill -KILL -P "$NGINX_PID" 2>/dev/null || true
     kill -KILL "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
   fi
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/replica*.log "$WORK"/nginx/error.log "$WORK"/nginx/access.log; do
-    [[ -f $f ]] && { echo "--- $f (tail) ---" >&2; tail -n 20 "$f" >&2; }
-  done
-  exit 1
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+at_exit stop_nginx
 # metrics PORT: the replica's /metrics text (curl may be missing: bash /dev/tcp).
 metrics() {
   local port=$1
@@ -71,58 +58,24 @@ streams_ok() {
   sed -n 's/^grpc_server_handled_total{grpc_code="OK",grpc_method="StreamScene",[^}]*} \([0-9.e+]*\)$/\1/p' \
     <<< "$text" | python3 -c 'import sys; v = sys.stdin.read().split(); print(int(float(v[0])) if v else -1)'
 }
-# check FILE PYTHON-EXPRESSIONS...: each must be true with `r` the parsed JSON report.
-check() {
-  local file=$1
-  shift
-  python3 - "$file" "$@" <<'EOF' || fail "report check failed for $file: $(cat "$file")"
-import json, sys
-r = json.load(open(sys.argv[1]))
-for expr in sys.argv[2:]:
-    if not eval(expr, {"r": r}):
-        print("not true:", expr, file=sys.stderr)
-        sys.exit(1)
-EOF
-}
-# wait_exit PID SECONDS: wait for a process we started; KILL it after SECONDS.
-wait_exit() {
-  local pid=$1 limit=$2 rc
-  ( exec > /dev/null 2>&1; sleep "$limit"; kill -KILL "$pid" ) &
-  local timer=$!
-  set +e
-  wait "$pid"; rc=$?
-  pkill -P "$timer" 2>/dev/null; kill "$timer" 2>/dev/null; wait "$timer" 2>/dev/null
-  set -e
-  return $rc
-}
-
 # A small scene: streams are a few hundred KB, so 64 of them take seconds.
 mkdir -p "$WORK/scenes" "$WORK/nginx/tmp"
 "$FLEXGS" generate --out "$WORK/synth.ply" --count 20000 --sh-degree 3 > /dev/null
 "$FLEXGS" elasticize "$WORK/synth.ply" --out "$WORK/scenes/synth.flexgs" --orbit 4 --width 64 --height 64 > /dev/null
 
-# Two replicas of the same scenes directory, each with its own metrics port.
+# Two replicas of the same scenes directory, each with its own metrics port; started
+# together, then waited for.
 REPLICAS=2
 GRPC_PORTS=() METRICS_PORTS=()
 for i in $(seq 1 $REPLICAS); do
   mport=$(free_port)
-  FLEXGS_DRAIN_SECONDS=2 "$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" \
-    --metrics-host 127.0.0.1 --metrics-port "$mport" --max-streams 256 \
-    > "$WORK/replica$i.out" 2> "$WORK/replica$i.log" &
-  PIDS+=($!)
+  FLEXGS_DRAIN_SECONDS=2 launch_server "replica$i" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" \
+    --metrics-host 127.0.0.1 --metrics-port "$mport" --max-streams 256
   METRICS_PORTS+=("$mport")
 done
 for i in $(seq 1 $REPLICAS); do
-  pid=${PIDS[$((i - 1))]} port=""
-  for _ in $(seq 1 200); do
-    port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/replica$i.out" 2>/dev/null || true)
-    # "SERVING N scene(s)": a bare "SERVING" also matches "NOT_SERVING until scenes are loaded".
-    [[ -n "$port" ]] && grep -q "SERVING [0-9]* scene" "$WORK/replica$i.log" && break
-    kill -0 "$pid" 2>/dev/null || fail "replica $i exited during startup"
-    sleep 0.1
-  done
-  [[ -n "$port" ]] && grep -q "SERVING [0-9]* scene" "$WORK/replica$i.log" || fail "replica $i not SERVING"
-  GRPC_PORTS+=("$port")
+  wait_serving "replica$i"
+  GRPC_PORTS+=("$PORT")
 done
 echo "replicas SERVING on ports ${GRPC_PORTS[*]} (metrics ${METRICS_PORTS[*]})"
 
@@ -166,13 +119,11 @@ NGINX_ARGS=(-p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf")
 NGINX_PID=$!
 LB=127.0.0.1:$LB_PORT
 
-serving=0
-for _ in $(seq 1 100); do
+nginx_serving() {  # health SERVING through nginx; fails the test when nginx has exited
   kill -0 "$NGINX_PID" 2>/dev/null || fail "nginx exited: $(cat "$WORK/nginx/stdout.log")"
-  if "$PROBE" --addr "$LB" --timeout-ms 500 > /dev/null 2>&1; then serving=1; break; fi
-  sleep 0.1
-done
-[[ $serving == 1 ]] || fail "health through nginx never SERVING"
+  "$PROBE" --addr "$LB" --timeout-ms 500 > /dev/null 2>&1
+}
+retry 30 nginx_serving || fail "health through nginx never SERVING"
 "$PROBE" --addr "$LB" --service flexgs.v1.SceneService > /dev/null || fail "SceneService not SERVING through nginx"
 set +e
 "$PROBE" --addr "$LB" --service no.such.Service > /dev/null 2>&1; rc=$?
@@ -187,7 +138,7 @@ set +e
 rc=$?
 set -e
 [[ $rc == 0 ]] || fail "loadgen through nginx: exit $rc: $(cat "$WORK/lb.json" "$WORK/lb.err")"
-check "$WORK/lb.json" \
+check_report "$WORK/lb.json" \
   'r["counts"]["started"] == 64 and r["counts"]["completed"] == 64' \
   'r["counts"]["failed"] == 0 and r["counts"]["verification_failures"] == 0 and r["verify"] is True' \
   'r["channels"]["fast"] == 32 and r["channels"]["not_ready"] == 0'
@@ -247,15 +198,15 @@ fi
 # Drain replica 2 (SIGTERM: health NOT_SERVING, listener closed, GOAWAY): nginx sends
 # the next streams to replica 1, none fail.
 before=${COUNTS[0]}
-kill -TERM "${PIDS[1]}"
-wait_exit "${PIDS[1]}" 15 || fail "replica 2 exit code $? after SIGTERM"
+kill -TERM "${SERVER_PIDS[replica2]}"
+wait_exit "${SERVER_PIDS[replica2]}" 15 || fail "replica 2 exit code $? after SIGTERM"
 set +e
 "$LOADGEN" --target "$LB" --scene synth --concurrency 8 --total 16 --channels 4 --budgets ratio:0.05 \
   --json --progress-s 0 > "$WORK/drained.json" 2> "$WORK/drained.err"
 rc=$?
 set -e
 [[ $rc == 0 ]] || fail "loadgen with replica 2 drained: exit $rc: $(cat "$WORK/drained.json" "$WORK/drained.err")"
-check "$WORK/drained.json" 'r["counts"]["completed"] == 16 and r["counts"]["failed"] == 0'
+check_report "$WORK/drained.json" 'r["counts"]["completed"] == 16 and r["counts"]["failed"] == 0'
 for _ in $(seq 1 50); do
   after=$(streams_ok "${METRICS_PORTS[0]}")
   [[ $after -ge $((before + 16)) ]] && break
@@ -265,8 +216,8 @@ done
 echo "replica 2 drained: 16/16 streams completed on replica 1 ($before -> $after)"
 
 # No replica left: nginx's error_page turns its 502 into grpc-status UNAVAILABLE.
-kill -TERM "${PIDS[0]}"
-wait_exit "${PIDS[0]}" 15 || fail "replica 1 exit code $? after SIGTERM"
+kill -TERM "${SERVER_PIDS[replica1]}"
+wait_exit "${SERVER_PIDS[replica1]}" 15 || fail "replica 1 exit code $? after SIGTERM"
 set +e
 "$PROBE" --addr "$LB" --timeout-ms 2000 > /dev/null 2>&1; rc=$?
 "$LOADGEN" --target "$LB" --scene synth --concurrency 4 --total 4 --json --progress-s 0 \
@@ -275,7 +226,7 @@ lg_rc=$?
 set -e
 [[ $rc == 3 ]] || fail "health through nginx with no replica: probe exit $rc, want 3 (RPC failed)"
 [[ $lg_rc == 2 ]] || fail "loadgen with no replica: exit $lg_rc, want 2"
-check "$WORK/down.json" \
+check_report "$WORK/down.json" \
   'r["counts"]["failed_by_code"].get("UNAVAILABLE", 0) == 4' \
   '"no replica available" in r["errors"].get("UNAVAILABLE", "")'
 echo "no replica: UNAVAILABLE from nginx's error_page"

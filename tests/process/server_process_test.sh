@@ -4,22 +4,8 @@
 #   server_process_test.sh FLEXGS FLEXGS_SERVER HEALTH_PROBE STREAM_CLIENT
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 PROBE=$3 CLIENT=$4
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-server-process.XXXXXX")
-SERVER_PID=""
-cleanup() {
-  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  echo "--- server log ---" >&2
-  cat "$WORK/server.log" >&2 || true
-  exit 1
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir server-process
 
 # Scenes: an elasticized bundle, a plain PLY (GI at load time) and a broken file.
 mkdir -p "$WORK/scenes"
@@ -31,26 +17,12 @@ echo "not a ply" > "$WORK/scenes/broken.ply"
 METRICS_PORT=$(free_port)
 # Flags and FLEXGS_* environment variables both configure the server.
 FLEXGS_METRICS_PORT=$METRICS_PORT FLEXGS_DRAIN_SECONDS=2 \
-  "$SERVER" --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
-  --gi-views 4 --gi-size 64 > "$WORK/server.out" 2> "$WORK/server.log" &
-SERVER_PID=$!
-
-PORT=""
-for _ in $(seq 1 100); do
-  PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/server.out" 2>/dev/null || true)
-  [[ -n "$PORT" ]] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during startup"
-  sleep 0.1
-done
-[[ -n "$PORT" ]] || fail "no 'listening on PORT' line"
+  launch_server server --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-host 127.0.0.1 \
+  --gi-views 4 --gi-size 64
+wait_listening server
 ADDR=127.0.0.1:$PORT
 
-serving=0
-for _ in $(seq 1 100); do
-  if "$PROBE" --addr "$ADDR" --timeout-ms 500 > /dev/null 2>&1; then serving=1; break; fi
-  sleep 0.1
-done
-[[ $serving == 1 ]] || fail "health never SERVING"
+retry 30 "$PROBE" --addr "$ADDR" --timeout-ms 500 > /dev/null 2>&1 || fail "health never SERVING"
 "$PROBE" --addr "$ADDR" --service flexgs.v1.SceneService > /dev/null || fail "service not SERVING"
 set +e
 "$PROBE" --addr "$ADDR" --service no.such.Service > /dev/null 2>&1; rc=$?
@@ -93,18 +65,15 @@ echo "metrics OK on port $METRICS_PORT"
 "$CLIENT" --addr "$ADDR" --scene synth --ratio 1 --encoding lossless --max-chunk-bytes 65536 \
   --read-delay-ms 50 > "$WORK/slow.out" 2>&1 &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 sleep 1
 kill -0 "$CLIENT_PID" 2>/dev/null || fail "slow client finished before SIGTERM: $(cat "$WORK/slow.out")"
 START=$(date +%s.%N)
 kill -TERM "$SERVER_PID"
 set +e
-# Measure with `wait`, not by polling `kill -0`: an exited child stays visible to
-# kill -0 until the shell reaps it. A timer kills a server that does not exit in 30 s.
-( exec > /dev/null 2>&1; sleep 30; kill -KILL "$SERVER_PID" ) &
-KILL_TIMER=$!
-wait "$SERVER_PID"; server_rc=$?
+# A server that does not exit within 30 s is killed (exit 137).
+wait_exit "$SERVER_PID" 30; server_rc=$?
 ELAPSED=$(python3 -c "import time; print(f'{time.time() - $START:.2f}')")
-pkill -P "$KILL_TIMER" 2>/dev/null; kill "$KILL_TIMER" 2>/dev/null; wait "$KILL_TIMER" 2>/dev/null
 [[ $server_rc != 137 ]] || fail "server still running 30 s after SIGTERM"
 kill "$CLIENT_PID" 2>/dev/null  # it may still be reading what was buffered; not needed
 wait "$CLIENT_PID"; client_rc=$?
@@ -123,7 +92,8 @@ t = {}
 for line in open(sys.argv[1]):
     m = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]", line)
     if m and ("SIGTERM: draining" in line or line.rstrip().endswith("] stopped")):
-        t["sigterm" if "SIGTERM" in line else "stopped"] = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+        t["sigterm" if "SIGTERM" in line else "stopped"] = datetime.datetime.strptime(
+            m.group(1), "%Y-%m-%d %H:%M:%S.%f")
 print(f"{(t['stopped'] - t['sigterm']).total_seconds():.2f}" if len(t) == 2 else "missing")
 PY
 )

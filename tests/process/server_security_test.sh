@@ -20,31 +20,8 @@ if ! command -v openssl > /dev/null; then
   echo "SKIP: openssl not found (needed to make test certificates)"
   exit 77
 fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/flexgs-server-security.XXXXXX")
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -KILL "$pid" 2>/dev/null || true
-      { wait "$pid"; } 2>/dev/null || true
-    fi
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$WORK"/*.log "$WORK"/*.err; do
-    [[ -f $f ]] && { echo "--- $(basename "$f") (tail) ---" >&2; tail -n 15 "$f" >&2; }
-  done
-  exit 1
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-json() {  # json FILE PYTHON-EXPR-ON-j
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir server-security
 
 # --- Certificates (EC P-256: fast to make) -------------------------------------------
 cd "$WORK"
@@ -77,23 +54,12 @@ for t in SYNTH ALL WRONG; do v=TOKEN_$t; printf '%s\n' "${!v}" > "$WORK/$t.token
 # All servers: same chunk size, so every stream of a scene ends in the same state.
 SERVER_ARGS=(--host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --gi-views 4 --gi-size 64 --max-chunk-bytes 65536
              --drain-seconds 0)
-PORT=""
-start_server() {  # start_server NAME ARGS...: sets PORT once the server is SERVING
+serve() {  # serve NAME ARGS...: a server with SERVER_ARGS (and --metrics-port 0 unless ARGS set one), SERVING
   local name=$1
   shift
   local metrics=(--metrics-port 0)
   [[ " $* " == *" --metrics-port "* ]] && metrics=()
-  "$SERVER" "${SERVER_ARGS[@]}" "${metrics[@]}" "$@" > "$WORK/$name.out" 2> "$WORK/$name.log" &
-  PIDS+=($!)
-  local pid=$!
-  PORT=""
-  for _ in $(seq 1 300); do
-    PORT=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$WORK/$name.out" 2>/dev/null || true)
-    [[ -n "$PORT" ]] && grep -q "SERVING [0-9]* scene" "$WORK/$name.log" && return 0
-    kill -0 "$pid" 2>/dev/null || fail "$name: server exited during startup"
-    sleep 0.1
-  done
-  fail "$name: server not SERVING within 30 s"
+  start_server "$name" "${SERVER_ARGS[@]}" "${metrics[@]}" "$@"
 }
 # run_client NAME SCENE ARGS...: flexgs-client, exit code in RC, stderr in $WORK/NAME.err.
 # Transport failures are retried for GIVE_UP seconds: generous for runs that must work
@@ -125,7 +91,7 @@ expect_refused() {  # expect_refused NAME CODE: the last run_client failed with 
 error_message() { sed -n 's/^flexgs-client: error: [A-Za-z]*([^)]*): //p' "$WORK/$1.err"; }
 
 # --- Plaintext: reference state and request limits -----------------------------------
-start_server plain --max-request-bytes 4096 --max-client-chunk-bytes 65536
+serve plain --max-request-bytes 4096 --max-client-chunk-bytes 65536
 ADDR=127.0.0.1:$PORT
 grep -q "transport: plaintext" "$WORK/plain.log" || fail "no plaintext transport log line"
 run_client ref synth --server "$ADDR"
@@ -148,7 +114,7 @@ echo "plaintext: state ${REF:0:16}...; chunk 131072 > 65536 INVALID_ARGUMENT; 50
   "3000-byte scene id INVALID_ARGUMENT, 256-byte NOT_FOUND"
 
 # --- TLS ------------------------------------------------------------------------------
-start_server tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
+serve tls --tls-cert "$WORK/server.pem" --tls-key "$WORK/server.key"
 ADDR=127.0.0.1:$PORT
 grep -q "transport: TLS" "$WORK/tls.log" || fail "no TLS transport log line"
 run_client tls_ok synth --server "$ADDR" --tls-ca "$WORK/ca.pem"
@@ -170,7 +136,7 @@ set -e
 echo "TLS: client, loadgen and probe OK, same state; plaintext client refused (UNAVAILABLE)"
 
 # --- Mutual TLS, configured by environment variables ----------------------------------
-FLEXGS_TLS_CERT=$WORK/server.pem FLEXGS_TLS_KEY=$WORK/server.key FLEXGS_TLS_CA=$WORK/ca.pem start_server mtls
+FLEXGS_TLS_CERT=$WORK/server.pem FLEXGS_TLS_KEY=$WORK/server.key FLEXGS_TLS_CA=$WORK/ca.pem serve mtls
 ADDR=127.0.0.1:$PORT
 grep -q "transport: mutual TLS" "$WORK/mtls.log" || fail "no mutual TLS transport log line"
 GIVE_UP=2 run_client mtls_nocert synth --server "$ADDR" --tls-ca "$WORK/ca.pem"
@@ -194,7 +160,7 @@ echo "mutual TLS: no or rogue client certificate refused, the CA's accepted"
 
 # --- Bearer tokens ----------------------------------------------------------------------
 METRICS_PORT=$(free_port)
-start_server auth --tokens-file "$WORK/tokens.txt" --metrics-host 127.0.0.1 --metrics-port "$METRICS_PORT"
+serve auth --tokens-file "$WORK/tokens.txt" --metrics-host 127.0.0.1 --metrics-port "$METRICS_PORT"
 ADDR=127.0.0.1:$PORT
 grep -q "authentication: bearer tokens, 2 loaded from $WORK/tokens.txt" "$WORK/auth.log" ||
   fail "no token count in the startup log"
@@ -242,7 +208,7 @@ grep -q '^flexgs_auth_failures_total{code="PERMISSION_DENIED"} 4$' <<< "$METRICS
 echo "tokens: none/wrong UNAUTHENTICATED, other/missing scene PERMISSION_DENIED ('$m1'), health and metrics open"
 
 # --- Stream rate per address, tokens from FLEXGS_TOKENS ------------------------------
-FLEXGS_TOKENS="$TOKEN_SYNTH synth; $TOKEN_ALL *" start_server rate --stream-rate 0.01 --stream-burst 2
+FLEXGS_TOKENS="$TOKEN_SYNTH synth; $TOKEN_ALL *" serve rate --stream-rate 0.01 --stream-burst 2
 ADDR=127.0.0.1:$PORT
 grep -q "authentication: bearer tokens, 2 loaded from FLEXGS_TOKENS" "$WORK/rate.log" ||
   fail "FLEXGS_TOKENS not loaded"

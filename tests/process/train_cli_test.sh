@@ -7,22 +7,13 @@
 #   usage: train_cli_test.sh <path-to-flexgs>
 set -u
 FLEXGS="$1"
-TMP=$(mktemp -d)
-trap 'kill "${PID:-}" 2>/dev/null; rm -rf "$TMP"' EXIT
-fail=0; passed=0
-check() { # name, condition-command...
-  local name="$1"; shift
-  if "$@"; then passed=$((passed+1)); else echo "FAIL: $name"; fail=$((fail+1)); fi
-}
+source "$(dirname "$0")/lib.sh"
+flexgs_tmpdir train-cli
+TMP=$WORK
 # Runs flexgs train with the given args, expecting exit 1, `pattern` in stderr and no step taken.
 expect_error() { # name, pattern, args...
-  local name="$1" pattern="$2"; shift 2
-  "$FLEXGS" train "$@" > "$TMP/err.out" 2> "$TMP/err.txt"
-  local rc=$?
-  check "$name exits 1 (got $rc)" test "$rc" -eq 1
-  check "$name message" grep -q -- "$pattern" "$TMP/err.txt"
-  check "$name fails before training" bash -c "! grep -q '^step ' '$TMP/err.txt'"
-  [ "$rc" -eq 1 ] && grep -q -- "$pattern" "$TMP/err.txt" || { echo "  stderr: $(cat "$TMP/err.txt")"; }
+  expect_exit1 "$1" "$2" "$FLEXGS" train "${@:3}"
+  check "$1 fails before training" bash -c "! grep -q '^step ' '$TMP/err.txt'"
 }
 digest() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["digest"])' "$1/manifest.json"; }
 
@@ -42,16 +33,21 @@ check "progress shows step, loss, PSNR, steps/s and ETA" \
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/b.flexgs" --iters 3 "${COMMON[@]}" > /dev/null 2>&1
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/b.flexgs" --iters 6 --resume "${COMMON[@]}" > /dev/null 2> "$TMP/b.err"
 check "resume continues from iteration 3" grep -q "resumed at iteration 3 of 6" "$TMP/b.err"
-check "resumed run is bit-identical to the uninterrupted one" test "$(digest "$TMP/a.flexgs")" = "$(digest "$TMP/b.flexgs")"
+check "resumed run is bit-identical to the uninterrupted one" \
+  test "$(digest "$TMP/a.flexgs")" = "$(digest "$TMP/b.flexgs")"
 "$FLEXGS" plan "$TMP/a.flexgs" --budget-ratio 0.15 > "$TMP/plan.txt" 2>&1
 check "the trained bundle plans" test $? -eq 0
 check "the bundle records the served selection" grep -q '"served-independent"' "$TMP/a.flexgs/manifest.json"
 
 # Frozen base (the default): the trained bundle's Gaussians are the input's, byte for byte
 # (the same PLY bytes as an untrained bundle of the scene).
-ply_sha() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/manifest.json"))["files"]["gaussians.ply"]["sha256"])' "$1"; }
+ply_sha() {
+  python3 -c 'import json,sys
+print(json.load(open(sys.argv[1]+"/manifest.json"))["files"]["gaussians.ply"]["sha256"])' "$1"
+}
 "$FLEXGS" elasticize "$TMP/s.ply" --out "$TMP/h.flexgs" --orbit 2 --width 16 --height 16 --threads 2 > /dev/null 2>&1
-check "the trained bundle keeps the input Gaussians bit for bit" test "$(ply_sha "$TMP/a.flexgs")" = "$(ply_sha "$TMP/h.flexgs")"
+check "the trained bundle keeps the input Gaussians bit for bit" \
+  test "$(ply_sha "$TMP/a.flexgs")" = "$(ply_sha "$TMP/h.flexgs")"
 check "the progress line says the Gaussians are frozen" grep -q "PSNR(full) frozen" "$TMP/a.err"
 check "training samples a fresh view per step by default" grep -q "a fresh sphere view per step" "$TMP/a.err"
 check "the bundle records the view sampling" grep -q '"view_sampling"' "$TMP/a.flexgs/manifest.json"
@@ -62,7 +58,8 @@ check "--pose insertion trains (exit 0)" test $? -eq 0
 check "--pose insertion is recorded in the manifest" grep -q '"field_pose": "insertion"' "$TMP/p.flexgs/manifest.json"
 "$FLEXGS" plan "$TMP/p.flexgs" --budget-ratio 0.15 --json > "$TMP/p.json" 2> /dev/null
 check "insertion poses stream without patches" python3 -c '
-import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if all(l["patched"]==0 for l in j["levels"]) and len(j["levels"])==4 else 1)' "$TMP/p.json"
+import json,sys; j=json.load(open(sys.argv[1]))
+sys.exit(0 if all(l["patched"]==0 for l in j["levels"]) and len(j["levels"])==4 else 1)' "$TMP/p.json"
 "$FLEXGS" plan "$TMP/a.flexgs" --budget-ratio 0.15 --json > "$TMP/a.json" 2> /dev/null
 check "per-level poses re-send earlier Gaussians as patches" python3 -c '
 import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["levels"][1]["patched"]>0 else 1)' "$TMP/a.json"
@@ -87,6 +84,7 @@ check "the bundle records nested selection" grep -q '"served-nested"' "$TMP/n.fl
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/c.flexgs" --iters 100000 --checkpoint-every 1 "${COMMON[@]}" \
   > /dev/null 2> "$TMP/c.err" &
 PID=$!
+PIDS+=("$PID")
 for _ in $(seq 1 600); do grep -q '^step 2/' "$TMP/c.err" 2>/dev/null && break; sleep 0.1; done
 kill -INT "$PID"
 wait "$PID"; rc=$?; PID=
@@ -131,12 +129,14 @@ done
 rc=$?
 check "dataset train exits 0 (got $rc)" test "$rc" -eq 0
 [ "$rc" -eq 0 ] || cat "$TMP/d.err"
-check "dataset train uses the 7 training views (2 of 9 held out) at their own size" grep -q "7 dataset-images views of 48x36" "$TMP/d.err"
+check "dataset train uses the 7 training views (2 of 9 held out) at their own size" \
+  grep -q "7 dataset-images views of 48x36" "$TMP/d.err"
 check "the bundle records the dataset split" grep -q '"dataset-images"' "$TMP/d.flexgs/manifest.json"
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/e.flexgs" --iters 2 --cameras "$TMP/cams.json" --width 32 \
   --threads 2 > /dev/null 2> "$TMP/e.err"
 check "dataset cameras without images distil (exit 0)" test $? -eq 0
-check "distilled dataset views are resampled with the aspect kept" grep -q "7 dataset-cameras views of 32x24" "$TMP/e.err"
+check "distilled dataset views are resampled with the aspect kept" \
+  grep -q "7 dataset-cameras views of 32x24" "$TMP/e.err"
 check "dataset training adds renders of the input near the dataset views" \
   grep -q "every second step a render of the input near one" "$TMP/e.err"
 
@@ -151,7 +151,8 @@ mkdir -p "$TMP/partial"; cp "$TMP/images/view_01.png" "$TMP/partial/"
 expect_error "missing image" "no PNG image for camera 'view_02'" "$TMP/s.ply" --out "$TMP/x.flexgs" \
   --images "$TMP/partial" --cameras "$TMP/cams.json"
 mkdir -p "$TMP/wrong"; cp "$TMP/images/"*.png "$TMP/wrong/"
-"$FLEXGS" render "$TMP/s.ply" --orbit 1 --width 40 --height 40 --out "$TMP/wrong/view_03.png" --threads 2 > /dev/null 2>&1
+"$FLEXGS" render "$TMP/s.ply" --orbit 1 --width 40 --height 40 --out "$TMP/wrong/view_03.png" --threads 2 \
+  > /dev/null 2>&1
 expect_error "camera/image mismatch" "aspect ratios differ" "$TMP/s.ply" --out "$TMP/x.flexgs" \
   --images "$TMP/wrong" --cameras "$TMP/cams.json"
 cp "$TMP/images/"*.png "$TMP/wrong/"; echo "not a png" > "$TMP/wrong/view_04.png"
@@ -159,10 +160,11 @@ expect_error "unreadable image" "view_04.png" "$TMP/s.ply" --out "$TMP/x.flexgs"
   --images "$TMP/wrong" --cameras "$TMP/cams.json"
 expect_error "missing cameras" "nocams.json" "$TMP/s.ply" --out "$TMP/x.flexgs" --cameras "$TMP/nocams.json"
 expect_error "resume without checkpoint" "no checkpoint" "$TMP/s.ply" --out "$TMP/none.flexgs" --resume
-expect_error "bad selection" "--selection must be" "$TMP/s.ply" --out "$TMP/x.flexgs" --selection magic
+expect_error "bad selection" "--selection: magic not in {served,reference}" "$TMP/s.ply" --out "$TMP/x.flexgs" \
+  --selection magic
 expect_error "nested with reference selection" "nested training needs" "$TMP/s.ply" --out "$TMP/x.flexgs" \
   --nested --selection reference
-expect_error "unknown device" "unknown device 'gpu'" "$TMP/s.ply" --out "$TMP/x.flexgs" --device gpu
+expect_error "unknown device" "--device: gpu not in {auto,cpu,cuda}" "$TMP/s.ply" --out "$TMP/x.flexgs" --device gpu
 # --device cuda: without a usable GPU it fails before any step, naming why; with one it trains.
 "$FLEXGS" train "$TMP/s.ply" --out "$TMP/g.flexgs" --iters 2 --orbit 4 --width 40 --threads 2 --device cuda \
   > /dev/null 2> "$TMP/g.err"
@@ -203,5 +205,4 @@ expect_error "resume with other options" "made with seed 3, not 4" "$TMP/s.ply" 
   --iters 8 --resume --orbit 4 --width 40 --threads 2 --seed 4
 check "no bundle was written by a failed run" test ! -e "$TMP/x.flexgs"
 
-echo "train_cli_test: $passed checks passed, $fail failed"
-[ "$fail" -eq 0 ]
+checks_done train_cli_test

@@ -36,9 +36,8 @@ TEST(ThreadPoolTest, OneThreadRunsInlineOnTheCaller) {
   ThreadPool pool(1);
   const auto caller = std::this_thread::get_id();
   bool elsewhere = false;
-  pool.ParallelFor(100, 7, [&](size_t, size_t, int worker) {
-    elsewhere |= std::this_thread::get_id() != caller || worker != 0;
-  });
+  pool.ParallelFor(
+      100, 7, [&](size_t, size_t, int worker) { elsewhere |= std::this_thread::get_id() != caller || worker != 0; });
   EXPECT_FALSE(elsewhere);
 }
 

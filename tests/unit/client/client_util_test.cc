@@ -1,6 +1,6 @@
-// Client utilities: budget/rate parsing, memory probes, the token bucket and the
-// progress line (client/budget_spec.h, client/token_bucket.h, client/progress_bar.h),
-// plus the CUDA free-memory query they rely on (kernels/backend.h).
+// Client utilities: budget/rate parsing, the host memory probe, the token bucket and the
+// progress line (client/budget_spec.h, client/token_bucket.h, client/progress_bar.h).
+// The renderer's (GPU) memory probe is tested in renderer_memory_test.cc.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -21,7 +21,6 @@
 #include "client/token_bucket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "kernels/backend.h"
 #include "tests/support/test_util.h"
 
 namespace flexgs::client {
@@ -332,29 +331,6 @@ TEST(ProbeHostMemoryTest, RealProcMeminfo) {
   EXPECT_EQ(probe->source, "host:/proc/meminfo");
 }
 
-TEST(ProbeRendererMemoryTest, HostWithoutCuda) {
-  if (!std::ifstream("/proc/meminfo")) GTEST_SKIP() << "no /proc/meminfo on this system";
-  auto probe = ProbeRendererMemory(/*use_cuda=*/false);
-  ASSERT_TRUE(probe.ok()) << probe.status();
-  EXPECT_EQ(probe->source, "host:/proc/meminfo");
-  EXPECT_GT(probe->available_bytes, 0u);
-}
-
-TEST(ProbeRendererMemoryTest, CudaIsFreeDeviceMemoryOrUnavailable) {
-  std::string why;
-  const bool available = CudaAvailable(&why);
-  auto probe = ProbeRendererMemory(/*use_cuda=*/true);
-  if (!available) {
-    ASSERT_EQ(probe.status().code(), absl::StatusCode::kUnavailable);
-    EXPECT_THAT(probe.status().message(), HasSubstr(why));
-    return;
-  }
-  ASSERT_TRUE(probe.ok()) << probe.status();
-  EXPECT_GT(probe->available_bytes, 0u);
-  EXPECT_THAT(probe->source, StartsWith("cuda:"));
-  EXPECT_GT(probe->source.size(), std::string("cuda:").size());
-}
-
 TEST(AutoBudgetBytesTest, FloorOfFraction) {
   EXPECT_EQ(*AutoBudgetBytes({1000, "t"}, 0.5), 500u);
   EXPECT_EQ(*AutoBudgetBytes({1000, "t"}, 1.0 / 3.0), 333u);
@@ -385,26 +361,6 @@ TEST(FormatBytesTest, BinaryUnitsWithOneDecimal) {
   EXPECT_EQ(FormatBytes(2 * kTiB), "2.0 TiB");
   EXPECT_EQ(FormatBytes(uint64_t{1} << 62), "4.0 EiB");
   EXPECT_EQ(FormatBytes(std::numeric_limits<uint64_t>::max()), "16.0 EiB");
-}
-
-// ---------------------------------------------------------------------------------------------
-// QueryCudaMemory (kernels/backend.h)
-
-TEST(QueryCudaMemoryTest, UnavailableWithReasonOrPlausibleNumbers) {
-  std::string why;
-  const bool available = CudaAvailable(&why);
-  auto info = QueryCudaMemory();
-  if (!available) {
-    ASSERT_EQ(info.status().code(), absl::StatusCode::kUnavailable) << info.status();
-    EXPECT_FALSE(info.status().message().empty());
-    EXPECT_FALSE(why.empty());
-    EXPECT_THAT(info.status().message(), HasSubstr(why));
-    return;
-  }
-  ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_GT(info->free_bytes, 0u);
-  EXPECT_GE(info->total_bytes, info->free_bytes);
-  EXPECT_FALSE(info->device_name.empty());
 }
 
 // ---------------------------------------------------------------------------------------------
