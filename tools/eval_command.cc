@@ -1003,16 +1003,49 @@ struct ContactSheetInfo {
   int width = 0, height = 0;
 };
 
-// contact.png: one sheet per contact view, stacked under captions when there are several.
+// Captions for the cells of a contact sheet of `view`: each level's PSNR from that view
+// and, for a method some delivery format streams (the first in `wire`), the KiB a viewer
+// downloads to show it. Lead columns (the reference) stay uncaptioned.
+std::vector<std::vector<std::string>> CellCaptions(const EvalResult& r, const std::vector<WireSeries>& wire,
+                                                   const ContactPlan& plan, size_t view) {
+  const size_t lead = plan.layout.column_labels.size() - r.ratios.size();
+  std::vector<std::vector<std::string>> captions;
+  for (const EvalRow& row : r.rows) {
+    if (row.method == "full") continue;
+    const WireSeries* series = nullptr;
+    for (const WireSeries& w : wire) {
+      if (w.method == row.method) {
+        series = &w;
+        break;
+      }
+    }
+    std::vector<std::string> line(lead);
+    for (size_t k = 0; k < row.cells.size(); ++k) {
+      std::string caption = FormatPsnr(row.cells[k].psnr[view]) + " dB";
+      if (series != nullptr && k < series->level_bytes.size()) {
+        absl::StrAppend(&caption, absl::StrFormat(" %.1f KiB", static_cast<double>(series->ToShow(k)) / 1024.0));
+      }
+      line.push_back(std::move(caption));
+    }
+    captions.push_back(std::move(line));
+  }
+  if (captions.size() != plan.cells.size()) return {};  // only "full" was asked for
+  return captions;
+}
+
+// contact.png: one sheet per contact view, stacked under captions when there are several;
+// each cell carries its PSNR from that view and the bytes to show it.
 absl::StatusOr<ContactSheetInfo> WriteContactSheet(const std::string& out, const EvalResult& result,
-                                                   const TestViews& views, const std::vector<size_t>& contact_views) {
+                                                   const TestViews& views, const std::vector<size_t>& contact_views,
+                                                   const std::vector<WireSeries>& wire) {
   const bool images_protocol = views.protocol == "images";
   const Camera& cv = views.cameras[contact_views[0]];
   std::vector<Image> sheets;
   std::vector<std::string> sheet_captions;
   for (size_t slot = 0; slot < contact_views.size(); ++slot) {
     const size_t view = contact_views[slot];
-    const ContactPlan plan = PlanContact(result, images_protocol, view, slot);
+    ContactPlan plan = PlanContact(result, images_protocol, view, slot);
+    plan.layout.cell_captions = CellCaptions(result, wire, plan, view);
     auto one = ComposeContactSheet(plan.layout, plan.cells, views.cameras[view].width, views.cameras[view].height);
     if (!one.ok()) return one.status();
     sheets.push_back(*std::move(one));
@@ -1314,10 +1347,10 @@ int RunEval(const EvalArgs& args) {
   if (!result.ok()) return Fail(result.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  auto contact = WriteContactSheet(args.out, *result, *views, options.contact_views);
-  if (!contact.ok()) return Fail(contact.status());
   auto wire = BuildWireSeries(*result, *model, st_wire, &pool);
   if (!wire.ok()) return Fail(wire.status());
+  auto contact = WriteContactSheet(args.out, *result, *views, options.contact_views, *wire);
+  if (!contact.ok()) return Fail(contact.status());
   auto rd_chart = WriteRdChart(args, *wire, *result, *views);
   if (!rd_chart.ok()) return Fail(rd_chart.status());
   std::string rd_md;

@@ -101,6 +101,34 @@ void DrawText(Image& image, int x, int y, std::string_view text, int scale, cons
   }
 }
 
+namespace {
+
+// The scale for a sheet's cell captions: the largest up to `max_scale` at which every
+// caption fits its cell with the band's margins (one scale per sheet reads evenly).
+int CaptionScale(const std::vector<std::vector<std::string>>& captions, int cell_width, int max_scale) {
+  int scale = max_scale;
+  for (const auto& row : captions)
+    for (const std::string& c : row)
+      while (scale > 1 && TextWidth(c, scale) + 4 * scale > cell_width) --scale;
+  return scale;
+}
+
+// Writes `caption` in the bottom-left corner of the cell at (x0, y0) on a band of the
+// sheet's background (a band keeps the text legible on any picture), cut to the
+// characters that fit so that it is never drawn over the neighbouring cell.
+void DrawCellCaption(Image& sheet, int x0, int y0, int cell_width, int cell_height, std::string_view caption,
+                     int scale) {
+  const int fit = (cell_width - 4 * scale + (kGlyphAdvance - kGlyphWidth) * scale) / (kGlyphAdvance * scale);
+  const int band = kGlyphHeight * scale + 4 * scale;
+  if (fit <= 0 || band > cell_height) return;
+  caption = caption.substr(0, static_cast<size_t>(fit));
+  const int band_width = std::min(cell_width, TextWidth(caption, scale) + 4 * scale);
+  FillRect(sheet, x0, y0 + cell_height - band, band_width, band, kSheetBackground);
+  DrawText(sheet, x0 + 2 * scale, y0 + cell_height - band + 2 * scale, caption, scale, kInk);
+}
+
+}  // namespace
+
 absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
                                           const std::vector<std::vector<const Image*>>& cells, int cell_width,
                                           int cell_height) {
@@ -127,8 +155,23 @@ absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
       }
     }
   }
+  const bool captioned = !layout.cell_captions.empty();
+  if (captioned) {
+    if (static_cast<int>(layout.cell_captions.size()) != rows) {
+      return absl::InvalidArgumentError(absl::StrCat("contact sheet has ", layout.cell_captions.size(),
+                                                     " rows of cell captions for ", rows, " rows"));
+    }
+    for (int r = 0; r < rows; ++r) {
+      if (static_cast<int>(layout.cell_captions[r].size()) != cols) {
+        return absl::InvalidArgumentError(absl::StrCat("contact sheet caption row ", r, " has ",
+                                                       layout.cell_captions[r].size(), " captions for ", cols,
+                                                       " columns"));
+      }
+    }
+  }
   const int scale = cell_height >= 160 ? 2 : 1;
   const int pad = 4 * scale;
+  const int caption_scale = captioned ? CaptionScale(layout.cell_captions, cell_width, scale) : 1;
   int label_width = 0;
   for (const std::string& l : layout.row_labels) label_width = std::max(label_width, TextWidth(l, scale));
   const int left = label_width + 2 * pad;
@@ -153,6 +196,9 @@ absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
       for (int y = 0; y < cell_height; ++y)
         for (int x = 0; x < cell_width; ++x)
           for (int k = 0; k < 3; ++k) sheet.at(x0 + x, y0 + y, k) = img->at(x, y, k);
+      if (captioned && !layout.cell_captions[r][c].empty()) {
+        DrawCellCaption(sheet, x0, y0, cell_width, cell_height, layout.cell_captions[r][c], caption_scale);
+      }
     }
   }
   return sheet;

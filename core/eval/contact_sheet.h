@@ -27,12 +27,17 @@ void DrawText(Image& image, int x, int y, std::string_view text, int scale, cons
 struct ContactSheetLayout {
   std::vector<std::string> column_labels;  // drawn above each column
   std::vector<std::string> row_labels;     // drawn left of each row
+  // Optional, [row][column]: a line written inside the cell's bottom-left corner on a
+  // dark band (e.g. that cell's PSNR and bytes), so a sheet reads without the report.
+  // Empty, or one entry per cell; an empty string leaves its cell untouched.
+  std::vector<std::vector<std::string>> cell_captions;
 };
 
 // Places cells[r][c] (each cell_width x cell_height, 3 channels; null = left blank) on a
 // dark grid with the labels. Every row must have column_labels.size() cells and there
-// must be row_labels.size() rows; a cell of another size is InvalidArgument. The label
-// scale is 2 for cells at least 160 pixels tall, else 1.
+// must be row_labels.size() rows; a cell of another size, or cell_captions of another
+// shape, is InvalidArgument. The label scale is 2 for cells at least 160 pixels tall,
+// else 1; captions use the largest scale (at most the label scale) at which all of them fit.
 absl::StatusOr<Image> ComposeContactSheet(const ContactSheetLayout& layout,
                                           const std::vector<std::vector<const Image*>>& cells, int cell_width,
                                           int cell_height);

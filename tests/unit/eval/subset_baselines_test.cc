@@ -5,7 +5,6 @@
 #include <set>
 
 #include "elastic/elastic_selection.h"
-#include "eval/contact_sheet.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "render/cpu_rasterizer.h"
@@ -326,47 +325,6 @@ TEST(SubsetBaselinesTest, ResizeAreaAveragesAndToRgbOverComposites) {
   ASSERT_EQ(over.channels, 3);
   EXPECT_FLOAT_EQ(over.at(0, 0, 0), 0.25f);
   EXPECT_FLOAT_EQ(over.at(0, 0, 2), 0.75f);
-}
-
-TEST(ContactSheetTest, LaysOutCellsAndDrawsLabels) {
-  Image a(20, 10, 3, 0.5f), b(20, 10, 3, 1.0f);
-  ContactSheetLayout layout;
-  layout.column_labels = {"ref", "5%"};
-  layout.row_labels = {"gi-topk", "random"};
-  auto sheet = ComposeContactSheet(layout, {{&a, &b}, {&a, nullptr}}, 20, 10);
-  ASSERT_TRUE(sheet.ok()) << sheet.status();
-  // Scale 1: label column = widest row label + 2 pads of 4; header = 7 + 8; gaps of 2.
-  const int left = TextWidth("gi-topk", 1) + 8, top = 7 + 8;
-  EXPECT_EQ(TextWidth("gi-topk", 1), 7 * 6 - 1);
-  EXPECT_EQ(sheet->width, left + 2 * 20 + 2 + 4);
-  EXPECT_EQ(sheet->height, top + 2 * 10 + 2 + 4);
-  EXPECT_FLOAT_EQ(sheet->at(left, top, 0), 0.5f);
-  EXPECT_FLOAT_EQ(sheet->at(left + 22, top, 0), 1.0f);
-  // Some label ink (white) in the header and in the label column.
-  int ink = 0;
-  for (int y = 0; y < top; ++y)
-    for (int x = 0; x < sheet->width; ++x) ink += sheet->at(x, y, 0) == 1.0f;
-  EXPECT_GT(ink, 10);
-  // Wrong cell sizes and shapes are rejected.
-  Image wrong(21, 10, 3);
-  EXPECT_FALSE(ComposeContactSheet(layout, {{&a, &wrong}, {&a, &a}}, 20, 10).ok());
-  EXPECT_FALSE(ComposeContactSheet(layout, {{&a}, {&a, &a}}, 20, 10).ok());
-}
-
-TEST(ContactSheetTest, StacksPartsUnderCaptions) {
-  Image wide(30, 10, 3, 0.5f), narrow(12, 6, 3, 1.0f);
-  auto stack = StackWithCaptions({{"framed", &wide}, {"close-up", &narrow}}, 1);
-  ASSERT_TRUE(stack.ok()) << stack.status();
-  // Caption line: 7 + 2 pads of 4; the width of the widest part (or caption + pads).
-  const int caption = 7 + 8;
-  EXPECT_EQ(stack->width, std::max(30, TextWidth("close-up", 1) + 8));
-  EXPECT_EQ(stack->height, caption + 10 + caption + 6);
-  EXPECT_FLOAT_EQ(stack->at(0, caption, 0), 0.5f);
-  EXPECT_FLOAT_EQ(stack->at(11, caption + 10 + caption + 5, 1), 1.0f);
-  EXPECT_FLOAT_EQ(stack->at(4, 4 + 3, 0), 1.0f) << "caption ink: the F of FRAMED";
-  EXPECT_FALSE(StackWithCaptions({}, 1).ok());
-  EXPECT_FALSE(StackWithCaptions({{"x", nullptr}}, 1).ok());
-  EXPECT_FALSE(StackWithCaptions({{"x", &wide}}, 0).ok());
 }
 
 }  // namespace
