@@ -5,9 +5,10 @@
 //
 // Writes level-<k>-view-<i>.png per level and view, cameras.json (the exact cameras
 // used, so a local render can be compared), stats.json with --json, and optionally
-// level-<k>.ply (--save-levels). Exit codes: 0 done, 1 bad arguments, 2 server or
-// stream error (the gRPC-equivalent code is printed), 3 the resident bytes exceeded
-// the declared budget, 4 a local error (render, file output).
+// level-<k>.ply (--save-levels) and, with --save-ply FILE, the scene it holds at the end
+// as a standard 3DGS PLY that other tools (SuperSplat, splat-transform) open. Exit codes: 0 done, 1 bad arguments, 2
+// server or stream error (the gRPC-equivalent code is printed), 3 the resident bytes exceeded the declared budget, 4 a
+// local error (render, file output).
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,6 +74,7 @@ struct Args {
   double keepalive_time_s = 30, keepalive_timeout_s = 20;
   bool json = false, save_levels = false, quiet = false, no_render = false;
   std::string tls_ca, tls_cert, tls_key, token_file;
+  std::string save_ply;
   int64_t test_corrupt_sequence = -1;
   // Which budget flag was given (CLI11 lets at most one through).
   bool budget_given = false, budget_ratio_given = false, budget_gaussians_given = false;
@@ -584,6 +586,9 @@ int Run(const Args& args) {
     return Fail(2, summary.status());
   }
   if (!renderer.status().ok()) return Fail(4, renderer.status());
+  if (!args.save_ply.empty()) {
+    if (absl::Status st = flexgs::WriteGaussianPly(args.save_ply, store->ToHost()); !st.ok()) return Fail(4, st);
+  }
 
   const double total_s = renderer.Seconds();
   if (args.json) {
@@ -648,6 +653,7 @@ void DeclareFlags(CLI::App& app, Args& a) {
   app.add_option("--token-file", a.token_file, "Send the bearer token in this file");
   app.add_flag("--json", a.json, "Write stats.json to --out");
   app.add_flag("--save-levels", a.save_levels, "Write level-<k>.ply for each level");
+  app.add_option("--save-ply", a.save_ply, "Write the scene held at the end as a standard 3DGS PLY to this file");
   app.add_flag("--no-render", a.no_render, "Receive and verify only");
   app.add_flag("--quiet", a.quiet, "No progress bar or summary");
   app.add_option("--test-corrupt-sequence", a.test_corrupt_sequence,

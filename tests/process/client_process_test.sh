@@ -32,7 +32,7 @@ COMMON=(--server "$ADDR" --scene guitar --orbit 2 --width 128 --height 128 --jso
 
 # --- 1. Lossless: the client's level k is the planner's level k, bit for bit. --------
 "$CLIENT" "${COMMON[@]}" --budget-ratio 0.15 --encoding lossless --save-levels --out "$WORK/lossless" \
-  2> "$WORK/lossless.err" || fail "lossless stream"
+  --save-ply "$WORK/received.ply" 2> "$WORK/lossless.err" || fail "lossless stream"
 "$FLEXGS" plan "$WORK/scenes/guitar.flexgs" --budget-ratio 0.15 --export-levels "$WORK/plan" > /dev/null
 levels=$(json "$WORK/lossless/stats.json" 'len(j["levels"])')
 [[ $levels == 4 ]] || fail "lossless: $levels levels, want 4 (1/5/10/15%)"
@@ -45,7 +45,11 @@ for k in 0 1 2 3; do
       fail "lossless level $k view $v PNG differs from the local render"
   done
 done
-echo "lossless: 4 levels, PLYs and PNGs identical to the planner's levels"
+# --save-ply: the scene held at the end, a standard PLY other tools open (flexgs inspect
+# reads it as any 3DGS file).
+cmp -s "$WORK/received.ply" "$WORK/plan/level-3.ply" || fail "--save-ply differs from the planner's last level"
+"$FLEXGS" inspect "$WORK/received.ply" > "$WORK/received.txt" 2>&1 || fail "--save-ply output is not a readable PLY"
+echo "lossless: 4 levels, PLYs and PNGs identical to the planner's levels; --save-ply writes the last"
 
 # --- 2. Quantized: within quantization tolerance (PSNR >= 40 dB). -----------------------
 "$CLIENT" "${COMMON[@]}" --budget-ratio 0.15 --out "$WORK/quant" 2> "$WORK/quant.err" || fail "quantized stream"
@@ -152,6 +156,8 @@ expect 1 "Mbit" "$CLIENT" --server "$ADDR" --scene guitar --budget 1MiB --max-ba
 expect 2 "NOT_FOUND" "$CLIENT" --server "$ADDR" --scene nope --budget 1MiB --out "$WORK/bad"
 expect 2 "FAILED_PRECONDITION" "$CLIENT" --server "$ADDR" --scene guitar --budget 64KiB --no-render --out "$WORK/bad"
 expect 1 "framebuffer" "$CLIENT" --server "$ADDR" --scene guitar --budget 100KiB --orbit 1 --out "$WORK/bad"
+expect 4 "no-such-dir/held.ply" "$CLIENT" --server "$ADDR" --scene guitar --budget 1MiB --no-render \
+  --save-ply "$WORK/no-such-dir/held.ply" --out "$WORK/bad"
 stop_server KILL
 start=$(date +%s)
 expect 2 "gave up" "$CLIENT" --server "$ADDR" --scene guitar --budget 1MiB --give-up-after 2 --out "$WORK/bad"
