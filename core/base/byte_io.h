@@ -26,31 +26,18 @@ inline constexpr bool kLittleEndianHost = true;
 inline constexpr bool kLittleEndianHost = false;
 #endif
 
-template <size_t N>
-struct UintOfSize;
-template <>
-struct UintOfSize<1> {
-  using type = uint8_t;
-};
-template <>
-struct UintOfSize<2> {
-  using type = uint16_t;
-};
-template <>
-struct UintOfSize<4> {
-  using type = uint32_t;
-};
-template <>
-struct UintOfSize<8> {
-  using type = uint64_t;
-};
+// Integers, enums, float and double (at most 8 bytes, so not long double): values whose
+// bytes are the whole story. Not bool: a byte other than 0 or 1 read into one is
+// undefined; formats store flags as uint8_t.
+template <typename T>
+inline constexpr bool kScalar = (std::is_arithmetic_v<T> || std::is_enum_v<T>)&&!std::is_same_v<T, bool> &&
+                                sizeof(T) <= 8;
 
-// Integers, enums, float and double: values whose bytes are the whole story. Not bool:
-// a byte other than 0 or 1 read into one is undefined; formats store flags as uint8_t.
+// The unsigned integer as wide as T, whose shifts spell out T's bytes.
 template <typename T>
-inline constexpr bool kScalar = (std::is_arithmetic_v<T> || std::is_enum_v<T>)&&!std::is_same_v<T, bool>;
-template <typename T>
-using Bits = typename UintOfSize<sizeof(T)>::type;
+using Bits = std::conditional_t<
+    sizeof(T) == 1, uint8_t,
+    std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
 
 }  // namespace byte_io_internal
 
