@@ -15,6 +15,36 @@
 #include "flexgs/v1/scene_service.grpc.pb.h"
 
 namespace flexgs::client {
+
+void StreamCancel::Cancel() {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
+  if (ctx_ != nullptr) ctx_->TryCancel();
+  cv_.notify_all();
+}
+
+bool StreamCancel::cancelled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cancelled_;
+}
+
+bool StreamCancel::Attach(grpc::ClientContext* ctx) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (cancelled_) return false;
+  ctx_ = ctx;
+  return true;
+}
+
+void StreamCancel::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ctx_ = nullptr;
+}
+
+bool StreamCancel::WaitFor(std::chrono::milliseconds duration) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, duration, [this] { return cancelled_; });
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -170,6 +200,10 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
       wire.set_max_chunk_bytes(request.max_chunk_bytes);
     }
 
+    const auto cancelled = [&] {
+      return absl::CancelledError(absl::StrCat("StreamScene('", request.scene_id, "'): cancelled by the client"));
+    };
+    if (options.cancel != nullptr && !options.cancel->Attach(&ctx)) return cancelled();
     auto reader = impl_->stub->StreamScene(&ctx, wire);
     v1::StreamChunk chunk;
     absl::Status rejected;
@@ -228,6 +262,7 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
       obs.OnProgress(assembler.payload_bytes(), std::max(expected_bytes, assembler.payload_bytes()));
     }
 
+    if (options.cancel != nullptr) options.cancel->Detach();
     if (assembler.complete()) {
       // Everything is verified; a late transport error on Finish changes nothing.
       ctx.TryCancel();
@@ -238,6 +273,7 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
       return summary;
     }
     const grpc::Status finished = reader->Finish();
+    if (options.cancel != nullptr && options.cancel->cancelled()) return cancelled();
     std::chrono::milliseconds hint(0);
     if (!rejected.ok()) {
       last_error = rejected;
@@ -277,7 +313,11 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
     backoff = std::min(backoff, std::max(remaining, std::chrono::milliseconds(1)));
     ++summary.retries;
     obs.OnRetry(last_error, summary.retries, backoff);
-    std::this_thread::sleep_for(backoff);
+    if (options.cancel != nullptr) {
+      if (options.cancel->WaitFor(backoff)) return cancelled();
+    } else {
+      std::this_thread::sleep_for(backoff);
+    }
   }
 }
 

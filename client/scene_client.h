@@ -12,9 +12,11 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,7 +26,34 @@
 #include "client/scene_assembler.h"
 #include "flexgs/v1/scene_service.pb.h"
 
+namespace grpc {
+class ClientContext;
+}
+
 namespace flexgs::client {
+
+// Lets another thread stop a Stream() in progress -- a viewer whose window closes, a
+// user who changes the budget. Cancel() ends the call in flight at once (and any backoff
+// wait), and Stream() returns CANCELLED; what the store holds stays as it was. One
+// StreamCancel serves one Stream() at a time; once cancelled it stays cancelled.
+class StreamCancel {
+ public:
+  void Cancel();
+  bool cancelled() const;
+
+ private:
+  friend class SceneClient;
+  // Stream()'s side: the call to cancel (false if already cancelled), and a backoff wait
+  // that a Cancel() cuts short (true if cancelled).
+  bool Attach(grpc::ClientContext* ctx);
+  void Detach();
+  bool WaitFor(std::chrono::milliseconds duration);
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  grpc::ClientContext* ctx_ = nullptr;
+  bool cancelled_ = false;
+};
 
 struct ConnectOptions {
   std::string address;  // host:port, or any gRPC target ("dns:///svc:50051")
@@ -75,6 +104,8 @@ struct StreamOptions {
   // Test hook: sees every received message before verification and may alter it
   // (e.g. flip a payload byte) to prove corruption is caught and resumed from.
   std::function<void(v1::StreamChunk&)> chunk_hook;
+  // When set, another thread may stop the stream through it (see StreamCancel).
+  StreamCancel* cancel = nullptr;
 };
 
 // Per-level statistics (seconds are since Stream() began).

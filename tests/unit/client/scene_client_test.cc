@@ -1,0 +1,166 @@
+// SceneClient against an in-process flexgs server: stopping a stream from another
+// thread (StreamCancel), the way a viewer does when its window closes.
+#include "client/scene_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "client/resident_store.h"
+#include "gtest/gtest.h"
+#include "server/plan_cache.h"
+#include "server/scene_registry.h"
+#include "server/scene_service.h"
+#include "server/server_metrics.h"
+#include "spdlog/spdlog.h"
+#include "tests/support/test_models.h"
+
+namespace flexgs::client {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A server holding one heuristic scene, "s": 40,000 Gaussians at SH 3, so that a
+// rate-limited lossless stream of it takes seconds.
+class LocalServer {
+ public:
+  LocalServer() {
+    spdlog::set_level(spdlog::level::warn);
+    ElasticModel model = flexgs::testing::HeuristicTestModel(40'000, 5, 3);
+    model.digest = "scene-client-test";  // the registry serves only models with a digest
+    EXPECT_TRUE(registry_.Add("s", "test", std::move(model)).ok());
+    cache_ = std::make_unique<server::PlanCache>(server::PlanCache::Options{});
+    service_ =
+        std::make_unique<server::SceneService>(&registry_, cache_.get(), &metrics_, server::SceneServiceOptions{});
+    service_->SetReady(true);
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+  }
+  ~LocalServer() {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Wait();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  server::SceneRegistry registry_;
+  server::ServerMetrics metrics_;
+  std::unique_ptr<server::PlanCache> cache_;
+  std::unique_ptr<server::SceneService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+StreamRequest LosslessRequest() {
+  StreamRequest r;
+  r.scene_id = "s";
+  r.ratio = 1.0;
+  r.ladder = {0.05, 0.5};
+  r.encoding = v1::ENCODING_LOSSLESS;
+  return r;
+}
+
+// Counts completed levels, and cancels once the first one is held.
+class CancelAfterFirstLevel : public StreamObserver {
+ public:
+  explicit CancelAfterFirstLevel(StreamCancel* cancel) : cancel_(cancel) {}
+  void OnLevelComplete(const LevelStats& /*stats*/, const ResidentStore& store) override {
+    ++levels;
+    held = store.size();
+    if (levels == 1) {
+      // From another thread, as a window's event loop would.
+      std::thread([c = cancel_] { c->Cancel(); }).join();
+    }
+  }
+  int levels = 0;
+  uint64_t held = 0;
+
+ private:
+  StreamCancel* cancel_;
+};
+
+TEST(StreamCancelTest, StopsAStreamInFlightAndKeepsWhatIsHeld) {
+  LocalServer server;
+  auto client = SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  StreamCancel cancel;
+  StreamOptions options;
+  options.cancel = &cancel;
+  options.max_bandwidth_bytes_per_s = 1 << 20;  // the whole stream would take several seconds
+  HostResidentStore store;
+  CancelAfterFirstLevel observer(&cancel);
+  const auto t0 = Clock::now();
+  auto summary = (*client)->Stream(LosslessRequest(), options, &store, &observer);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kCancelled) << summary.status();
+  EXPECT_EQ(observer.levels, 1);
+  EXPECT_EQ(observer.held, 2000u) << "5% of 40,000";
+  EXPECT_LT(secs, 5.0);
+  EXPECT_TRUE(cancel.cancelled());
+}
+
+TEST(StreamCancelTest, CancelledBeforehandReceivesNothing) {
+  LocalServer server;
+  auto client = SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  StreamCancel cancel;
+  cancel.Cancel();
+  StreamOptions options;
+  options.cancel = &cancel;
+  HostResidentStore store;
+  auto summary = (*client)->Stream(LosslessRequest(), options, &store, nullptr);
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(store.size(), 0u);
+}
+
+TEST(StreamCancelTest, CutsABackoffWaitShort) {
+  // Nothing listens on this port: every attempt fails UNAVAILABLE and the client backs
+  // off between attempts; a Cancel() during the wait ends Stream() at once.
+  auto client = SceneClient::Connect({"127.0.0.1:1"});
+  ASSERT_TRUE(client.ok()) << client.status();
+  StreamCancel cancel;
+  StreamOptions options;
+  options.cancel = &cancel;
+  options.retry.initial_backoff = std::chrono::milliseconds(30'000);
+  options.retry.max_backoff = std::chrono::milliseconds(30'000);
+  options.retry.give_up_after = std::chrono::milliseconds(120'000);
+  HostResidentStore store;
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    cancel.Cancel();
+  });
+  const auto t0 = Clock::now();
+  auto summary = (*client)->Stream(LosslessRequest(), options, &store, nullptr);
+  canceller.join();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  ASSERT_FALSE(summary.ok());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kCancelled) << summary.status();
+  EXPECT_LT(secs, 10.0) << "the 30 s backoff was not cut short";
+}
+
+TEST(StreamCancelTest, UncancelledStreamCompletes) {
+  LocalServer server;
+  auto client = SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  StreamCancel cancel;
+  StreamOptions options;
+  options.cancel = &cancel;
+  HostResidentStore store;
+  StreamRequest request = LosslessRequest();
+  request.ratio = 0.1;
+  auto summary = (*client)->Stream(request, options, &store, nullptr);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(store.size(), 4000u);
+  EXPECT_FALSE(cancel.cancelled());
+}
+
+}  // namespace
+}  // namespace flexgs::client
