@@ -33,6 +33,9 @@ RUNTIME_PKGS=(
   libprometheus-cpp-pull1.0 libprometheus-cpp-core1.0 "libpng16-16|libpng16-16t64"
   "libssl3|libssl3t64" zlib1g ca-certificates
 )
+# flexgs-view (a window: GLFW, OpenGL through Mesa, Dear ImGui) and its test under a
+# virtual display. Not in "compile": the server and client images do not build it.
+VIEWER_PKGS=(libglfw3-dev libgl-dev libimgui-dev xvfb xdotool)
 EXTRA_PKGS=(python3-torch python3-grpcio python3-protobuf nodejs npm podman runc debootstrap)
 
 mode="${FLEXGS_DEPS:-build}"
@@ -40,7 +43,7 @@ case "$mode" in
   runtime) pkgs=("${RUNTIME_PKGS[@]}") ;;
   compile) pkgs=("${COMPILE_PKGS[@]}") ;;
   build)
-    pkgs=("${COMPILE_PKGS[@]}" "${TEST_PKGS[@]}")
+    pkgs=("${COMPILE_PKGS[@]}" "${TEST_PKGS[@]}" "${VIEWER_PKGS[@]}")
     if [ "${FLEXGS_EXTRAS:-0}" = "1" ]; then pkgs+=("${EXTRA_PKGS[@]}"); fi
     if [ "${FLEXGS_CONTAINERS:-0}" = "1" ]; then pkgs+=(podman runc debootstrap); fi
     ;;

@@ -32,10 +32,11 @@ OTHER = {
     "server": (list(CORE), ["server", "kernels"]),
     "client": (list(CORE), ["client", "kernels"]),
     "loadgen": (list(CORE), ["loadgen", "client"]),
+    "viewer": (list(CORE), ["viewer", "client", "kernels"]),
     "tools": (list(CORE), ["tools", "kernels"]),
     "bench": (list(CORE), ["bench", "kernels"]),
     "fuzz": (list(CORE), ["fuzz"]),
-    "tests": (list(CORE), ["tests", "kernels", "server", "client", "loadgen", "tools"]),
+    "tests": (list(CORE), ["tests", "kernels", "server", "client", "loadgen", "tools", "viewer"]),
 }
 FOLDERS = set(OTHER) | {"core", "proto"}
 inc = re.compile(r'^\s*#\s*include\s*[<"]([^">]+)[">]')

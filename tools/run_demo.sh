@@ -17,6 +17,8 @@ OUT="${OUT:-out/demo}"
 bash deploy/install-deps.sh
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target flexgs flexgs-server flexgs-health-probe flexgs-client
+# The viewer is built when GLFW, OpenGL and Dear ImGui are installed (install-deps does).
+cmake --build "$BUILD_DIR" -j"$(nproc)" --target flexgs-view > /dev/null 2>&1 || echo "demo: flexgs-view not built"
 FLEXGS="$BUILD_DIR/tools/flexgs"
 mkdir -p "$OUT"
 rm -rf "$OUT/default.flexgs"
@@ -86,3 +88,8 @@ echo "demo: done. Look at $OUT/eval/contact.png (the same views at 1/5/10/15%, t
 echo "      each labelled with PSNR and KiB), $OUT/eval/rd.png (PSNR against bytes on the wire),"
 echo "      $OUT/client/level-<k>-view-<i>.png (what the client rendered as each level landed),"
 echo "      $OUT/client/stats.json and $OUT/eval/report.md."
+if [[ -x $BUILD_DIR/viewer/flexgs-view ]]; then
+  echo "demo: to fly through it yourself (needs a display), serve it and open the viewer:"
+  echo "      $BUILD_DIR/server/flexgs-server --scenes $OUT/scenes --port 50051 &"
+  echo "      $BUILD_DIR/viewer/flexgs-view --server 127.0.0.1:50051 --scene default --budget-ratio 0.15"
+fi

@@ -1,0 +1,87 @@
+// LevelFeed: snapshots of complete levels handed from the stream thread, and a prompt
+// stop while the stream is still running.
+#include "viewer/level_feed.h"
+
+#include <chrono>
+
+#include "gtest/gtest.h"
+#include "tests/support/local_server.h"
+
+namespace flexgs::viewer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+client::StreamRequest Request(double ratio) {
+  client::StreamRequest r;
+  r.scene_id = "s";
+  r.ratio = ratio;
+  r.ladder = {0.05, 0.1};
+  r.encoding = v1::ENCODING_LOSSLESS;
+  return r;
+}
+
+TEST(LevelFeedTest, PublishesEachCompleteLevelAndThePreviousOne) {
+  flexgs::testing::LocalServer server;
+  auto client = client::SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  LevelFeed feed;
+  EXPECT_EQ(feed.state().current, nullptr);
+  feed.Start(client->get(), Request(0.2), {}, /*keep_history=*/true);
+  const FeedState first = feed.WaitForLevel(0, 30);
+  ASSERT_GE(first.level, 0) << first.status;
+  ASSERT_NE(first.current, nullptr);
+  const FeedState end = feed.WaitForLevel(-1, 30);
+  ASSERT_TRUE(end.done);
+  ASSERT_TRUE(end.status.ok()) << end.status;
+  EXPECT_EQ(end.levels, 3);
+  EXPECT_EQ(end.level, 2);
+  ASSERT_NE(end.current, nullptr);
+  ASSERT_NE(end.previous, nullptr);
+  EXPECT_EQ(end.current->size(), 8000u);
+  EXPECT_EQ(end.previous->size(), 4000u);
+  EXPECT_GT(end.bytes, 0u);
+  EXPECT_GT(end.version, first.version);
+  // Snapshots do not change under their holder: the first level still holds 2,000.
+  EXPECT_EQ(first.current->size(), 2000u);
+  ASSERT_EQ(end.history.size(), 3u);
+  EXPECT_EQ(end.history[0]->size(), 2000u);
+  EXPECT_EQ(end.history[1], end.previous);
+  EXPECT_EQ(end.history[2], end.current);
+}
+
+TEST(LevelFeedTest, StopEndsAStreamInFlightPromptly) {
+  flexgs::testing::LocalServer server;
+  auto client = client::SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  LevelFeed feed;
+  client::StreamOptions options;
+  options.max_bandwidth_bytes_per_s = 1 << 20;  // about ten seconds for the whole scene
+  feed.Start(client->get(), Request(1.0), options);
+  ASSERT_GE(feed.WaitForLevel(0, 30).level, 0);
+  const auto t0 = Clock::now();
+  feed.Stop();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 3.0);
+  const FeedState s = feed.state();
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.status.code(), absl::StatusCode::kCancelled) << s.status;
+  EXPECT_NE(s.current, nullptr) << "what arrived before the stop stays";
+  EXPECT_TRUE(s.history.empty()) << "kept only when asked";
+}
+
+TEST(LevelFeedTest, AnUnknownSceneEndsWithNotFound) {
+  flexgs::testing::LocalServer server;
+  auto client = client::SceneClient::Connect({server.address()});
+  ASSERT_TRUE(client.ok()) << client.status();
+  LevelFeed feed;
+  client::StreamRequest r = Request(0.1);
+  r.scene_id = "nope";
+  feed.Start(client->get(), r, {});
+  const FeedState s = feed.WaitForLevel(0, 30);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.status.code(), absl::StatusCode::kNotFound) << s.status;
+  EXPECT_EQ(s.current, nullptr);
+}
+
+}  // namespace
+}  // namespace flexgs::viewer
