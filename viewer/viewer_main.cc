@@ -5,9 +5,10 @@
 // Connects with the client library, declares the budget, and shows the scene as soon
 // as the first level is complete, refining in place as each level lands. Mouse: left
 // drag orbits, right drag pans, the wheel zooms; W/A/S/D/Q/E fly, R resets the view,
-// P writes a screenshot, C shows the previous level (compare), Esc quits. The overlay
-// shows the level, Gaussians held, bytes received, resident memory against the budget,
-// link rate and frame time.
+// P writes a screenshot, C shows the previous level (compare), ] and [ raise and lower
+// the budget (as does the overlay's slider), Esc quits. The overlay shows the level,
+// Gaussians held, bytes received, resident memory against the budget, link rate and
+// frame time.
 //
 // The stream runs on its own thread (LevelFeed) and frames render on another
 // (FrameRenderer), so the window never waits for either: while the view moves, frames
@@ -435,10 +436,70 @@ class Window {
   bool has_image_ = false;
 };
 
-int RunWindow(const Args& args, fv::LevelFeed& feed, fv::ViewController& view, flexgs::RasterBackend& backend,
+// The budget steps ] and [ move between, in percent of the scene.
+float NextBudgetStep(float percent, bool up) {
+  static constexpr float kSteps[] = {1, 5, 10, 15, 25, 50, 100};
+  if (up) {
+    for (float p : kSteps)
+      if (p > percent + 0.5f) return p;
+    return 100;
+  }
+  for (int i = static_cast<int>(std::size(kSteps)) - 1; i >= 0; --i)
+    if (kSteps[i] < percent - 0.5f) return kSteps[i];
+  return 1;
+}
+
+// The window's streams: the one shown and, after the budget control changed, the one
+// replacing it. The protocol cannot extend a stream yet, so a new budget streams again
+// from the start; the old levels stay on screen until the new stream holds as many
+// Gaussians (or ends), so the picture never goes back to empty.
+class Streams {
+ public:
+  Streams(fc::SceneClient* client, fc::StreamRequest request, fc::StreamOptions options)
+      : client_(client), request_(std::move(request)), options_(std::move(options)) {
+    shown_ = std::make_unique<fv::LevelFeed>();
+    shown_->Start(client_, request_, options_);
+  }
+  // A new stream at top ratio `ratio` (a fraction in (0, 1]).
+  void Restart(double ratio) {
+    fc::StreamRequest r = request_;
+    r.memory_bytes.reset();
+    r.gaussians.reset();
+    r.ratio = ratio;
+    next_ = std::make_unique<fv::LevelFeed>();
+    next_->Start(client_, r, options_);
+    spdlog::info("budget {:.0f}% of the scene: streaming again from the start", 100 * ratio);
+  }
+  // The state to show, switching to the new stream once it has caught up.
+  fv::FeedState State() {
+    if (next_) {
+      const fv::FeedState n = next_->state();
+      const fv::FeedState o = shown_->state();
+      const size_t held_new = n.current ? n.current->size() : 0, held_old = o.current ? o.current->size() : 0;
+      if (n.done || held_new >= held_old) {
+        shown_ = std::move(next_);  // the old stream stops (and is joined) here
+        spdlog::info("showing the new budget's stream: {} Gaussians held", held_new);
+        return n;
+      }
+      return o;
+    }
+    return shown_->state();
+  }
+  bool restarting() const { return next_ != nullptr; }
+
+ private:
+  fc::SceneClient* client_;
+  fc::StreamRequest request_;
+  fc::StreamOptions options_;
+  std::unique_ptr<fv::LevelFeed> shown_, next_;
+};
+
+int RunWindow(const Args& args, Streams& streams, fv::ViewController& view, flexgs::RasterBackend& backend,
               const flexgs::RenderOptions& render_options, uint64_t budget_bytes, const std::string& renderer_name) {
   auto window = Window::Open(args.width, args.height);
   if (!window.ok()) return Fail(1, window.status());
+  float budget_percent = args.budget_ratio > 0 ? static_cast<float>(100 * args.budget_ratio) : 15.0f;
+  bool budget_touched = false;
   GLFWwindow* w = (*window)->get();
   Input input;
   g_input = &input;
@@ -490,6 +551,12 @@ int RunWindow(const Args& args, fv::LevelFeed& feed, fv::ViewController& view, f
         dirty = true;
       }
       if (key == GLFW_KEY_P) screenshot = true;
+      if (key == GLFW_KEY_RIGHT_BRACKET || key == GLFW_KEY_LEFT_BRACKET) {
+        budget_percent = NextBudgetStep(budget_percent, key == GLFW_KEY_RIGHT_BRACKET);
+        budget_touched = true;
+        budget_bytes = 0;
+        streams.Restart(budget_percent / 100.0);
+      }
     }
     input.pressed.clear();
     if (!io.WantCaptureKeyboard) {  // flight while W/A/S/D/Q/E are held
@@ -507,7 +574,8 @@ int RunWindow(const Args& args, fv::LevelFeed& feed, fv::ViewController& view, f
     }
 
     // --- frames --------------------------------------------------------------------------
-    const fv::FeedState s = feed.state();
+    const fv::FeedState s = streams.State();
+    if (!budget_touched && s.levels > 0 && s.current) budget_percent = static_cast<float>(100 * s.ratio);
     if (s.version != shown_version) {
       shown_version = s.version;
       dirty = true;
@@ -587,6 +655,15 @@ int RunWindow(const Args& args, fv::LevelFeed& feed, fv::ViewController& view, f
     if (ImGui::Button("Screenshot (P)")) screenshot = true;
     ImGui::SameLine();
     if (ImGui::Checkbox("Compare (C)", &compare)) dirty = true;
+    // Budget as a top ratio; a new value streams again from the start (see Streams).
+    ImGui::SliderFloat("budget", &budget_percent, 1.0f, 100.0f, "%.0f%% of the scene");
+    if (ImGui::IsItemDeactivatedAfterEdit()) {
+      budget_touched = true;
+      budget_bytes = 0;
+      streams.Restart(budget_percent / 100.0);
+      note = absl::StrFormat("streaming again at %.0f%% (the protocol cannot extend a stream yet)", budget_percent);
+    }
+    if (streams.restarting()) ImGui::TextUnformatted("receiving the new budget...");
     if (!note.empty()) ImGui::TextUnformatted(note.c_str());
     ImGui::End();
     ImGui::Render();
@@ -695,10 +772,11 @@ int main(int argc, char** argv) {
   fv::ViewController view(bounds, a.fov_x_deg, a.width, a.height);
   flexgs::RenderOptions render_options;
   render_options.background = *background;
-  fv::LevelFeed feed;
-  feed.Start(client->get(), *request, stream_options, /*keep_history=*/a.headless);
-  const int code = a.headless ? RunScript(a, feed, view, **backend, render_options)
-                              : RunWindow(a, feed, view, **backend, render_options, budget_bytes, renderer_name);
-  feed.Stop();
-  return code;
+  if (a.headless) {
+    fv::LevelFeed feed;
+    feed.Start(client->get(), *request, stream_options, /*keep_history=*/true);
+    return RunScript(a, feed, view, **backend, render_options);
+  }
+  Streams streams(client->get(), *request, stream_options);
+  return RunWindow(a, streams, view, **backend, render_options, budget_bytes, renderer_name);
 }

@@ -3,7 +3,8 @@
 #   - headless: a camera script's frames show the scene after the first level, change
 #     as levels arrive (same camera) and as the camera moves (same level);
 #   - the real window under Xvfb (Mesa's software OpenGL), driven with xdotool: P writes
-#     screenshots, a mouse drag changes the view, Esc quits with exit 0;
+#     screenshots, a mouse drag changes the view, ] raises the budget (a new stream,
+#     shown once it holds more), Esc quits with exit 0;
 #   - bad input: unreachable server, unknown scene, a budget too small for the first
 #     level, a bad script, no display: one clear line and the documented exit code.
 #   viewer_test.sh FLEXGS FLEXGS_SERVER FLEXGS_VIEW
@@ -173,6 +174,20 @@ read -r lit_window diff_drag <<< "$(png_stats "$WORK/window/screenshot-000.png" 
 echo "window: screenshot lit $lit_window, mean |diff| after the drag $diff_drag"
 python3 -c "import sys; sys.exit(0 if $lit_window > 0.02 else 1)" || fail "window screenshot shows no scene"
 python3 -c "import sys; sys.exit(0 if $diff_drag > 0.5 else 1)" || fail "dragging did not move the view"
+# ] raises the budget a step (15% -> 25%): a new stream, shown once it holds more.
+xdotool key --window "$win" bracketright
+for _ in $(seq 1 $((100 * SCALE))); do
+  grep -q "showing the new budget's stream" "$WORK/window.log" && break
+  sleep 0.1
+done
+grep -q "budget 25% of the scene: streaming again" "$WORK/window.log" || fail "] did not raise the budget to 25%"
+grep -q "showing the new budget's stream: 5000 Gaussians held" "$WORK/window.log" ||
+  fail "the 25% stream (5000 Gaussians) was not shown: $(tail -3 "$WORK/window.log")"
+sleep 1
+shot 2
+read -r _ diff_budget <<< "$(png_stats "$WORK/window/screenshot-001.png" "$WORK/window/screenshot-002.png")"
+echo "window: mean |diff| after raising the budget to 25% $diff_budget"
+python3 -c "import sys; sys.exit(0 if $diff_budget > 0.1 else 1)" || fail "a larger budget changed nothing"
 # The window may be gone before xdotool sends the key release (BadWindow): fine.
 xdotool key --window "$win" Escape 2> /dev/null || true
 wait_exit "$VIEW_PID" $((20 * SCALE)) || fail "Esc did not close the viewer"
