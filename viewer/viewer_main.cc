@@ -451,7 +451,7 @@ float NextBudgetStep(float percent, bool up) {
 
 // The window's streams: the one shown and, after the budget control changed, the one
 // replacing it. The protocol cannot extend a stream yet, so a new budget streams again
-// from the start; the old levels stay on screen until the new stream holds as many
+// from the start; the old levels stay on screen until the new stream holds more
 // Gaussians (or ends), so the picture never goes back to empty.
 class Streams {
  public:
@@ -476,7 +476,7 @@ class Streams {
       const fv::FeedState n = next_->state();
       const fv::FeedState o = shown_->state();
       const size_t held_new = n.current ? n.current->size() : 0, held_old = o.current ? o.current->size() : 0;
-      if (n.done || held_new >= held_old) {
+      if (n.done || held_new > held_old) {
         shown_ = std::move(next_);  // the old stream stops (and is joined) here
         spdlog::info("showing the new budget's stream: {} Gaussians held", held_new);
         return n;

@@ -141,7 +141,12 @@ for _ in $(seq 1 $((100 * SCALE))); do [[ -s $WORK/display ]] && break; sleep 0.
 [[ -s $WORK/display ]] || fail "Xvfb did not start: $(cat "$WORK/xvfb.log")"
 export DISPLAY=":$(head -1 "$WORK/display")"
 # 400x300, so that the drag below (y = 260) runs clear of the overlay at the top left.
-"$VIEW" --server "$ADDR" --scene synth --width 400 --height 300 --threads 2 --budget-ratio 0.15 \
+# Under AddressSanitizer (tests/sanitize_and_fuzz.sh) leak checking is off for the window
+# only: Mesa's DRI driver is dlopen'ed by libGL and unloaded at exit, so what it keeps
+# shows as leaks from an "<unknown module>" that no suppression can name. The headless
+# runs above keep it on.
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
+  "$VIEW" --server "$ADDR" --scene synth --width 400 --height 300 --threads 2 --budget-ratio 0.15 \
   --out "$WORK/window" > "$WORK/window.log" 2>&1 &
 VIEW_PID=$!
 PIDS+=("$VIEW_PID")
@@ -190,6 +195,7 @@ echo "window: mean |diff| after raising the budget to 25% $diff_budget"
 python3 -c "import sys; sys.exit(0 if $diff_budget > 0.1 else 1)" || fail "a larger budget changed nothing"
 # The window may be gone before xdotool sends the key release (BadWindow): fine.
 xdotool key --window "$win" Escape 2> /dev/null || true
-wait_exit "$VIEW_PID" $((20 * SCALE)) || fail "Esc did not close the viewer"
-wait "$VIEW_PID" || fail "flexgs-view exited non-zero after Esc: $(tail -3 "$WORK/window.log")"
+rc=0
+wait_exit "$VIEW_PID" $((20 * SCALE)) || rc=$?
+((rc == 0)) || fail "flexgs-view did not exit 0 after Esc (exit $rc; 137: killed): $(tail -3 "$WORK/window.log")"
 echo "PASS"
