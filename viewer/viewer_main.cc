@@ -54,6 +54,8 @@
 #include "scene/image.h"
 #include "spdlog/spdlog.h"
 #include "stream/wire_layout.h"
+#include "viewer/budget_streams.h"
+#include "viewer/frame_renderer.h"
 #include "viewer/level_feed.h"
 #include "viewer/view_controller.h"
 #include "viewer/view_script.h"
@@ -122,90 +124,6 @@ absl::StatusOr<fc::StreamRequest> BuildRequest(const Args& args, bool on_gpu) {
   r.memory_bytes = bytes - frame;
   return r;
 }
-
-// Renders on a thread of its own: the window posts the newest (cloud, camera) and
-// picks up whichever frame finished last, never waiting for one.
-class FrameRenderer {
- public:
-  struct Frame {
-    flexgs::Image image;
-    double render_ms = 0;
-    uint64_t request = 0;  // which Submit() it answers
-  };
-
-  FrameRenderer(flexgs::RasterBackend* backend, flexgs::RenderOptions options)
-      : backend_(backend), options_(options), thread_([this] { Loop(); }) {}
-  ~FrameRenderer() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
-  // Replaces any request not yet started; returns its number.
-  uint64_t Submit(std::shared_ptr<const flexgs::GaussianCloud> cloud, const flexgs::Camera& camera) {
-    std::lock_guard<std::mutex> lock(mu_);
-    pending_ = Pending{std::move(cloud), camera, ++submitted_};
-    cv_.notify_all();
-    return submitted_;
-  }
-  // The newest finished frame, if one finished since the last call.
-  std::optional<Frame> TakeFrame() {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::optional<Frame> f = std::move(done_);
-    done_.reset();
-    return f;
-  }
-  bool busy() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return pending_.has_value() || rendering_;
-  }
-  absl::Status status() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return status_;
-  }
-
- private:
-  struct Pending {
-    std::shared_ptr<const flexgs::GaussianCloud> cloud;
-    flexgs::Camera camera;
-    uint64_t id = 0;
-  };
-  void Loop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [this] { return stop_ || pending_.has_value(); });
-      if (stop_) return;
-      Pending job = std::move(*pending_);
-      pending_.reset();
-      rendering_ = true;
-      lock.unlock();
-      const auto t0 = Clock::now();
-      auto result = backend_->Render(*job.cloud, job.camera, options_);
-      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      lock.lock();
-      rendering_ = false;
-      if (!result.ok()) {
-        status_ = result.status();
-        continue;
-      }
-      done_ = Frame{std::move(result->color), ms, job.id};
-    }
-  }
-
-  flexgs::RasterBackend* backend_;
-  flexgs::RenderOptions options_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::optional<Pending> pending_;
-  std::optional<Frame> done_;
-  bool rendering_ = false, stop_ = false;
-  uint64_t submitted_ = 0;
-  absl::Status status_;
-  std::thread thread_;
-};
 
 // Attribute bytes of what is held (float32, as the client's store keeps it).
 uint64_t HeldBytes(const std::shared_ptr<const flexgs::GaussianCloud>& cloud) {
@@ -436,65 +354,7 @@ class Window {
   bool has_image_ = false;
 };
 
-// The budget steps ] and [ move between, in percent of the scene.
-float NextBudgetStep(float percent, bool up) {
-  static constexpr float kSteps[] = {1, 5, 10, 15, 25, 50, 100};
-  if (up) {
-    for (float p : kSteps)
-      if (p > percent + 0.5f) return p;
-    return 100;
-  }
-  for (int i = static_cast<int>(std::size(kSteps)) - 1; i >= 0; --i)
-    if (kSteps[i] < percent - 0.5f) return kSteps[i];
-  return 1;
-}
-
-// The window's streams: the one shown and, after the budget control changed, the one
-// replacing it. The protocol cannot extend a stream yet, so a new budget streams again
-// from the start; the old levels stay on screen until the new stream holds more
-// Gaussians (or ends), so the picture never goes back to empty.
-class Streams {
- public:
-  Streams(fc::SceneClient* client, fc::StreamRequest request, fc::StreamOptions options)
-      : client_(client), request_(std::move(request)), options_(std::move(options)) {
-    shown_ = std::make_unique<fv::LevelFeed>();
-    shown_->Start(client_, request_, options_);
-  }
-  // A new stream at top ratio `ratio` (a fraction in (0, 1]).
-  void Restart(double ratio) {
-    fc::StreamRequest r = request_;
-    r.memory_bytes.reset();
-    r.gaussians.reset();
-    r.ratio = ratio;
-    next_ = std::make_unique<fv::LevelFeed>();
-    next_->Start(client_, r, options_);
-    spdlog::info("budget {:.0f}% of the scene: streaming again from the start", 100 * ratio);
-  }
-  // The state to show, switching to the new stream once it has caught up.
-  fv::FeedState State() {
-    if (next_) {
-      const fv::FeedState n = next_->state();
-      const fv::FeedState o = shown_->state();
-      const size_t held_new = n.current ? n.current->size() : 0, held_old = o.current ? o.current->size() : 0;
-      if (n.done || held_new > held_old) {
-        shown_ = std::move(next_);  // the old stream stops (and is joined) here
-        spdlog::info("showing the new budget's stream: {} Gaussians held", held_new);
-        return n;
-      }
-      return o;
-    }
-    return shown_->state();
-  }
-  bool restarting() const { return next_ != nullptr; }
-
- private:
-  fc::SceneClient* client_;
-  fc::StreamRequest request_;
-  fc::StreamOptions options_;
-  std::unique_ptr<fv::LevelFeed> shown_, next_;
-};
-
-int RunWindow(const Args& args, Streams& streams, fv::ViewController& view, flexgs::RasterBackend& backend,
+int RunWindow(const Args& args, fv::BudgetStreams& streams, fv::ViewController& view, flexgs::RasterBackend& backend,
               const flexgs::RenderOptions& render_options, uint64_t budget_bytes, const std::string& renderer_name) {
   auto window = Window::Open(args.width, args.height);
   if (!window.ok()) return Fail(1, window.status());
@@ -504,7 +364,7 @@ int RunWindow(const Args& args, Streams& streams, fv::ViewController& view, flex
   Input input;
   g_input = &input;
   glfwGetCursorPos(w, &input.x, &input.y);
-  FrameRenderer renderer(&backend, render_options);
+  fv::FrameRenderer renderer(&backend, render_options);
   const auto t0 = Clock::now();
   auto last_tick = t0, last_move = t0 - std::chrono::seconds(1);
   uint64_t shown_version = 0, screenshots = 0;
@@ -552,7 +412,7 @@ int RunWindow(const Args& args, Streams& streams, fv::ViewController& view, flex
       }
       if (key == GLFW_KEY_P) screenshot = true;
       if (key == GLFW_KEY_RIGHT_BRACKET || key == GLFW_KEY_LEFT_BRACKET) {
-        budget_percent = NextBudgetStep(budget_percent, key == GLFW_KEY_RIGHT_BRACKET);
+        budget_percent = fv::NextBudgetStep(budget_percent, key == GLFW_KEY_RIGHT_BRACKET);
         budget_touched = true;
         budget_bytes = 0;
         streams.Restart(budget_percent / 100.0);
@@ -777,6 +637,6 @@ int main(int argc, char** argv) {
     feed.Start(client->get(), *request, stream_options, /*keep_history=*/true);
     return RunScript(a, feed, view, **backend, render_options);
   }
-  Streams streams(client->get(), *request, stream_options);
+  fv::BudgetStreams streams(client->get(), *request, stream_options);
   return RunWindow(a, streams, view, **backend, render_options, budget_bytes, renderer_name);
 }

@@ -7,7 +7,10 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "client/scene_client.h"
 #include "gtest/gtest.h"
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
@@ -39,6 +42,11 @@ class LocalServer {
     server_->Wait();
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  client::ConnectOptions connect_options() const {
+    client::ConnectOptions o;
+    o.address = address();
+    return o;
+  }
 
  private:
   server::SceneRegistry registry_;
@@ -48,5 +56,15 @@ class LocalServer {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
+
+// A lossless request for LocalServer's scene "s" at top ratio `ratio` over `ladder`.
+inline client::StreamRequest LosslessRequest(double ratio, std::vector<double> ladder = {0.05, 0.1}) {
+  client::StreamRequest r;
+  r.scene_id = "s";
+  r.ratio = ratio;
+  r.ladder = std::move(ladder);
+  r.encoding = v1::ENCODING_LOSSLESS;
+  return r;
+}
 
 }  // namespace flexgs::testing

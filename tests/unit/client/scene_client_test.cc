@@ -18,14 +18,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using flexgs::testing::LocalServer;
 
-StreamRequest LosslessRequest() {
-  StreamRequest r;
-  r.scene_id = "s";
-  r.ratio = 1.0;
-  r.ladder = {0.05, 0.5};
-  r.encoding = v1::ENCODING_LOSSLESS;
-  return r;
-}
+// The whole scene over two rungs: long enough to be cut in the middle.
+StreamRequest WholeScene() { return flexgs::testing::LosslessRequest(1.0, {0.05, 0.5}); }
 
 // Counts completed levels, and cancels once the first one is held.
 class CancelAfterFirstLevel : public StreamObserver {
@@ -48,7 +42,7 @@ class CancelAfterFirstLevel : public StreamObserver {
 
 TEST(StreamCancelTest, StopsAStreamInFlightAndKeepsWhatIsHeld) {
   LocalServer server;
-  auto client = SceneClient::Connect({server.address()});
+  auto client = SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   StreamCancel cancel;
   StreamOptions options;
@@ -57,7 +51,7 @@ TEST(StreamCancelTest, StopsAStreamInFlightAndKeepsWhatIsHeld) {
   HostResidentStore store;
   CancelAfterFirstLevel observer(&cancel);
   const auto t0 = Clock::now();
-  auto summary = (*client)->Stream(LosslessRequest(), options, &store, &observer);
+  auto summary = (*client)->Stream(WholeScene(), options, &store, &observer);
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_FALSE(summary.ok());
   EXPECT_EQ(summary.status().code(), absl::StatusCode::kCancelled) << summary.status();
@@ -69,14 +63,14 @@ TEST(StreamCancelTest, StopsAStreamInFlightAndKeepsWhatIsHeld) {
 
 TEST(StreamCancelTest, CancelledBeforehandReceivesNothing) {
   LocalServer server;
-  auto client = SceneClient::Connect({server.address()});
+  auto client = SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   StreamCancel cancel;
   cancel.Cancel();
   StreamOptions options;
   options.cancel = &cancel;
   HostResidentStore store;
-  auto summary = (*client)->Stream(LosslessRequest(), options, &store, nullptr);
+  auto summary = (*client)->Stream(WholeScene(), options, &store, nullptr);
   ASSERT_FALSE(summary.ok());
   EXPECT_EQ(summary.status().code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(store.size(), 0u);
@@ -85,7 +79,9 @@ TEST(StreamCancelTest, CancelledBeforehandReceivesNothing) {
 TEST(StreamCancelTest, CutsABackoffWaitShort) {
   // Nothing listens on this port: every attempt fails UNAVAILABLE and the client backs
   // off between attempts; a Cancel() during the wait ends Stream() at once.
-  auto client = SceneClient::Connect({"127.0.0.1:1"});
+  ConnectOptions nowhere;
+  nowhere.address = "127.0.0.1:1";
+  auto client = SceneClient::Connect(nowhere);
   ASSERT_TRUE(client.ok()) << client.status();
   StreamCancel cancel;
   StreamOptions options;
@@ -99,7 +95,7 @@ TEST(StreamCancelTest, CutsABackoffWaitShort) {
     cancel.Cancel();
   });
   const auto t0 = Clock::now();
-  auto summary = (*client)->Stream(LosslessRequest(), options, &store, nullptr);
+  auto summary = (*client)->Stream(WholeScene(), options, &store, nullptr);
   canceller.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   ASSERT_FALSE(summary.ok());
@@ -109,13 +105,13 @@ TEST(StreamCancelTest, CutsABackoffWaitShort) {
 
 TEST(StreamCancelTest, UncancelledStreamCompletes) {
   LocalServer server;
-  auto client = SceneClient::Connect({server.address()});
+  auto client = SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   StreamCancel cancel;
   StreamOptions options;
   options.cancel = &cancel;
   HostResidentStore store;
-  StreamRequest request = LosslessRequest();
+  StreamRequest request = WholeScene();
   request.ratio = 0.1;
   auto summary = (*client)->Stream(request, options, &store, nullptr);
   ASSERT_TRUE(summary.ok()) << summary.status();

@@ -12,22 +12,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-client::StreamRequest Request(double ratio) {
-  client::StreamRequest r;
-  r.scene_id = "s";
-  r.ratio = ratio;
-  r.ladder = {0.05, 0.1};
-  r.encoding = v1::ENCODING_LOSSLESS;
-  return r;
-}
+using flexgs::testing::LosslessRequest;
 
 TEST(LevelFeedTest, PublishesEachCompleteLevelAndThePreviousOne) {
   flexgs::testing::LocalServer server;
-  auto client = client::SceneClient::Connect({server.address()});
+  auto client = client::SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   LevelFeed feed;
   EXPECT_EQ(feed.state().current, nullptr);
-  feed.Start(client->get(), Request(0.2), {}, /*keep_history=*/true);
+  feed.Start(client->get(), LosslessRequest(0.2), {}, /*keep_history=*/true);
   const FeedState first = feed.WaitForLevel(0, 30);
   ASSERT_GE(first.level, 0) << first.status;
   ASSERT_NE(first.current, nullptr);
@@ -52,12 +45,12 @@ TEST(LevelFeedTest, PublishesEachCompleteLevelAndThePreviousOne) {
 
 TEST(LevelFeedTest, StopEndsAStreamInFlightPromptly) {
   flexgs::testing::LocalServer server;
-  auto client = client::SceneClient::Connect({server.address()});
+  auto client = client::SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   LevelFeed feed;
   client::StreamOptions options;
   options.max_bandwidth_bytes_per_s = 1 << 20;  // about ten seconds for the whole scene
-  feed.Start(client->get(), Request(1.0), options);
+  feed.Start(client->get(), LosslessRequest(1.0), options);
   ASSERT_GE(feed.WaitForLevel(0, 30).level, 0);
   const auto t0 = Clock::now();
   feed.Stop();
@@ -71,10 +64,10 @@ TEST(LevelFeedTest, StopEndsAStreamInFlightPromptly) {
 
 TEST(LevelFeedTest, AnUnknownSceneEndsWithNotFound) {
   flexgs::testing::LocalServer server;
-  auto client = client::SceneClient::Connect({server.address()});
+  auto client = client::SceneClient::Connect(server.connect_options());
   ASSERT_TRUE(client.ok()) << client.status();
   LevelFeed feed;
-  client::StreamRequest r = Request(0.1);
+  client::StreamRequest r = LosslessRequest(0.1);
   r.scene_id = "nope";
   feed.Start(client->get(), r, {});
   const FeedState s = feed.WaitForLevel(0, 30);
