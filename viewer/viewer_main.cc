@@ -43,6 +43,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "base/file_io.h"
 #include "client/budget_spec.h"
@@ -544,8 +545,14 @@ int main(int argc, char** argv) {
   app.add_option("--scene", a.scene, "Scene id")->required();
   auto* budget = app.add_option("--budget", a.budget, "Memory budget: a size (512MiB, 1.5GB) or auto[:fraction]")
                      ->capture_default_str();
-  auto* ratio = app.add_option("--budget-ratio", a.budget_ratio, "Budget as a top ratio in (0, 1]")
-                    ->check(CLI::Range(0.0, 1.0).description("in (0, 1]"));
+  auto* ratio =
+      app.add_option("--budget-ratio", a.budget_ratio, "Budget as a top ratio in (0, 1]")
+          ->check(CLI::Validator(
+              [](std::string& v) {
+                double r = 0;
+                return absl::SimpleAtod(v, &r) && r > 0 && r <= 1 ? std::string() : "must be a ratio in (0, 1]";
+              },
+              "in (0, 1]"));
   auto* gaussians = app.add_option("--budget-gaussians", a.budget_gaussians, "Budget as a Gaussian count")
                         ->check(CLI::PositiveNumber);
   ratio->excludes(budget)->excludes(gaussians);

@@ -121,6 +121,7 @@ expect 1 "no complete level to show yet" "$VIEW" "${COMMON[@]}" --budget-ratio 0
   --script "$WORK/early.txt" \
   --out "$WORK/bad"
 expect 1 "requires --script" "$VIEW" "${COMMON[@]}" --budget-ratio 0.1 --headless
+expect 1 "must be a ratio in (0, 1]" "$VIEW" "${COMMON[@]}" --budget-ratio 0 --headless --script "$WORK/path.txt"
 expect 1 "cannot open a display" env -u DISPLAY -u WAYLAND_DISPLAY "$VIEW" "${COMMON[@]}" --budget-ratio 0.1 \
   --out "$WORK/bad"
 PORT2=$(free_port)
