@@ -304,37 +304,6 @@ absl::Status CreateOutputDir(const std::string& out) {
   return absl::OkStatus();
 }
 
-// What an "auto" budget is a share of: the memory the renderer draws on (none for the
-// other kinds, which must not depend on the machine).
-absl::StatusOr<std::optional<fc::MemoryProbe>> ProbeForBudget(const fc::BudgetSpec& spec, bool on_gpu) {
-  if (spec.kind != fc::BudgetSpec::Kind::kAuto) return std::optional<fc::MemoryProbe>();
-  auto probe = fc::ProbeRendererMemory(on_gpu);
-  if (!probe.ok()) return probe.status();
-  return std::optional<fc::MemoryProbe>(*std::move(probe));
-}
-
-// The budget in bytes and where it came from (0 and "" for a ratio or Gaussian count).
-struct Budget {
-  uint64_t bytes = 0;
-  std::string source;
-};
-
-// The byte budget the request and the final check use: explicit, or a share of `probe`.
-absl::StatusOr<Budget> ResolveBudget(const fc::BudgetSpec& spec, const std::optional<fc::MemoryProbe>& probe) {
-  Budget budget;
-  if (spec.kind == fc::BudgetSpec::Kind::kAuto) {
-    auto bytes = fc::AutoBudgetBytes(*probe, spec.auto_fraction);
-    if (!bytes.ok()) return bytes.status();
-    budget.bytes = *bytes;
-    budget.source = absl::StrFormat("auto: %.0f%% of %s available on %s", spec.auto_fraction * 100,
-                                    fc::FormatBytes(probe->available_bytes), probe->source);
-  } else if (spec.kind == fc::BudgetSpec::Kind::kBytes) {
-    budget.bytes = spec.bytes;
-    budget.source = "explicit";
-  }
-  return budget;
-}
-
 // The channel as the flags configure it (TLS, token, keepalive). With a rate limit, a
 // small fixed window (~100 ms of data, at least 64 KiB) makes the limit the sender's
 // rate instead of filling megabytes of receive buffers first.
@@ -376,16 +345,9 @@ absl::StatusOr<flexgs::v1::SceneInfo> FetchSceneInfo(fc::SceneClient& client, co
 absl::StatusOr<std::vector<flexgs::Camera>> ChooseCameras(const Options& options, const flexgs::v1::SceneInfo& info) {
   if (!options.file_cameras.empty()) return options.file_cameras;
   if (!options.orbit) return std::vector<flexgs::Camera>();
-  const auto& b = info.view_bounds().min_size() == 3 ? info.view_bounds() : info.bounds();
-  if (b.min_size() != 3 || b.max_size() != 3) {
-    return absl::DataLossError("the server's SceneInfo has no 3-D bounds to frame cameras on");
-  }
-  flexgs::SceneBounds bounds;
-  for (int d = 0; d < 3; ++d) {
-    bounds.lo[d] = b.min(d);
-    bounds.hi[d] = b.max(d);
-  }
-  return flexgs::OrbitCameras(bounds, *options.orbit);
+  auto bounds = fc::FramingBounds(info);
+  if (!bounds.ok()) return bounds.status();
+  return flexgs::OrbitCameras(*bounds, *options.orbit);
 }
 
 // Writes cameras.json and replaces `cameras` by what it holds, so that renders use the
@@ -409,7 +371,7 @@ uint64_t FramebufferReserve(const std::vector<flexgs::Camera>& cameras) {
 
 // The request: a byte budget is declared to the server less `framebuffer_reserve`, since
 // the server sizes levels for the Gaussians alone.
-absl::StatusOr<fc::StreamRequest> BuildRequest(const Args& args, const Options& options, const Budget& budget,
+absl::StatusOr<fc::StreamRequest> BuildRequest(const Args& args, const Options& options, const fc::ByteBudget& budget,
                                                uint64_t framebuffer_reserve) {
   fc::StreamRequest request;
   request.scene_id = args.scene;
@@ -467,7 +429,7 @@ fc::StreamOptions MakeStreamOptions(const Args& args, double rate) {
 // What was set up before streaming, for stats.json and the summary line.
 struct Setup {
   Options options;
-  Budget budget;
+  fc::ByteBudget budget;
   fc::StreamRequest request;
   uint64_t framebuffer_reserve = 0;
   std::string renderer;  // the raster backend's name
@@ -547,9 +509,9 @@ int Run(const Args& args) {
   if (!backend.ok()) return Fail(1, backend.status());
   setup.renderer = std::string((*backend)->name());
   const bool on_gpu = setup.renderer == "cuda";
-  auto probe = ProbeForBudget(setup.options.budget, on_gpu);
+  auto probe = fc::ProbeForBudget(setup.options.budget, on_gpu);
   if (!probe.ok()) return Fail(4, probe.status());
-  auto budget = ResolveBudget(setup.options.budget, *probe);
+  auto budget = fc::ResolveByteBudget(setup.options.budget, *probe);
   if (!budget.ok()) return Fail(1, budget.status());
   setup.budget = *std::move(budget);
 

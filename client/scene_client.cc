@@ -16,6 +16,19 @@
 
 namespace flexgs::client {
 
+absl::StatusOr<SceneBounds> FramingBounds(const v1::SceneInfo& info) {
+  const v1::Bounds& b = info.view_bounds().min_size() == 3 ? info.view_bounds() : info.bounds();
+  if (b.min_size() != 3 || b.max_size() != 3) {
+    return absl::DataLossError("the server's SceneInfo has no 3-D bounds to frame views on");
+  }
+  SceneBounds bounds;
+  for (int d = 0; d < 3; ++d) {
+    bounds.lo[d] = b.min(d);
+    bounds.hi[d] = b.max(d);
+  }
+  return bounds;
+}
+
 void StreamCancel::Cancel() {
   std::lock_guard<std::mutex> lock(mu_);
   cancelled_ = true;

@@ -25,6 +25,7 @@
 #include "client/resident_store.h"
 #include "client/scene_assembler.h"
 #include "flexgs/v1/scene_service.pb.h"
+#include "scene/orbit.h"
 
 namespace grpc {
 class ClientContext;
@@ -144,6 +145,10 @@ struct StreamSummary {
   uint64_t rejected_messages = 0;  // failed verification (each caused a resume)
   double seconds = 0;
 };
+
+// What to frame views on: the scene's view bounds (1%-99% quantiles of the centres), or
+// its full bounds from a server that sends none. DATA_LOSS when neither is 3-D.
+absl::StatusOr<SceneBounds> FramingBounds(const v1::SceneInfo& info);
 
 class SceneClient {
  public:

@@ -106,16 +106,14 @@ absl::StatusOr<fc::StreamRequest> BuildRequest(const Args& args, bool on_gpu) {
   }
   auto spec = fc::ParseBudgetSpec(args.budget);
   if (!spec.ok()) return spec.status();
-  uint64_t bytes = spec->bytes;
-  if (spec->kind == fc::BudgetSpec::Kind::kAuto) {
-    auto probe = fc::ProbeRendererMemory(on_gpu);
-    if (!probe.ok()) return probe.status();
-    auto b = fc::AutoBudgetBytes(*probe, spec->auto_fraction);
-    if (!b.ok()) return b.status();
-    bytes = *b;
-  } else if (spec->kind != fc::BudgetSpec::Kind::kBytes) {
+  if (spec->kind != fc::BudgetSpec::Kind::kAuto && spec->kind != fc::BudgetSpec::Kind::kBytes) {
     return absl::InvalidArgumentError("--budget takes a size or auto; use --budget-ratio or --budget-gaussians");
   }
+  auto probe = fc::ProbeForBudget(*spec, on_gpu);
+  if (!probe.ok()) return probe.status();
+  auto budget = fc::ResolveByteBudget(*spec, *probe);
+  if (!budget.ok()) return budget.status();
+  const uint64_t bytes = budget->bytes;
   const uint64_t frame = FramebufferBytes(args.width, args.height);
   if (bytes <= frame) {
     return absl::InvalidArgumentError(absl::StrFormat("budget %s does not cover the %dx%d window's framebuffer (%s)",
@@ -623,20 +621,13 @@ int main(int argc, char** argv) {
   if (!client.ok()) return Fail(1, client.status());
   auto info = (*client)->GetScene(a.scene, std::chrono::milliseconds(static_cast<int64_t>(a.give_up_after_s * 1000)));
   if (!info.ok()) return Fail(2, info.status());
-  const auto& b = info->view_bounds().min_size() == 3 ? info->view_bounds() : info->bounds();
-  if (b.min_size() != 3 || b.max_size() != 3) {
-    return Fail(2, absl::DataLossError("the server's SceneInfo has no 3-D bounds to frame the view on"));
-  }
-  flexgs::SceneBounds bounds;
-  for (int d = 0; d < 3; ++d) {
-    bounds.lo[d] = b.min(d);
-    bounds.hi[d] = b.max(d);
-  }
+  auto bounds = fc::FramingBounds(*info);
+  if (!bounds.ok()) return Fail(2, bounds.status());
   auto request = BuildRequest(a, renderer_name == "cuda");
   if (!request.ok()) return Fail(1, request.status());
   const uint64_t budget_bytes = request->memory_bytes.value_or(0);
 
-  fv::ViewController view(bounds, a.fov_x_deg, a.width, a.height);
+  fv::ViewController view(*bounds, a.fov_x_deg, a.width, a.height);
   flexgs::RenderOptions render_options;
   render_options.background = *background;
   if (a.headless) {

@@ -57,5 +57,35 @@ TEST(QueryCudaMemoryTest, UnavailableWithReasonOrPlausibleNumbers) {
   EXPECT_FALSE(info->device_name.empty());
 }
 
+TEST(ResolveByteBudgetTest, ExplicitAutoAndOtherKinds) {
+  auto explicit_spec = ParseBudgetSpec("64MiB");
+  ASSERT_TRUE(explicit_spec.ok());
+  auto none = ProbeForBudget(*explicit_spec, /*use_cuda=*/false);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value()) << "only an auto budget depends on the machine";
+  auto b = ResolveByteBudget(*explicit_spec, std::nullopt);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->bytes, 64u << 20);
+  EXPECT_EQ(b->source, "explicit");
+
+  auto auto_spec = ParseBudgetSpec("auto:0.25");
+  ASSERT_TRUE(auto_spec.ok());
+  const MemoryProbe probe{uint64_t{1} << 30, "host"};
+  b = ResolveByteBudget(*auto_spec, probe);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->bytes, uint64_t{1} << 28);
+  EXPECT_THAT(b->source, HasSubstr("auto: 25% of"));
+  EXPECT_THAT(b->source, HasSubstr("on host"));
+  EXPECT_EQ(ResolveByteBudget(*auto_spec, std::nullopt).status().code(), absl::StatusCode::kInvalidArgument);
+
+  BudgetSpec ratio;
+  ratio.kind = BudgetSpec::Kind::kRatio;
+  ratio.ratio = 0.1;
+  b = ResolveByteBudget(ratio, std::nullopt);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->bytes, 0u);
+  EXPECT_EQ(b->source, "");
+}
+
 }  // namespace
 }  // namespace flexgs::client

@@ -119,5 +119,21 @@ TEST(StreamCancelTest, UncancelledStreamCompletes) {
   EXPECT_FALSE(cancel.cancelled());
 }
 
+TEST(FramingBoundsTest, ViewBoundsFirstThenFullBoundsElseDataLoss) {
+  v1::SceneInfo info;
+  for (double v : {-4.0, -4.0, -4.0}) info.mutable_bounds()->add_min(v);
+  for (double v : {4.0, 4.0, 4.0}) info.mutable_bounds()->add_max(v);
+  auto full = FramingBounds(info);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->hi.x(), 4.0);
+  for (double v : {-1.0, -2.0, -3.0}) info.mutable_view_bounds()->add_min(v);
+  for (double v : {1.0, 2.0, 3.0}) info.mutable_view_bounds()->add_max(v);
+  auto view = FramingBounds(info);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->lo.y(), -2.0);
+  EXPECT_EQ(view->hi.z(), 3.0);
+  EXPECT_EQ(FramingBounds(v1::SceneInfo{}).status().code(), absl::StatusCode::kDataLoss);
+}
+
 }  // namespace
 }  // namespace flexgs::client
