@@ -19,6 +19,9 @@ class DeviceResidentStore final : public ResidentStore {
   absl::Status Reset(size_t capacity, int sh_degree) override { return store_->Reset(capacity, sh_degree); }
   absl::Status Append(const GaussianCloud& block) override { return store_->Append(block); }
   absl::Status Patch(size_t first, absl::Span<const float> patches) override { return store_->Patch(first, patches); }
+  absl::Status Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) override {
+    return store_->Replace(indices, values);
+  }
   size_t size() const override { return store_->size(); }
   size_t capacity() const override { return store_->capacity(); }
   int sh_degree() const override { return store_->sh_degree(); }

@@ -100,6 +100,22 @@ absl::Status HostResidentStore::Patch(size_t first, absl::Span<const float> patc
   return absl::OkStatus();
 }
 
+absl::Status HostResidentStore::Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) {
+  if (values.size() != indices.size() || values.sh_degree != cloud_.sh_degree) {
+    return absl::InvalidArgumentError(absl::StrCat(values.size(), " replacements at SH degree ", values.sh_degree,
+                                                   " for ", indices.size(), " indices at the store's degree ",
+                                                   cloud_.sh_degree));
+  }
+  if (absl::Status st = values.Validate(); !st.ok()) return st;
+  for (uint32_t i : indices) {
+    if (i >= cloud_.size()) {
+      return absl::OutOfRangeError(absl::StrCat("replacement of Gaussian ", i, ": only ", cloud_.size(), " held"));
+    }
+  }
+  cloud_.Scatter(indices, values);
+  return absl::OkStatus();
+}
+
 uint64_t HostResidentStore::AllocatedBytes() const {
   return CapacityBytes(cloud_.positions) + CapacityBytes(cloud_.log_scales) + CapacityBytes(cloud_.rotations) +
          CapacityBytes(cloud_.opacity_logits) + CapacityBytes(cloud_.sh_dc) + CapacityBytes(cloud_.sh_rest);

@@ -36,6 +36,10 @@ class ResidentStore {
   // OUT_OF_RANGE when that range is not held; INVALID_ARGUMENT when patches.size() is
   // not a multiple of kPatchStride.
   virtual absl::Status Patch(size_t first, absl::Span<const float> patches) = 0;
+  // Overwrites every attribute of Gaussians indices[o] with values' Gaussian o (merged
+  // levels). OUT_OF_RANGE when an index is not held; INVALID_ARGUMENT when the counts
+  // or SH degree disagree or `values` fails Validate(). On error nothing changed.
+  virtual absl::Status Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) = 0;
 
   virtual size_t size() const = 0;
   virtual size_t capacity() const = 0;
@@ -58,6 +62,7 @@ class HostResidentStore final : public ResidentStore {
   absl::Status Reset(size_t capacity, int sh_degree) override;
   absl::Status Append(const GaussianCloud& block) override;
   absl::Status Patch(size_t first, absl::Span<const float> patches) override;
+  absl::Status Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) override;
   size_t size() const override { return cloud_.size(); }
   size_t capacity() const override { return capacity_; }
   int sh_degree() const override { return cloud_.sh_degree; }

@@ -69,7 +69,9 @@ absl::Status CheckHeader(const v1::StreamHeader& h) {
     if (l.added() != l.gaussians() - held) {
       return Loss(0, kKind, "level ", k, " adds ", l.added(), " but goes from ", held, " to ", l.gaussians());
     }
-    if (l.patched() != 0 && l.patched() != held) {  // a level re-poses all earlier Gaussians or none
+    // A level re-poses all earlier Gaussians or none, or replaces some of them (merged
+    // levels); which of the two is checked as its blocks arrive and at its end.
+    if (l.patched() > held) {
       return Loss(0, kKind, "level ", k, " patches ", l.patched(), " of ", held, " held Gaussians");
     }
     // (The bound on last_sequence keeps next_sequence + 1 below from wrapping.)
@@ -168,6 +170,8 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyHeader(uint64_t sequence, const
   levels_completed_ = 0;
   level_patched_ = 0;
   level_block_bytes_ = 0;
+  level_replace_floor_ = 0;
+  level_has_replacements_ = false;
   ApplyResult r;
   r.kind = ApplyResult::Kind::kHeader;
   return r;
@@ -235,6 +239,10 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   if (sequence >= level.last_sequence()) {
     return Loss(sequence, kKind, "level ", current_level_, " ends at sequence ", level.last_sequence());
   }
+  absl::StatusOr<BlockInfo> info = ReadBlockInfo(b.data());
+  if (!info.ok()) return Loss(sequence, kKind, info.status().message());
+  if (info->kind == ChunkKind::kReplacements) return ApplyReplacements(sequence, b, *info);
+  if (level_has_replacements_) return Loss(sequence, kKind, "geometry patches after replacements in one level");
   // Patches cover the level's `patched` earlier Gaussians in client order, block after
   // block; requiring that order makes "all patched exactly once" checkable at LEVEL_END.
   if (b.first() != level_patched_) {
@@ -244,8 +252,6 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
     return Loss(sequence, kKind, "patches [", b.first(), ", ", b.first() + b.count(), ") exceed the level's ",
                 level.patched(), " patched of ", store_->size(), " held Gaussians");
   }
-  absl::StatusOr<BlockInfo> info = ReadBlockInfo(b.data());
-  if (!info.ok()) return Loss(sequence, kKind, info.status().message());
   if (info->kind != ChunkKind::kPatches || info->encoding != BlockEncoding(h.encoding()) || info->count != b.count()) {
     return Loss(sequence, kKind, "block data (kind ", static_cast<int>(info->kind), ", encoding ",
                 static_cast<int>(info->encoding), ", count ", info->count, ") contradicts the block (count ", b.count(),
@@ -259,6 +265,44 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   if (absl::Status st = store_->Patch(b.first(), *decoded); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("sequence ", sequence, " (PATCHES): ", st.message()));
   }
+  level_patched_ += b.count();
+  level_block_bytes_ += b.data().size();
+  ApplyResult r;
+  r.kind = ApplyResult::Kind::kPatches;
+  r.level = current_level_;
+  return r;
+}
+
+absl::StatusOr<ApplyResult> SceneAssembler::ApplyReplacements(uint64_t sequence, const v1::PatchBlock& b,
+                                                              const BlockInfo& info) {
+  constexpr int kKind = v1::CHUNK_KIND_PATCHES;
+  const v1::StreamHeader& h = *header_;
+  const v1::LevelInfo& level = h.levels(current_level_);
+  if (level_patched_ > 0 && !level_has_replacements_) {
+    return Loss(sequence, kKind, "replacements after geometry patches in one level");
+  }
+  if (info.encoding != BlockEncoding(h.encoding()) || info.sh_degree != static_cast<int>(h.sh_degree()) ||
+      info.count != b.count() || b.count() == 0) {
+    return Loss(sequence, kKind, "replacement block (encoding ", static_cast<int>(info.encoding), ", SH degree ",
+                info.sh_degree, ", count ", info.count, ") contradicts the block (count ", b.count(),
+                ") or header (encoding ", static_cast<int>(h.encoding()), ", SH degree ", h.sh_degree(), ")");
+  }
+  if (b.count() > level.patched() - level_patched_) {
+    return Loss(sequence, kKind, "replacements exceed the level's ", level.patched(), " patched");
+  }
+  absl::StatusOr<ReplacementBlock> decoded = DecodeReplacementBlock(b.data(), limits_);
+  if (!decoded.ok()) return Loss(sequence, kKind, decoded.status().message());
+  // Ascending across the level's blocks (so none is replaced twice), within what is held.
+  const std::vector<uint32_t>& idx = decoded->indices;
+  if (idx.front() != b.first() || idx.front() < level_replace_floor_ || idx.back() >= store_->size()) {
+    return Loss(sequence, kKind, "replacements [", idx.front(), " .. ", idx.back(), "] (block says first ", b.first(),
+                ") are not after index ", level_replace_floor_, " and within the ", store_->size(), " held");
+  }
+  if (absl::Status st = store_->Replace(idx, decoded->gaussians); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("sequence ", sequence, " (PATCHES): ", st.message()));
+  }
+  level_has_replacements_ = true;
+  level_replace_floor_ = uint64_t{idx.back()} + 1;
   level_patched_ += b.count();
   level_block_bytes_ += b.data().size();
   ApplyResult r;
@@ -291,6 +335,11 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyLevelEnd(uint64_t sequence, con
   if (level_patched_ != level.patched()) {
     return Loss(sequence, kKind, level_patched_, " Gaussians patched, header says ", level.patched());
   }
+  const uint64_t held_before = level.gaussians() - level.added();
+  if (!level_has_replacements_ && level_patched_ != 0 && level_patched_ != held_before) {
+    return Loss(sequence, kKind, "geometry patches cover ", level_patched_, " of the ", held_before,
+                " Gaussians held before the level (all or none)");
+  }
   if (level_block_bytes_ != level.payload_bytes()) {
     return Loss(sequence, kKind, level_block_bytes_, " block bytes received, header says ", level.payload_bytes());
   }
@@ -301,6 +350,8 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyLevelEnd(uint64_t sequence, con
   ++levels_completed_;
   level_patched_ = 0;
   level_block_bytes_ = 0;
+  level_replace_floor_ = 0;
+  level_has_replacements_ = false;
   return r;
 }
 

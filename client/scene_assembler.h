@@ -66,6 +66,8 @@ class SceneAssembler {
   absl::StatusOr<ApplyResult> ApplyHeader(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyGaussians(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyPatches(uint64_t sequence, const std::string& payload);
+  // A PATCHES chunk whose block is a replacement block (merged levels).
+  absl::StatusOr<ApplyResult> ApplyReplacements(uint64_t sequence, const v1::PatchBlock& b, const BlockInfo& info);
   absl::StatusOr<ApplyResult> ApplyLevelEnd(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyTrailer(uint64_t sequence, const std::string& payload);
 
@@ -75,8 +77,12 @@ class SceneAssembler {
   uint64_t next_sequence_ = 0;
   uint64_t payload_bytes_ = 0;
   int levels_completed_ = 0;
-  int current_level_ = 0;           // level the next block belongs to
-  uint64_t level_patched_ = 0;      // Gaussians patched so far in the current level
+  int current_level_ = 0;       // level the next block belongs to
+  uint64_t level_patched_ = 0;  // Gaussians patched so far in the current level
+  // Replacement blocks (merged levels) in the current level: their indices ascend, so
+  // the next block's first index must be at least this; 0 while none has arrived.
+  uint64_t level_replace_floor_ = 0;
+  bool level_has_replacements_ = false;
   uint64_t level_block_bytes_ = 0;  // encoded block bytes taken so far in the current level
   bool complete_ = false;
 };

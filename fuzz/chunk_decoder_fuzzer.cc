@@ -117,6 +117,26 @@ void CheckPatches(absl::string_view bytes, const BlockInfo& info) {
   CheckPositionsQuantized(patches->data(), again->data(), n, kPatchStride);
 }
 
+// Replacements: strictly ascending indices, one per Gaussian, the Gaussians as valid
+// as a Gaussian block's, and a lossless re-encoding that decodes to the same bits.
+void CheckReplacements(absl::string_view bytes, const BlockInfo& info) {
+  absl::StatusOr<ReplacementBlock> block = DecodeReplacementBlock(bytes, FuzzLimits());
+  if (!block.ok()) return;
+  const size_t n = info.count;
+  FUZZ_CHECK(block->indices.size() == n && block->gaussians.size() == n);
+  FUZZ_CHECK(block->gaussians.sh_degree == info.sh_degree);
+  FUZZ_CHECK(block->gaussians.Validate().ok());
+  FUZZ_CHECK(AllFinite(block->gaussians));
+  for (size_t i = 1; i < n; ++i) FUZZ_CHECK(block->indices[i] > block->indices[i - 1]);
+  const std::string lossless =
+      EncodeReplacementBlock(block->indices, block->gaussians, 0, n, ChunkEncoding::kLossless, info.sh_degree);
+  FUZZ_CHECK(!lossless.empty());
+  absl::StatusOr<ReplacementBlock> exact = DecodeReplacementBlock(AbslView(lossless), FuzzLimits());
+  FUZZ_CHECK(exact.ok());
+  FUZZ_CHECK(exact->indices == block->indices);
+  FUZZ_CHECK(SameBits(exact->gaussians, block->gaussians));
+}
+
 }  // namespace
 }  // namespace flexgs::fuzz
 
@@ -130,13 +150,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view bytes(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<BlockInfo> info = ReadBlockInfo(bytes);
   if (!info.ok()) return 0;
-  if (info->kind == ChunkKind::kGaussians) {
-    fuzz::CheckGaussians(bytes, *info);
-    // The other kind must be refused, not misread.
-    FUZZ_CHECK(!DecodePatchBlock(bytes, fuzz::FuzzLimits()).ok());
-  } else {
-    fuzz::CheckPatches(bytes, *info);
-    FUZZ_CHECK(!DecodeGaussianBlock(bytes, fuzz::FuzzLimits()).ok());
+  // Each kind decodes only as itself: the others must refuse it, not misread it.
+  const bool as_gaussians = DecodeGaussianBlock(bytes, fuzz::FuzzLimits()).ok();
+  const bool as_patches = DecodePatchBlock(bytes, fuzz::FuzzLimits()).ok();
+  const bool as_replacements = DecodeReplacementBlock(bytes, fuzz::FuzzLimits()).ok();
+  switch (info->kind) {
+    case ChunkKind::kGaussians:
+      fuzz::CheckGaussians(bytes, *info);
+      FUZZ_CHECK(!as_patches && !as_replacements);
+      break;
+    case ChunkKind::kPatches:
+      fuzz::CheckPatches(bytes, *info);
+      FUZZ_CHECK(!as_gaussians && !as_replacements);
+      break;
+    case ChunkKind::kReplacements:
+      fuzz::CheckReplacements(bytes, *info);
+      FUZZ_CHECK(!as_gaussians && !as_patches);
+      break;
   }
   return 0;
 }

@@ -207,6 +207,13 @@ void ChunkCorpus() {
   Write("chunk_decoder", "patches_quantized.bin", EncodePatchBlock(patches, ChunkEncoding::kQuantized));
   Write("chunk_decoder", "patches_lossless.bin", EncodePatchBlock(patches, ChunkEncoding::kLossless));
   Write("chunk_decoder", "patches_quantized_empty.bin", EncodePatchBlock({}, ChunkEncoding::kQuantized));
+
+  const GaussianCloud merged = Cloud(4, 1, 22);
+  const std::vector<uint32_t> indices = {0, 3, 4, 900};
+  Write("chunk_decoder", "replacements_quantized_sh1.bin",
+        EncodeReplacementBlock(indices, merged, 0, 4, ChunkEncoding::kQuantized, 1));
+  Write("chunk_decoder", "replacements_lossless_sh0.bin",
+        EncodeReplacementBlock(indices, merged, 0, 4, ChunkEncoding::kLossless, 0));
 }
 
 void ResumeTokenCorpus() {

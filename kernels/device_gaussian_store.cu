@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <utility>
 
@@ -15,6 +16,15 @@
 
 namespace flexgs {
 namespace {
+
+// One float per thread: row indices[o] of a `width`-wide SoA array takes row o of src.
+__global__ void ScatterRowsKernel(size_t n, int width, const uint32_t* __restrict__ indices,
+                                  const float* __restrict__ src, float* __restrict__ dst) {
+  const size_t t = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n * width) return;
+  const size_t o = t / width, d = t % width;
+  dst[static_cast<size_t>(indices[o]) * width + d] = src[t];
+}
 
 // One patch per thread: position(3), log-scale(3), rotation(4) into the SoA arrays.
 __global__ void ScatterPatchesKernel(size_t n, size_t first, const float* __restrict__ patches,
@@ -115,6 +125,48 @@ class CudaGaussianStore final : public DeviceGaussianStore {
     const unsigned int blocks = static_cast<unsigned int>((n + 255) / 256);
     ScatterPatchesKernel<<<blocks, 256, 0, stream_>>>(n, first, patch_buffer_, arrays_[0], arrays_[1], arrays_[2]);
     FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("ScatterPatchesKernel");
+    FLEXGS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) override {
+    if (values.size() != indices.size() || values.sh_degree != sh_degree_) {
+      return absl::InvalidArgumentError(absl::StrCat(values.size(), " replacements at SH degree ", values.sh_degree,
+                                                     " for ", indices.size(), " indices at degree ", sh_degree_));
+    }
+    if (auto st = values.Validate(); !st.ok()) return st;
+    for (uint32_t i : indices) {
+      if (i >= size_)
+        return absl::OutOfRangeError(absl::StrCat("replacement of Gaussian ", i, ": only ", size_, " held"));
+    }
+    const size_t n = indices.size();
+    if (n == 0) return absl::OkStatus();
+    // Scratch: the indices, then the widest array's rows (each array goes through it in turn).
+    const size_t widest = *std::max_element(widths_.begin(), widths_.end());
+    const size_t need = n + n * widest;  // 4-byte words
+    if (patch_capacity_ < need) {
+      if (patch_buffer_ != nullptr) cudaFree(patch_buffer_);
+      patch_buffer_ = nullptr;
+      patch_capacity_ = 0;
+      FLEXGS_CUDA_RETURN_IF_ERROR(cudaMalloc(reinterpret_cast<void**>(&patch_buffer_), need * sizeof(float)));
+      patch_capacity_ = need;
+    }
+    auto* device_indices = reinterpret_cast<uint32_t*>(patch_buffer_);
+    float* rows = patch_buffer_ + n;
+    FLEXGS_CUDA_RETURN_IF_ERROR(
+        cudaMemcpyAsync(device_indices, indices.data(), n * sizeof(uint32_t), cudaMemcpyHostToDevice, stream_));
+    const std::array<const std::vector<float>*, 6> src = {&values.positions,      &values.log_scales, &values.rotations,
+                                                          &values.opacity_logits, &values.sh_dc,      &values.sh_rest};
+    for (size_t a = 0; a < src.size(); ++a) {
+      if (widths_[a] == 0) continue;
+      FLEXGS_CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(rows, src[a]->data(), src[a]->size() * sizeof(float), cudaMemcpyHostToDevice, stream_));
+      const size_t total = n * widths_[a];
+      const unsigned int blocks = static_cast<unsigned int>((total + 255) / 256);
+      ScatterRowsKernel<<<blocks, 256, 0, stream_>>>(n, static_cast<int>(widths_[a]), device_indices, rows, arrays_[a]);
+      FLEXGS_CUDA_RETURN_IF_LAUNCH_FAILED("ScatterRowsKernel");
+    }
+    // Synchronous: the host arrays belong to the caller, and the scratch is reused.
     FLEXGS_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }

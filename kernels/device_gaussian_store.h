@@ -31,6 +31,9 @@ class DeviceGaussianStore {
   // Overwrites position, log-scale and rotation of [first, first + n) from patches of
   // kPatchStride floats. OUT_OF_RANGE when the range is not held.
   virtual absl::Status Patch(size_t first, absl::Span<const float> patches) = 0;
+  // Overwrites every attribute of Gaussians indices[o] with values' Gaussian o (same SH
+  // degree). OUT_OF_RANGE when an index is not held.
+  virtual absl::Status Replace(absl::Span<const uint32_t> indices, const GaussianCloud& values) = 0;
 
   virtual size_t size() const = 0;
   virtual size_t capacity() const = 0;

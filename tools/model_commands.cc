@@ -34,6 +34,7 @@ struct ElasticizeArgs {
   std::string variant = "flexgs";
   std::string ladder;
   double coverage_share = 0.0;
+  std::string levels = "selected";
   int threads = 0;
 };
 
@@ -48,6 +49,7 @@ int RunElasticize(ElasticizeArgs args) {
                 absl::InvalidArgumentError("--gi must be flexgs or lightgaussian, not '" + args.variant + "'"));
   }
   heuristic.coverage_share = args.coverage_share;
+  heuristic.merged_levels = args.levels == "merged";
   if (!args.ladder.empty()) {
     auto ladder = ParseLadder(args.ladder);
     if (!ladder.ok()) return Fail("elasticize", ladder.status());
@@ -129,13 +131,14 @@ int RunPlan(const PlanArgs& args) {
         {{"ratio", l.ratio},
          {"count", l.count},
          {"added", l.added.size()},
-         {"patched", l.patches.size() / kPatchStride},
+         {"patched", l.patches.size() / kPatchStride + l.replaced.size()},
          {"raw_bytes", plan->RawLevelBytes(k)},
          {"encoded_bytes", script->levels[k].payload_bytes},
          {"added_bytes", script->levels[k].payload_bytes - script->levels[k].patch_bytes},
          {"patch_bytes", script->levels[k].patch_bytes},
          {"bytes_per_added", PerItem(script->levels[k].payload_bytes - script->levels[k].patch_bytes, l.added.size())},
-         {"bytes_per_patch", PerItem(script->levels[k].patch_bytes, l.patches.size() / kPatchStride)},
+         {"bytes_per_patch",
+          PerItem(script->levels[k].patch_bytes, l.patches.size() / kPatchStride + l.replaced.size())},
          {"cumulative_encoded_bytes", cumulative_encoded += script->levels[k].payload_bytes},
          {"bytes_per_delivered", PerItem(cumulative_encoded, l.count)},
          {"cumulative_raw_bytes", total},
@@ -171,8 +174,8 @@ int RunPlan(const PlanArgs& args) {
     const PlanLevel& l = plan->levels[k];
     const nlohmann::json& jl = j["levels"][k];
     std::cout << absl::StrFormat("  %5d  %5.3f  %8d  %8d  %8d  %10d  %10d  %7s  %7s  %6s  %7.4f\n", k + 1, l.ratio,
-                                 l.count, l.added.size(), l.patches.size() / kPatchStride, plan->RawLevelBytes(k),
-                                 script->levels[k].payload_bytes, per(jl["bytes_per_added"]),
+                                 l.count, l.added.size(), l.patches.size() / kPatchStride + l.replaced.size(),
+                                 plan->RawLevelBytes(k), script->levels[k].payload_bytes, per(jl["bytes_per_added"]),
                                  per(jl["bytes_per_patch"]), per(jl["bytes_per_delivered"]),
                                  l.overlap_with_independent);
   }
@@ -209,6 +212,11 @@ void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--coverage-share", args->coverage_share,
                   "Share of each level reserved for spatial coverage (octree cell representatives; 0 = GI only)")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--levels", args->levels,
+                  "What a level's Gaussians are: 'selected' (the kept ones as they are) or 'merged' (each kept one "
+                  "merged with the dropped ones nearest it, as decimation does; pair with --coverage-share 1)")
+      ->check(CLI::IsMember({"selected", "merged"}))
+      ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->callback([args, exit_code] { *exit_code = RunElasticize(*args); });
 }

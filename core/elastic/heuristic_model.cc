@@ -38,6 +38,7 @@ absl::StatusOr<ElasticModel> MakeHeuristicModel(GaussianCloud cloud, const std::
   model.normalization = ExtentNormalization(model.gaussians);
   if (!options.ladder.empty()) model.ladder = options.ladder;
   model.coverage_share = options.coverage_share;
+  model.merged_levels = options.merged_levels;
   model.training_summary_json = summary.dump();
   return model;
 }

@@ -19,6 +19,7 @@ struct HeuristicModelOptions {
   int threads = 0;              // CPU threads for Global Importance (0 = all)
   std::vector<double> ladder;   // the default streaming ladder; empty: ElasticModel's
   double coverage_share = 0.0;  // see ElasticModel::coverage_share
+  bool merged_levels = false;   // see ElasticModel::merged_levels
   // The training summary: {"mode": "heuristic", "source": source} and, when not empty,
   // "gi_cameras": this JSON object (which views GI saw, so `flexgs eval` can pick test
   // views that are none of them).

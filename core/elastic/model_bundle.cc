@@ -701,6 +701,7 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     if (model.gsnet_box_inputs) manifest["selector"]["gsnet_inputs"] = "box";
     // Optional, written only when set, so bundles without it keep their bytes and digests.
     if (model.pose_at_insertion) manifest["field_pose"] = "insertion";
+    if (model.merged_levels) manifest["level_attributes"] = "merged";
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -727,11 +728,13 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   // fixed at insertion) are optional; the rest is required.
   const bool has_selector = manifest.is_object() && manifest.contains("selector");
   const bool has_field_pose = manifest.is_object() && manifest.contains("field_pose");
+  const bool has_level_attributes = manifest.is_object() && manifest.contains("level_attributes");
   std::vector<const char*> key_names = {
       "format",       "format_version", "gaussians", "sh_degree", "ladder", "bounds", "ratio_normalization",
       "field_config", "has_gsnet",      "gi",        "training",  "files",  "digest"};
   if (has_selector) key_names.push_back("selector");
   if (has_field_pose) key_names.push_back("field_pose");
+  if (has_level_attributes) key_names.push_back("level_attributes");
   absl::Status keys = CheckKeys(manifest, key_names, "");
   if (!keys.ok()) return bad(keys);
 
@@ -743,6 +746,13 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
       return bad(BadManifest("\"field_pose\" must be \"insertion\" when present"));
     }
     model.pose_at_insertion = true;
+  }
+  if (has_level_attributes) {
+    const json& attributes = manifest.at("level_attributes");
+    if (!attributes.is_string() || attributes.get<std::string>() != "merged") {
+      return bad(BadManifest("\"level_attributes\" must be \"merged\" when present"));
+    }
+    model.merged_levels = true;
   }
   if (has_selector) {
     // Each key is optional, written only when set; an empty selector is refused.

@@ -14,6 +14,7 @@
 #include "elastic/elastic_selection.h"
 #include "render/global_importance.h"
 #include "render/image_metrics.h"
+#include "scene/cluster_merge.h"
 #include "stream/level_planner.h"
 #include "stream/stream_script.h"
 
@@ -33,6 +34,8 @@ constexpr MethodEntry kMethods[] = {
     {SubsetMethod::kLightGaussian, "lightgaussian"},
     {SubsetMethod::kOpacityTopK, "opacity-topk"},
     {SubsetMethod::kRandom, "random"},
+    {SubsetMethod::kGiMerge, "gi-merge"},
+    {SubsetMethod::kNestedMerge, "nested-merge"},
 };
 
 // Top ElasticCount(n, e) by score (ties to the lower index), returned in index order so
@@ -165,6 +168,17 @@ absl::StatusOr<std::vector<GaussianCloud>> SubsetClouds(const ElasticModel& mode
     }
     return out;
   }
+  if (method == SubsetMethod::kNestedMerge) {
+    const std::vector<std::vector<uint32_t>> additions = NestedAdditions(model, ratios, pool);
+    std::vector<uint32_t> kept;
+    for (const std::vector<uint32_t>& level : additions) {
+      kept.insert(kept.end(), level.begin(), level.end());
+      auto cloud = MergeIntoRepresentatives(model.gaussians, kept, MergeOptions{}, pool);
+      if (!cloud.ok()) return cloud.status();
+      out.push_back(*std::move(cloud));
+    }
+    return out;
+  }
   for (double e : ratios) {
     switch (method) {
       case SubsetMethod::kFull:
@@ -187,7 +201,14 @@ absl::StatusOr<std::vector<GaussianCloud>> SubsetClouds(const ElasticModel& mode
       case SubsetMethod::kRandom:
         out.push_back(model.gaussians.Gather(RandomSubsetIndices(model.gaussians.size(), e, seed)));
         break;
+      case SubsetMethod::kGiMerge: {
+        auto cloud = MergeIntoRepresentatives(model.gaussians, GiTopKIndices(model, e), MergeOptions{}, pool);
+        if (!cloud.ok()) return cloud.status();
+        out.push_back(*std::move(cloud));
+        break;
+      }
       case SubsetMethod::kElasticNested:
+      case SubsetMethod::kNestedMerge:
         break;  // handled above
     }
   }

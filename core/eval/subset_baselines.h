@@ -10,6 +10,9 @@
 //   lightgaussian        top-k by GI * (V / V_ref)^0.1 (LightGaussian's volume weighting)
 //   opacity-topk         top-k by opacity
 //   random               a seeded uniform subset
+//   gi-merge             gi-topk's Gaussians, each merged with the dropped ones nearest it
+//                        (scene/cluster_merge: decimation's moment match onto a selection)
+//   nested-merge         the planner's nested selection (no field), merged the same way
 //
 // Every selection is a pure function of (model, e, seed): ties go to the lower index and
 // the random subset uses SplitMix64, so results are identical across machines and thread
@@ -45,6 +48,8 @@ enum class SubsetMethod {
   kLightGaussian,
   kOpacityTopK,
   kRandom,
+  kGiMerge,
+  kNestedMerge,
 };
 
 // LightGaussian's v_pow (prune.py default and every script of the reference).

@@ -55,6 +55,21 @@ GaussianCloud GaussianCloud::Gather(absl::Span<const uint32_t> indices) const {
   return out;
 }
 
+void GaussianCloud::Scatter(absl::Span<const uint32_t> indices, const GaussianCloud& values) {
+  const size_t k3 = static_cast<size_t>(rest_coeffs()) * 3;
+  for (size_t o = 0; o < indices.size(); ++o) {
+    const size_t i = indices[o];
+    for (int d = 0; d < 3; ++d) {
+      positions[i * 3 + d] = values.positions[o * 3 + d];
+      log_scales[i * 3 + d] = values.log_scales[o * 3 + d];
+      sh_dc[i * 3 + d] = values.sh_dc[o * 3 + d];
+    }
+    for (int d = 0; d < 4; ++d) rotations[i * 4 + d] = values.rotations[o * 4 + d];
+    opacity_logits[i] = values.opacity_logits[o];
+    for (size_t d = 0; d < k3; ++d) sh_rest[i * k3 + d] = values.sh_rest[o * k3 + d];
+  }
+}
+
 GaussianCloud GaussianCloud::WithShDegree(int degree) const {
   if (degree >= sh_degree) return *this;
   GaussianCloud out = *this;

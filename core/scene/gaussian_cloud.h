@@ -48,6 +48,9 @@ struct GaussianCloud {
 
   // Returns the Gaussians at `indices` (in that order). Indices must be < size().
   GaussianCloud Gather(absl::Span<const uint32_t> indices) const;
+  // The inverse of Gather: Gaussian indices[o] becomes values' Gaussian o. The caller
+  // guarantees indices < size(), values.size() == indices.size() and the same SH degree.
+  void Scatter(absl::Span<const uint32_t> indices, const GaussianCloud& values);
 
   // Returns a copy truncated to SH degree `degree` (<= sh_degree).
   GaussianCloud WithShDegree(int degree) const;

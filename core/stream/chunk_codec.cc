@@ -436,7 +436,8 @@ absl::StatusOr<BlockInfo> ParseInfo(absl::string_view bytes) {
     return absl::DataLossError(absl::StrCat("chunk: unknown encoding ", enc));
   }
   info.encoding = static_cast<ChunkEncoding>(enc);
-  if (kind != static_cast<uint8_t>(ChunkKind::kGaussians) && kind != static_cast<uint8_t>(ChunkKind::kPatches)) {
+  if (kind != static_cast<uint8_t>(ChunkKind::kGaussians) && kind != static_cast<uint8_t>(ChunkKind::kPatches) &&
+      kind != static_cast<uint8_t>(ChunkKind::kReplacements)) {
     return absl::DataLossError(absl::StrCat("chunk: unknown kind ", kind));
   }
   info.kind = static_cast<ChunkKind>(kind);
@@ -849,6 +850,78 @@ absl::StatusOr<std::vector<float>> DecodePatchBlock(absl::string_view bytes, con
   return patches;
 }
 
+// ---------------------------------------------------------------------------
+// Replacements: an index frame, then a Gaussian block.
+
+std::string EncodeReplacementBlock(absl::Span<const uint32_t> indices, const GaussianCloud& cloud, size_t begin,
+                                   size_t end, ChunkEncoding enc, int sh_degree) {
+  if (begin > end || end > cloud.size() || indices.size() != end - begin) {
+    spdlog::error("EncodeReplacementBlock: {} indices for Gaussians [{}, {}) of {}", indices.size(), begin, end,
+                  cloud.size());
+    return "";
+  }
+  for (size_t i = 1; i < indices.size(); ++i) {
+    if (indices[i] <= indices[i - 1]) {
+      spdlog::error("EncodeReplacementBlock: indices are not strictly ascending at {}", i);
+      return "";
+    }
+  }
+  std::string gaussians = EncodeGaussianBlock(cloud, begin, end, enc, sh_degree);
+  if (gaussians.empty()) return "";
+  const size_t n = indices.size();
+  std::string planes(4 * n, '\0');
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t v = i == 0 ? indices[0] : indices[i] - indices[i - 1] - 1;
+    for (int b = 0; b < 4; ++b) planes[b * n + i] = static_cast<char>((v >> (8 * b)) & 0xff);
+  }
+  std::string frame;
+  AppendZstdFrame(planes, EveryN(planes.size(), n), frame);
+  if (frame.empty()) return "";
+  std::string out;
+  PutHeader(out, enc, ChunkKind::kReplacements, sh_degree, static_cast<uint32_t>(n));
+  ByteWriter(&out).Put(static_cast<uint32_t>(frame.size()));
+  out += frame;
+  out += gaussians;
+  return out;
+}
+
+absl::StatusOr<ReplacementBlock> DecodeReplacementBlock(absl::string_view bytes, const BlockLimits& limits) {
+  FLEXGS_ASSIGN_OR_RETURN(BlockInfo info, ParseInfo(bytes));
+  if (info.kind != ChunkKind::kReplacements) return absl::DataLossError("chunk: unexpected block kind");
+  if (info.count > limits.max_count) {
+    return absl::DataLossError(absl::StrCat("chunk: ", info.count, " items exceed the limit of ", limits.max_count));
+  }
+  ByteReader r(bytes.substr(kFixedHeaderBytes));
+  uint32_t frame_bytes = 0;
+  if (!r.Get(&frame_bytes)) return absl::DataLossError("chunk: truncated replacement header");
+  const size_t frame_at = kFixedHeaderBytes + 4;
+  if (frame_bytes > bytes.size() - frame_at) return absl::DataLossError("chunk: truncated replacement indices");
+  const size_t n = info.count;
+  FLEXGS_ASSIGN_OR_RETURN(std::string planes, DecompressExact(bytes.substr(frame_at, frame_bytes), 4 * uint64_t{n}));
+  ReplacementBlock block;
+  block.indices.resize(n);
+  uint64_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t v = 0;
+    for (int b = 0; b < 4; ++b) v |= static_cast<uint32_t>(static_cast<uint8_t>(planes[b * n + i])) << (8 * b);
+    at = i == 0 ? v : at + 1 + uint64_t{v};
+    if (at > std::numeric_limits<uint32_t>::max()) return absl::DataLossError("chunk: replacement index overflows");
+    block.indices[i] = static_cast<uint32_t>(at);
+  }
+  const absl::string_view inner = bytes.substr(frame_at + frame_bytes);
+  FLEXGS_ASSIGN_OR_RETURN(BlockInfo inner_info, ParseInfo(inner));
+  if (inner_info.encoding != info.encoding) {
+    return absl::DataLossError("chunk: replacement Gaussians in another encoding than the block's");
+  }
+  FLEXGS_ASSIGN_OR_RETURN(block.gaussians, DecodeGaussianBlock(inner, limits));
+  if (block.gaussians.size() != n || block.gaussians.sh_degree != info.sh_degree) {
+    return absl::DataLossError(absl::StrCat("chunk: replacement block carries ", block.gaussians.size(),
+                                            " Gaussians at SH degree ", block.gaussians.sh_degree, ", header says ", n,
+                                            " at ", info.sh_degree));
+  }
+  return block;
+}
+
 absl::StatusOr<BlockInfo> ReadBlockInfo(absl::string_view bytes) { return ParseInfo(bytes); }
 
 size_t GaussiansPerBlock(size_t max_chunk_bytes, ChunkEncoding enc, int sh_degree) {
@@ -857,6 +930,18 @@ size_t GaussiansPerBlock(size_t max_chunk_bytes, ChunkEncoding enc, int sh_degre
 
 size_t PatchesPerBlock(size_t max_chunk_bytes, ChunkEncoding enc) {
   return MaxItemsPerBlock(max_chunk_bytes, enc, ChunkKind::kPatches, 0);
+}
+
+size_t ReplacementsPerBlock(size_t max_chunk_bytes, ChunkEncoding enc, int sh_degree) {
+  // A Gaussian block plus the outer header and the index frame (4 bytes per index, 4
+  // planes, zstd's worst case).
+  size_t n = GaussiansPerBlock(max_chunk_bytes, enc, sh_degree);
+  const auto overhead = [](size_t k) { return kFixedHeaderBytes + 4 + FrameBound(4 * k, 4); };
+  while (n > 0 && overhead(n) + 4 * n > max_chunk_bytes) n -= std::max<size_t>(1, n / 64);
+  // The Gaussian block's own bound must still hold in what is left.
+  while (n > 0 && GaussiansPerBlock(max_chunk_bytes - overhead(n), enc, sh_degree) < n)
+    n -= std::max<size_t>(1, n / 64);
+  return n;
 }
 
 }  // namespace flexgs

@@ -82,7 +82,7 @@ namespace flexgs {
 
 enum class ChunkEncoding : uint8_t { kQuantized = 1, kLossless = 2 };
 
-enum class ChunkKind : uint8_t { kGaussians = 1, kPatches = 2 };
+enum class ChunkKind : uint8_t { kGaussians = 1, kPatches = 2, kReplacements = 3 };
 
 // Quantizer parameters of the quantized encoding (version 1), for error bounds.
 inline constexpr int kChunkPositionBits = 16;
@@ -124,6 +124,25 @@ std::string EncodePatchBlock(absl::Span<const float> patches, ChunkEncoding enc)
 
 absl::StatusOr<std::vector<float>> DecodePatchBlock(absl::string_view bytes, const BlockLimits& limits = {});
 
+// Replacements: whole Gaussians that overwrite held ones (merged levels), addressed by
+// strictly ascending client-order indices. Layout after the fixed header (kind 3, the
+// Gaussians' SH degree and count):
+//   12 u32     F, the bytes of the index frame
+//   16 F bytes one zstd frame: `count` u32 values, the first index then each gap - 1,
+//              as four byte planes (gaps are small, so the high planes vanish)
+//   .. a complete Gaussian block (same encoding, SH degree and count)
+struct ReplacementBlock {
+  std::vector<uint32_t> indices;
+  GaussianCloud gaussians;
+};
+
+// Encodes Gaussians [begin, end) of `cloud` as replacements of `indices` (one per
+// Gaussian, strictly ascending). Returns "" (and logs an error) on invalid arguments.
+std::string EncodeReplacementBlock(absl::Span<const uint32_t> indices, const GaussianCloud& cloud, size_t begin,
+                                   size_t end, ChunkEncoding enc, int sh_degree);
+
+absl::StatusOr<ReplacementBlock> DecodeReplacementBlock(absl::string_view bytes, const BlockLimits& limits = {});
+
 // Parses and validates a block's fixed header only (e.g. to dispatch on kind).
 absl::StatusOr<BlockInfo> ReadBlockInfo(absl::string_view bytes);
 
@@ -134,5 +153,6 @@ absl::StatusOr<BlockInfo> ReadBlockInfo(absl::string_view bytes);
 // a sender wanting fuller chunks can encode more and split on overflow.
 size_t GaussiansPerBlock(size_t max_chunk_bytes, ChunkEncoding enc, int sh_degree);
 size_t PatchesPerBlock(size_t max_chunk_bytes, ChunkEncoding enc);
+size_t ReplacementsPerBlock(size_t max_chunk_bytes, ChunkEncoding enc, int sh_degree);
 
 }  // namespace flexgs

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "elastic/elastic_selection.h"
+#include "scene/cluster_merge.h"
 
 namespace flexgs {
 namespace {
@@ -20,6 +21,17 @@ void AppendVector(std::string& out, const std::vector<T>& v) {
   out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
+// Whether Gaussian i of `a` and j of `b` (same SH degree) are the same bits.
+bool SameGaussian(const GaussianCloud& a, size_t i, const GaussianCloud& b, size_t j) {
+  const size_t k3 = static_cast<size_t>(a.rest_coeffs()) * 3;
+  auto same = [](const std::vector<float>& x, size_t xi, const std::vector<float>& y, size_t yi, size_t w) {
+    return w == 0 || std::memcmp(&x[xi * w], &y[yi * w], w * sizeof(float)) == 0;
+  };
+  return same(a.positions, i, b.positions, j, 3) && same(a.log_scales, i, b.log_scales, j, 3) &&
+         same(a.rotations, i, b.rotations, j, 4) && same(a.opacity_logits, i, b.opacity_logits, j, 1) &&
+         same(a.sh_dc, i, b.sh_dc, j, 3) && same(a.sh_rest, i, b.sh_rest, j, k3);
+}
+
 template <class T>
 void AppendAll(std::vector<T>& dst, const std::vector<T>& src) {
   dst.insert(dst.end(), src.begin(), src.end());
@@ -29,7 +41,7 @@ void AppendAll(std::vector<T>& dst, const std::vector<T>& src) {
 
 uint64_t Plan::RawLevelBytes(size_t level) const {
   const PlanLevel& l = levels[level];
-  return l.added.size() * RawBytesPerGaussian(sh_degree) + l.patches.size() * sizeof(float);
+  return (l.added.size() + l.replaced.size()) * RawBytesPerGaussian(sh_degree) + l.patches.size() * sizeof(float);
 }
 
 absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request) {
@@ -66,6 +78,7 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
   std::vector<uint8_t> chosen(n, 0);
   std::vector<uint32_t> sent;  // client order: concatenation of every level's `added`
   const std::vector<uint8_t> coverage = model.coverage_share > 0.0 ? CoverageLevels(model) : std::vector<uint8_t>();
+  GaussianCloud merged_before;  // merged-level models: what the client holds before this level
   for (double e : *ratios) {
     PlanLevel level;
     level.ratio = e;
@@ -82,7 +95,18 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     const size_t previously_sent = sent.size();
     sent.insert(sent.end(), level.added.begin(), level.added.end());
     level.count = static_cast<uint32_t>(sent.size());
-    if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
+    if (model.merged_levels) {
+      auto held = MergeIntoRepresentatives(model.gaussians, sent, MergeOptions{}, pool);
+      if (!held.ok()) return held.status();
+      for (size_t i = 0; i < previously_sent; ++i) {
+        if (!SameGaussian(*held, i, merged_before, i)) level.replaced.push_back(static_cast<uint32_t>(i));
+      }
+      level.replacements = held->Gather(level.replaced);
+      std::vector<uint32_t> tail(level.added.size());
+      for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
+      level.added_gaussians = held->Gather(tail);
+      merged_before = *std::move(held);
+    } else if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
       // Poses fixed at insertion: the new Gaussians take their pose at this level's
       // ratio and nothing sent before changes, so the level carries no patches.
       level.added_gaussians = TransformedSubset(model, level.added, e, pool);
@@ -150,6 +174,16 @@ absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {
         std::memcpy(&cloud.rotations[i * 4], p + 6, 4 * sizeof(float));
       }
     }
+    // Replacements address held Gaussians too, ascending, each at most once.
+    if (!l.replaced.empty() || !l.replacements.empty()) {
+      const GaussianCloud& r = l.replacements;
+      bool ok = r.size() == l.replaced.size() && r.sh_degree == plan.sh_degree && r.Validate().ok();
+      for (size_t i = 0; ok && i < l.replaced.size(); ++i) {
+        ok = l.replaced[i] < cloud.size() && (i == 0 || l.replaced[i] > l.replaced[i - 1]);
+      }
+      if (!ok) return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has inconsistent replacements"));
+      cloud.Scatter(l.replaced, r);
+    }
     const GaussianCloud& a = l.added_gaussians;
     // (An empty addition may be a default cloud whose SH degree is moot.)
     if (a.size() != l.added.size() || (!a.empty() && a.sh_degree != plan.sh_degree) || !a.Validate().ok()) {
@@ -181,6 +215,10 @@ std::string SerializePlan(const Plan& plan) {
     for (const auto* v : {&g.positions, &g.log_scales, &g.rotations, &g.opacity_logits, &g.sh_dc, &g.sh_rest})
       AppendVector(out, *v);
     AppendVector(out, l.patches);
+    AppendVector(out, l.replaced);
+    const GaussianCloud& r = l.replacements;
+    for (const auto* v : {&r.positions, &r.log_scales, &r.rotations, &r.opacity_logits, &r.sh_dc, &r.sh_rest})
+      AppendVector(out, *v);
     Append(out, l.overlap_with_independent);
   }
   return out;

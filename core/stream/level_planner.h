@@ -9,6 +9,11 @@
 // where the patches restore the original scene). After applying level k's additions and
 // patches a client holds exactly the planner's level k.
 //
+// Merged-level models (ElasticModel::merged_levels) instead carry replacements: level k
+// is MergeIntoRepresentatives(model, everything sent so far), so an earlier Gaussian
+// whose cluster lost members to the new ones is re-sent whole; one whose cluster did not
+// change is not. At e = 1 every cluster is one Gaussian and the client holds the input.
+//
 // A plan is a pure function of (model, request): byte-identical for any thread count,
 // so plans can be cached and streams resumed at any point.
 #pragma once
@@ -32,10 +37,15 @@ struct PlanRequest {
 
 struct PlanLevel {
   double ratio = 0;
-  uint32_t count = 0;                   // Gaussians held after this level
-  std::vector<uint32_t> added;          // model indices sent at this level, in send order
-  GaussianCloud added_gaussians;        // their attributes transformed at `ratio`
-  std::vector<float> patches;           // previously sent Gaussians (client order) at `ratio`
+  uint32_t count = 0;             // Gaussians held after this level
+  std::vector<uint32_t> added;    // model indices sent at this level, in send order
+  GaussianCloud added_gaussians;  // their attributes transformed at `ratio`
+  std::vector<float> patches;     // previously sent Gaussians (client order) at `ratio`
+  // Merged-level models (ElasticModel::merged_levels): the client-order indices,
+  // ascending, of earlier Gaussians whose attributes change at this level, and their
+  // new attributes (all of them: position to SH). Only those that change are sent.
+  std::vector<uint32_t> replaced;
+  GaussianCloud replacements;
   double overlap_with_independent = 1;  // |level k ∩ independent top-k at e_k| / count
 };
 

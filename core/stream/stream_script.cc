@@ -27,6 +27,15 @@ absl::Status CheckPlan(const Plan& plan) {
     if (l.patches.size() % kPatchStride != 0 || (!l.patches.empty() && l.patches.size() / kPatchStride != held)) {
       return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " patches do not match the held set"));
     }
+    const GaussianCloud& r = l.replacements;
+    bool replacements_ok = r.size() == l.replaced.size() && (r.empty() || r.sh_degree == plan.sh_degree) &&
+                           r.Validate().ok() && (l.replaced.empty() || l.patches.empty());
+    for (size_t i = 0; replacements_ok && i < l.replaced.size(); ++i) {
+      replacements_ok = l.replaced[i] < held && (i == 0 || l.replaced[i] > l.replaced[i - 1]);
+    }
+    if (!replacements_ok) {
+      return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " replacements do not match the held set"));
+    }
     held += l.added.size();
     if (l.count != held) {
       return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " count ", l.count, " != held ", held));
@@ -84,7 +93,8 @@ absl::StatusOr<StreamScript> BuildStreamScript(const Plan& plan, const ScriptOpt
   const size_t block_bytes = options.max_chunk_bytes - kChunkEnvelopeBytes;
   const size_t gaussians_per_block = GaussiansPerBlock(block_bytes, options.encoding, options.sh_degree);
   const size_t patches_per_block = PatchesPerBlock(block_bytes, options.encoding);
-  if (gaussians_per_block == 0 || patches_per_block == 0) {
+  const size_t replacements_per_block = ReplacementsPerBlock(block_bytes, options.encoding, options.sh_degree);
+  if (gaussians_per_block == 0 || patches_per_block == 0 || replacements_per_block == 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("max chunk bytes %d cannot hold a single block", options.max_chunk_bytes));
   }
@@ -94,8 +104,8 @@ absl::StatusOr<StreamScript> BuildStreamScript(const Plan& plan, const ScriptOpt
   script.encoding = options.encoding;
   uint64_t total_items = 2;
   for (const PlanLevel& l : plan.levels) {
-    total_items +=
-        1 + Blocks(l.patches.size() / kPatchStride, patches_per_block) + Blocks(l.added.size(), gaussians_per_block);
+    total_items += 1 + Blocks(l.patches.size() / kPatchStride, patches_per_block) +
+                   Blocks(l.added.size(), gaussians_per_block) + Blocks(l.replaced.size(), replacements_per_block);
   }
   script.items.reserve(total_items);
   script.levels.reserve(plan.levels.size());
@@ -109,12 +119,13 @@ absl::StatusOr<StreamScript> BuildStreamScript(const Plan& plan, const ScriptOpt
     summary.ratio = l.ratio;
     summary.gaussians = l.count;
     summary.added = l.added.size();
-    summary.patched = l.patches.size() / kPatchStride;
+    summary.patched = l.patches.size() / kPatchStride + l.replaced.size();
     summary.first_item = script.items.size();
 
     // Patches first: they address Gaussians the client already holds, in client order.
-    for (uint64_t first = 0; first < summary.patched; first += patches_per_block) {
-      const uint64_t count = std::min<uint64_t>(patches_per_block, summary.patched - first);
+    const uint64_t geometry_patches = l.patches.size() / kPatchStride;
+    for (uint64_t first = 0; first < geometry_patches; first += patches_per_block) {
+      const uint64_t count = std::min<uint64_t>(patches_per_block, geometry_patches - first);
       std::string data = EncodePatchBlock(
           absl::MakeConstSpan(l.patches).subspan(first * kPatchStride, count * kPatchStride), options.encoding);
       FLEXGS_RETURN_IF_ERROR(CheckBlock(data, block_bytes, k));
@@ -123,6 +134,21 @@ absl::StatusOr<StreamScript> BuildStreamScript(const Plan& plan, const ScriptOpt
       script.items.push_back({.kind = StreamItemKind::kPatches,
                               .level = level,
                               .first = first,
+                              .count = static_cast<uint32_t>(count),
+                              .data = std::move(data)});
+    }
+    // Or replacements (merged levels; a plan has one or the other): whole Gaussians,
+    // ascending client order, each block naming its first index.
+    for (uint64_t offset = 0; offset < l.replaced.size(); offset += replacements_per_block) {
+      const uint64_t count = std::min<uint64_t>(replacements_per_block, l.replaced.size() - offset);
+      std::string data = EncodeReplacementBlock(absl::MakeConstSpan(l.replaced).subspan(offset, count), l.replacements,
+                                                offset, offset + count, options.encoding, options.sh_degree);
+      FLEXGS_RETURN_IF_ERROR(CheckBlock(data, block_bytes, k));
+      summary.payload_bytes += data.size();
+      summary.patch_bytes += data.size();
+      script.items.push_back({.kind = StreamItemKind::kPatches,
+                              .level = level,
+                              .first = l.replaced[offset],
                               .count = static_cast<uint32_t>(count),
                               .data = std::move(data)});
     }

@@ -4,7 +4,8 @@
 // at any index of the same script. Scripts are what the server caches.
 //
 // Order: header, then for each level its PATCHES blocks (previously sent Gaussians,
-// client order) followed by its GAUSSIANS blocks (new ones, appended in order), then
+// client order: geometry patches, or for merged levels replacement blocks whose
+// `first` is their first index) followed by its GAUSSIANS blocks (new ones, appended in order), then
 // LEVEL_END; finally the trailer. Each block's encoded size stays under the chunk
 // limit.
 #pragma once

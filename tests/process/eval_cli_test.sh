@@ -29,7 +29,8 @@ if [ -s "$TMP/R/report.json" ]; then
 import json, math, struct, sys, os
 j = json.load(open(sys.argv[1]))
 have_st = sys.argv[2] == "1"
-methods = ["elastic-independent", "elastic-nested", "gi-topk", "lightgaussian", "opacity-topk", "random"]
+methods = ["elastic-independent", "elastic-nested", "gi-topk", "lightgaussian", "opacity-topk", "random", "gi-merge",
+           "nested-merge"]
 if have_st:
     methods.append("splat-transform")
 errors = []

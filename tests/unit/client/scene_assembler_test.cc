@@ -40,6 +40,7 @@ using ::testing::HasSubstr;
 
 struct StreamCase {
   bool trained = true;
+  bool merged = false;  // a heuristic model with merged levels (replacement blocks)
   v1::Encoding encoding = v1::ENCODING_LOSSLESS;
   int model_sh = 1;
   int stream_sh = 1;
@@ -47,8 +48,11 @@ struct StreamCase {
 };
 
 void PrintTo(const StreamCase& c, std::ostream* os) {
-  *os << (c.trained ? "trained" : "heuristic") << (c.encoding == v1::ENCODING_LOSSLESS ? " lossless" : " quantized")
-      << " SH " << c.model_sh << "->" << c.stream_sh << " seed " << c.seed;
+  *os << (c.merged    ? "merged"
+          : c.trained ? "trained"
+                      : "heuristic")
+      << (c.encoding == v1::ENCODING_LOSSLESS ? " lossless" : " quantized") << " SH " << c.model_sh << "->"
+      << c.stream_sh << " seed " << c.seed;
 }
 
 struct Stream {
@@ -62,8 +66,9 @@ struct Stream {
 // level has several blocks and the trained model's levels 1-3 several patch blocks.
 void MakeStream(const StreamCase& c, Stream* out) {
   ThreadPool pool(2);
-  const ElasticModel model = c.trained ? testing::RatioDependentTestModel(4000, c.seed, c.model_sh)
-                                       : testing::HeuristicTestModel(4000, c.seed, c.model_sh);
+  ElasticModel model = c.trained ? testing::RatioDependentTestModel(4000, c.seed, c.model_sh)
+                                 : testing::HeuristicTestModel(4000, c.seed, c.model_sh);
+  model.merged_levels = c.merged;
   StreamParams params;
   params.scene_id = "test-scene";
   params.model_digest = "0123456789abcdef";
@@ -94,7 +99,7 @@ void MakeStream(const StreamCase& c, Stream* out) {
     out->expected.push_back(cloud->WithShDegree(c.stream_sh));
   }
   out->last_level_gaussians = plan->levels.back().count;
-  if (c.trained) {  // patches must matter: level 3 re-poses level 2's Gaussians
+  if (c.trained || c.merged) {  // patches must matter: level 3 changes level 2's Gaussians
     const size_t n2 = out->expected[2].positions.size();
     ASSERT_FALSE(std::equal(out->expected[2].positions.begin(), out->expected[2].positions.end(),
                             out->expected[3].positions.begin(), out->expected[3].positions.begin() + n2));
@@ -452,8 +457,8 @@ TEST_P(WholeStreamTest, EachLevelEndHoldsThePlannersLevelAndTheStoreNeverGrows) 
   EXPECT_EQ(client.assembler.payload_bytes(), s.wire.payload_bytes);
   EXPECT_EQ(client.store.size(), s.last_level_gaussians);
   EXPECT_EQ(client.store.capacity(), s.last_level_gaussians);
-  if (c.trained) {
-    EXPECT_GE(patch_messages, 3u);  // levels 1-3 re-pose what was sent before
+  if (c.trained || c.merged) {
+    EXPECT_GE(patch_messages, 3u);  // levels 1-3 re-pose (or replace) what was sent before
   } else {
     EXPECT_EQ(patch_messages, 0u);
   }
@@ -468,7 +473,20 @@ INSTANTIATE_TEST_SUITE_P(
         StreamCase{.trained = false, .encoding = v1::ENCODING_QUANTIZED, .seed = 4},
         // Fewer SH bands than the model has: the store holds the streamed degree.
         StreamCase{.trained = true, .encoding = v1::ENCODING_LOSSLESS, .model_sh = 3, .stream_sh = 1, .seed = 5},
-        StreamCase{.trained = false, .encoding = v1::ENCODING_QUANTIZED, .model_sh = 3, .stream_sh = 3, .seed = 6}));
+        StreamCase{.trained = false, .encoding = v1::ENCODING_QUANTIZED, .model_sh = 3, .stream_sh = 3, .seed = 6},
+        // Merged levels: replacement blocks, at the model's degree and at fewer bands.
+        StreamCase{.trained = false,
+                   .merged = true,
+                   .encoding = v1::ENCODING_LOSSLESS,
+                   .model_sh = 2,
+                   .stream_sh = 2,
+                   .seed = 7},
+        StreamCase{.trained = false,
+                   .merged = true,
+                   .encoding = v1::ENCODING_QUANTIZED,
+                   .model_sh = 3,
+                   .stream_sh = 1,
+                   .seed = 8}));
 
 // ---------------------------------------------------------------------------
 // Corruption, message by message
@@ -635,6 +653,62 @@ TEST_P(CorruptionWalkTest, EveryCorruptedMessageIsRefusedAndChangesNothing) {
 INSTANTIATE_TEST_SUITE_P(Encodings, CorruptionWalkTest,
                          ::testing::Values(v1::ENCODING_LOSSLESS, v1::ENCODING_QUANTIZED));
 
+// Replacement blocks (merged levels) are held to their promises too: indices that do not
+// match the block's `first`, repeat an earlier block's, leave the held range, or a count
+// or level that disagrees are refused without change; the clean stream then ends at the
+// planner's levels, bit for bit.
+TEST(SceneAssemblerTest, CorruptedReplacementBlocksAreRefusedAndChangeNothing) {
+  Stream s;
+  ASSERT_NO_FATAL_FAILURE(MakeStream(
+      {.trained = false, .merged = true, .encoding = v1::ENCODING_LOSSLESS, .model_sh = 1, .stream_sh = 1, .seed = 9},
+      &s));
+  using B = v1::PatchBlock;
+  Client c;
+  std::string previous_replacement;  // the level's last replacement block data
+  size_t replacement_messages = 0;
+  for (size_t i = 0; i < s.chunks.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "message " << i);
+    const v1::StreamChunk& good = s.chunks[i];
+    if (good.kind() == v1::CHUNK_KIND_PATCHES) {
+      ++replacement_messages;
+      B parsed;
+      ASSERT_TRUE(parsed.ParseFromString(good.payload()));
+      auto decoded = DecodeReplacementBlock(parsed.data());
+      ASSERT_TRUE(decoded.ok()) << decoded.status();
+      ExpectDataLoss(c, Edit<B>(good, [](B& b) { b.set_first(b.first() + 1); }), "first + 1", "block says first");
+      ExpectDataLoss(c, Edit<B>(good, [](B& b) { b.set_count(b.count() + 1); }), "count + 1");
+      ExpectDataLoss(c, Edit<B>(good, [](B& b) { b.set_count(b.count() - 1); }), "count - 1");
+      ExpectDataLoss(c, Edit<B>(good, [](B& b) { b.set_level(b.level() + 1); }), "next level", "level");
+      ExpectDataLoss(c, Edit<B>(good, [](B& b) { b.mutable_data()->pop_back(); }), "truncated");
+      // The same Gaussians at indices past what is held.
+      std::vector<uint32_t> shifted = decoded->indices;
+      for (uint32_t& v : shifted) v += static_cast<uint32_t>(c.store.size());
+      const std::string past = EncodeReplacementBlock(shifted, decoded->gaussians, 0, shifted.size(),
+                                                      ChunkEncoding::kLossless, decoded->gaussians.sh_degree);
+      ExpectDataLoss(c, Edit<B>(good, [&](B& b) { b.set_data(past), b.set_first(shifted[0]); }), "past the held",
+                     "within the");
+      if (!previous_replacement.empty()) {  // the level's previous block again
+        auto prev = DecodeReplacementBlock(previous_replacement);
+        ASSERT_TRUE(prev.ok());
+        ExpectDataLoss(c,
+                       Edit<B>(good,
+                               [&](B& b) {
+                                 b.set_data(previous_replacement), b.set_first(prev->indices[0]),
+                                     b.set_count(static_cast<uint32_t>(prev->indices.size()));
+                               }),
+                       "a block replayed");
+      }
+      previous_replacement = parsed.data();
+    }
+    if (good.kind() == v1::CHUNK_KIND_LEVEL_END) previous_replacement.clear();
+    auto r = c.assembler.Apply(good);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->kind == ApplyResult::Kind::kLevelEnd) EXPECT_TRUE(BitEqual(c.store.cloud(), s.expected[r->level]));
+  }
+  EXPECT_TRUE(c.assembler.complete());
+  EXPECT_GE(replacement_messages, 3u);
+}
+
 // Every single-bit flip (three bit positions per byte) of a block, level end and trailer,
 // CRC recomputed: refused without change, or -- where the flip does not change what the
 // message means (a zstd frame header bit that does not alter the content, a field
@@ -734,7 +808,7 @@ TEST(SceneAssemblerTest, InconsistentHeadersAreRefusedBeforeTheStoreIsTouched) {
       {"empty first level", [](H& h) { h.mutable_levels(0)->set_gaussians(0); }},
       {"wrong index", [](H& h) { h.mutable_levels(2)->set_index(5); }},
       {"added disagrees", [](H& h) { h.mutable_levels(1)->set_added(h.levels(1).added() + 1); }},
-      {"partial patches", [](H& h) { h.mutable_levels(2)->set_patched(1); }},
+      {"more patched than held", [](H& h) { h.mutable_levels(2)->set_patched(h.levels(1).gaussians() + 1); }},
       {"patches on level 0", [](H& h) { h.mutable_levels(0)->set_patched(1); }},
       {"sequence gap", [](H& h) { h.mutable_levels(1)->set_first_sequence(h.levels(1).first_sequence() + 1); }},
       {"level ends before it starts", [](H& h) { h.mutable_levels(0)->set_last_sequence(0); }},
@@ -778,6 +852,8 @@ TEST(SceneAssemblerTest, HeaderPromisesAreHeldAgainstTheStream) {
        },
        "block bytes"},
       {"no patches on level 1", [](H& h) { h.mutable_levels(1)->set_patched(0); }, "patches"},
+      // Fewer than all: a partial count is only legal for replacements (merged levels).
+      {"partial patches", [](H& h) { h.mutable_levels(2)->set_patched(1); }, "patch"},
   };
   for (const Case& cs : cases) {
     SCOPED_TRACE(cs.what);

@@ -432,6 +432,23 @@ TEST(ModelBundleTest, GiPriorSelectorRoundTrip) {
   EXPECT_NE(std::string(st.message()).find("no GsNet"), std::string::npos) << st;
 }
 
+// Merged levels are recorded in the optional "level_attributes" key, like field_pose:
+// absent unless set, read back, refused with another value.
+TEST(ModelBundleTest, MergedLevelsRoundTrip) {
+  const fs::path plain = WriteFullBundle();
+  EXPECT_FALSE(json::parse(ReadAll(plain / kBundleManifestFile)).contains("level_attributes"));
+  const fs::path dir = testing::ScratchDir() / "merged.flexgs";
+  ElasticModel model = HeuristicModel();
+  model.merged_levels = true;
+  ASSERT_TRUE(WriteModelBundle(dir.string(), model).ok());
+  EXPECT_EQ(json::parse(ReadAll(dir / kBundleManifestFile))["level_attributes"], "merged");
+  auto read = ReadModelBundle(dir.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->merged_levels);
+  RewriteManifest(dir, [](json& m) { m["level_attributes"] = "selected"; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "level_attributes");
+}
+
 // Poses fixed at insertion are recorded in the optional "field_pose" key: absent from
 // bundles without it (their bytes and digests unchanged), read back when set, and refused
 // with another value or without a transform field.

@@ -398,6 +398,72 @@ TEST(ChunkCodecTest, PatchesRoundTrip) {
   EXPECT_EQ(info->count, c.size());
 }
 
+TEST(ChunkCodecTest, ReplacementsRoundTrip) {
+  const GaussianCloud c = MortonSorted(RandomCloud(2000, 2, 41));
+  std::vector<uint32_t> indices;
+  SplitMix64 rng(42);
+  uint32_t at = static_cast<uint32_t>(rng.Next() % 100000);
+  for (int i = 0; i < 1500; ++i)
+    indices.push_back(at += 1 + static_cast<uint32_t>(rng.Next() % (i % 7 == 0 ? 5000 : 3)));
+  auto lossless = DecodeReplacementBlock(EncodeReplacementBlock(indices, c, 500, 2000, kL, 2));
+  ASSERT_TRUE(lossless.ok()) << lossless.status();
+  EXPECT_EQ(lossless->indices, indices);
+  const GaussianCloud want = c.Gather([] {
+    std::vector<uint32_t> r(1500);
+    for (uint32_t i = 0; i < 1500; ++i) r[i] = 500 + i;
+    return r;
+  }());
+  EXPECT_TRUE(BitEqual(lossless->gaussians.positions, want.positions));
+  EXPECT_TRUE(BitEqual(lossless->gaussians.sh_rest, want.sh_rest));
+  EXPECT_TRUE(BitEqual(lossless->gaussians.opacity_logits, want.opacity_logits));
+
+  // Quantized: the indices exactly, the Gaussians as a Gaussian block of them decodes,
+  // at a lower SH degree when asked; the indices cost little next to the Gaussians.
+  const std::string q = EncodeReplacementBlock(indices, c, 500, 2000, kQ, 1);
+  auto quantized = DecodeReplacementBlock(q);
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  EXPECT_EQ(quantized->indices, indices);
+  auto as_block = DecodeGaussianBlock(EncodeGaussianBlock(c, 500, 2000, kQ, 1));
+  ASSERT_TRUE(as_block.ok());
+  EXPECT_TRUE(BitEqual(quantized->gaussians.positions, as_block->positions));
+  EXPECT_TRUE(BitEqual(quantized->gaussians.sh_rest, as_block->sh_rest));
+  EXPECT_EQ(quantized->gaussians.sh_degree, 1);
+  EXPECT_LT(q.size(), EncodeGaussianBlock(c, 500, 2000, kQ, 1).size() + 2 * indices.size());
+  auto info = ReadBlockInfo(q);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->kind, ChunkKind::kReplacements);
+  EXPECT_EQ(info->count, indices.size());
+  EXPECT_EQ(info->sh_degree, 1);
+  // Not a Gaussian or patch block, and the other decoders say so.
+  EXPECT_EQ(DecodeGaussianBlock(q).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodePatchBlock(q).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(DecodeReplacementBlock(EncodeGaussianBlock(c, 0, 10, kQ, 1)).status().code(), absl::StatusCode::kDataLoss);
+  // Indices that do not ascend, or do not match the range, are refused when encoding.
+  std::vector<uint32_t> repeated = {1, 5, 5};
+  EXPECT_EQ(EncodeReplacementBlock(repeated, c, 0, 3, kQ, 1), "");
+  EXPECT_EQ(EncodeReplacementBlock(repeated, c, 0, 2, kQ, 1), "");
+  // A block of more replacements than the decoder allows is refused before allocating.
+  EXPECT_EQ(DecodeReplacementBlock(q, BlockLimits{.max_count = 1000}).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ChunkCodecTest, ReplacementsPerBlockFitTheChunk) {
+  const GaussianCloud c = RandomCloud(6000, 3, 43);
+  for (size_t chunk : {size_t{4} << 10, size_t{64} << 10, size_t{256} << 10}) {
+    for (int sh : {0, 3}) {
+      for (ChunkEncoding enc : {kQ, kL}) {
+        const size_t n = ReplacementsPerBlock(chunk, enc, sh);
+        ASSERT_GT(n, 0u);
+        ASSERT_LE(n, GaussiansPerBlock(chunk, enc, sh));
+        const size_t m = std::min(n, c.size());
+        std::vector<uint32_t> indices(m);
+        for (size_t i = 0; i < m; ++i) indices[i] = static_cast<uint32_t>(i * 977 + (i * i) % 13);  // ascending
+        const std::string block = EncodeReplacementBlock(indices, c, 0, indices.size(), enc, sh);
+        EXPECT_LE(block.size(), chunk) << "chunk " << chunk << " SH " << sh;
+      }
+    }
+  }
+}
+
 TEST(ChunkCodecTest, EmptyBlocks) {
   const GaussianCloud c = RandomCloud(10, 2, 1);
   for (ChunkEncoding enc : {kQ, kL}) {
@@ -437,8 +503,15 @@ std::vector<std::string> SampleBlocks() {
   std::vector<float> patches(200 * kPatchStride);
   SplitMix64 rng(78);
   for (float& v : patches) v = static_cast<float>(rng.Normal());
-  return {EncodeGaussianBlock(c, 0, 300, kQ, 3), EncodeGaussianBlock(c, 0, 300, kQ, 0),
-          EncodeGaussianBlock(c, 0, 120, kL, 3), EncodePatchBlock(patches, kQ), EncodePatchBlock(patches, kL)};
+  std::vector<uint32_t> indices(100);
+  for (size_t i = 0; i < indices.size(); ++i) indices[i] = static_cast<uint32_t>(3 * i + (i % 2));
+  return {EncodeGaussianBlock(c, 0, 300, kQ, 3),
+          EncodeGaussianBlock(c, 0, 300, kQ, 0),
+          EncodeGaussianBlock(c, 0, 120, kL, 3),
+          EncodePatchBlock(patches, kQ),
+          EncodePatchBlock(patches, kL),
+          EncodeReplacementBlock(indices, c, 10, 110, kQ, 2),
+          EncodeReplacementBlock(indices, c, 0, 100, kL, 3)};
 }
 
 // Decodes `bytes` as whatever it claims to be; true when it decoded (and was valid).
@@ -456,6 +529,14 @@ bool DecodeAnyChecked(absl::string_view bytes, const BlockLimits& limits = {}) {
     return true;
   }
   EXPECT_EQ(p.status().code(), absl::StatusCode::kDataLoss) << p.status();
+  auto r = DecodeReplacementBlock(bytes, limits);
+  if (r.ok()) {
+    EXPECT_TRUE(IsValidFinite(r->gaussians, ReadBlockInfo(bytes)->encoding == kQ));
+    EXPECT_EQ(r->indices.size(), r->gaussians.size());
+    for (size_t i = 1; i < r->indices.size(); ++i) EXPECT_GT(r->indices[i], r->indices[i - 1]);
+    return true;
+  }
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
   return false;
 }
 

@@ -8,6 +8,7 @@
 #include "elastic/elastic_selection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "scene/cluster_merge.h"
 #include "scene/synthetic_scene.h"
 #include "tests/support/test_models.h"
 
@@ -343,6 +344,55 @@ TEST(LevelCloudTest, PosesFixedAtInsertionOnlyAddUntilTheFullScene) {
       ExpectSameCloud(*cloud, m.gaussians.Gather(sent));  // the model's own Gaussians
     }
   }
+}
+
+// Merged levels: each level is the merge of everything sent so far onto itself, the
+// replacements name exactly the earlier Gaussians that changed (none re-sent needlessly),
+// and the full scene is the model's own Gaussians again.
+TEST(LevelCloudTest, MergedLevelsAreTheMergeOfTheHeldSetAndEndAtTheInput) {
+  ThreadPool pool(2);
+  ElasticModel m = HeuristicTestModel(3000, 12, /*sh_degree=*/2);
+  m.merged_levels = true;
+  m.coverage_share = 1.0;
+  auto plan = PlanLevels(m, {.top_ratio = 1.0, .ladder = {0.01, 0.05, 0.10, 0.15}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 5u);
+  std::vector<uint32_t> sent;
+  GaussianCloud before;
+  size_t replaced = 0;
+  for (size_t k = 0; k < plan->levels.size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    const PlanLevel& l = plan->levels[k];
+    EXPECT_TRUE(l.patches.empty());
+    sent.insert(sent.end(), l.added.begin(), l.added.end());
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    auto merged = MergeIntoRepresentatives(m.gaussians, sent, MergeOptions{}, nullptr);
+    ASSERT_TRUE(merged.ok());
+    ExpectSameCloud(*cloud, *merged);
+    // Replaced exactly where the held Gaussian changed.
+    std::vector<uint32_t> changed;
+    for (uint32_t i = 0; i < before.size(); ++i) {
+      const GaussianCloud a = before.Gather(std::vector<uint32_t>{i}), b = merged->Gather(std::vector<uint32_t>{i});
+      if (a.positions != b.positions || a.log_scales != b.log_scales || a.rotations != b.rotations ||
+          a.opacity_logits != b.opacity_logits || a.sh_dc != b.sh_dc || a.sh_rest != b.sh_rest) {
+        changed.push_back(i);
+      }
+    }
+    EXPECT_EQ(l.replaced, changed);
+    replaced += l.replaced.size();
+    before = *merged;
+  }
+  EXPECT_GT(replaced, 0u);
+  ExpectSameCloud(before, m.gaussians.Gather(sent));  // 100 %: the input, bit for bit
+  // Merged Gaussians are not the selected ones: the merge really happened below 100 %.
+  auto first = LevelCloud(*plan, 0);
+  ASSERT_TRUE(first.ok());
+  EXPECT_NE(first->log_scales, m.gaussians.Gather(plan->levels[0].added).log_scales);
+  // A plan whose replacements leave the held set is refused, not replayed.
+  Plan bad = *plan;
+  bad.levels[1].replaced.back() = bad.levels[0].count;
+  EXPECT_EQ(LevelCloud(bad, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(LevelCloudTest, HeuristicTopLevelIsTheIndependentSubsetUpToOrdering) {

@@ -1,0 +1,52 @@
+// Merging a cloud into a subset of itself: each Gaussian joins the cluster of its
+// nearest representative and every cluster becomes one Gaussian by moment matching.
+//
+// Why: a kept subset alone leaves holes where the dropped Gaussians were; decimation
+// (PlayCanvas splat-transform, Spark's LOD merge) fills them by merging. Merging onto
+// the representatives a selector picked keeps the selection (and so the nested order
+// of a stream) while giving each kept Gaussian the "ink" of the ones it stands for.
+//
+// The moment match is the one of splat-transform and Spark: weights are opacity times
+// ellipsoid surface area (the ink a splat puts on screen from any side); the merged
+// mean and covariance are the weighted mean and the law of total variance; the merged
+// opacity conserves ink (sum of weights / merged area, capped at 1); SH coefficients
+// are the weighted mean. A cluster of one is its representative, bit for bit, so
+// merging onto every Gaussian returns the input unchanged.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "base/thread_pool.h"
+#include "scene/gaussian_cloud.h"
+
+namespace flexgs {
+
+struct MergeOptions {
+  // How a Gaussian picks its representative among the `candidates` nearest by centre:
+  // cost = d^2 / d_nearest^2 + colour_weight * |SH DC difference|^2. Colour-blind
+  // nearest-centre assignment (colour_weight 0) smears colours across edges; on
+  // guitar at 256x256 from all around, weight 8 over 8 candidates gives +1.1 / +1.3 /
+  // +0.4 / +0.1 dB at 1 / 5 / 10 / 15 % (2 and 32 are both worse).
+  double colour_weight = 8.0;
+  int candidates = 8;
+};
+
+// For each Gaussian of `cloud`, the position in `representatives` of the one it joins
+// (MergeOptions; ties to the nearer, then the lower position). `representatives` are
+// distinct indices into `cloud`; each joins itself. Deterministic for any thread count.
+absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud& cloud,
+                                                            absl::Span<const uint32_t> representatives,
+                                                            const MergeOptions& options, ThreadPool* pool);
+
+// The cloud of representatives.size() Gaussians, entry k the moment-matched merge of
+// the cluster of representatives[k] (NearestRepresentative's assignment).
+// InvalidArgument when `representatives` is empty, repeats an index or names one out
+// of range.
+absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& cloud,
+                                                       absl::Span<const uint32_t> representatives,
+                                                       const MergeOptions& options, ThreadPool* pool);
+
+}  // namespace flexgs
