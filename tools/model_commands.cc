@@ -35,6 +35,8 @@ struct ElasticizeArgs {
   std::string ladder;
   double coverage_share = 0.0;
   std::string levels = "selected";
+  double replacement_tolerance = 2.0;
+  bool tolerance_given = false;
   int threads = 0;
 };
 
@@ -50,6 +52,10 @@ int RunElasticize(ElasticizeArgs args) {
   }
   heuristic.coverage_share = args.coverage_share;
   heuristic.merged_levels = args.levels == "merged";
+  heuristic.replacement_tolerance = heuristic.merged_levels ? args.replacement_tolerance : 0.0;
+  if (args.tolerance_given && !heuristic.merged_levels) {
+    return Fail("elasticize", absl::InvalidArgumentError("--replacement-tolerance needs --levels merged"));
+  }
   if (!args.ladder.empty()) {
     auto ladder = ParseLadder(args.ladder);
     if (!ladder.ok()) return Fail("elasticize", ladder.status());
@@ -217,8 +223,17 @@ void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
                   "merged with the dropped ones nearest it, as decimation does; pair with --coverage-share 1)")
       ->check(CLI::IsMember({"selected", "merged"}))
       ->capture_default_str();
+  auto* tolerance =
+      cmd->add_option("--replacement-tolerance", args->replacement_tolerance,
+                      "Merged levels: skip re-sending an earlier Gaussian whose merge changed by less than this many "
+                      "codec steps (0 = send every change; the full scene is exact either way)")
+          ->check(CLI::Range(0.0, 16.0))
+          ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
-  cmd->callback([args, exit_code] { *exit_code = RunElasticize(*args); });
+  cmd->callback([args, exit_code, tolerance] {
+    args->tolerance_given = tolerance->count() > 0;
+    *exit_code = RunElasticize(*args);
+  });
 }
 
 void RegisterPlanCommand(CLI::App& app, int* exit_code) {

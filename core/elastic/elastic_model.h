@@ -66,6 +66,11 @@ struct ElasticModel {
   //    scene (every cluster is one Gaussian). Small levels from all around gain 2-4 dB
   //    over selection alone (bench/RESULTS.md).
   bool merged_levels = false;
+  // Merged levels below e = 1 skip a replacement whose change is below this many steps
+  // of the quantized codec (ReplacementIsVisible in stream/level_planner.h); 0 re-sends
+  // every change. The client then keeps the older merge for that Gaussian; at e = 1
+  // every change is sent, so the full scene stays exact.
+  double replacement_tolerance = 0.0;
   FieldNormalization normalization;  // bounds + ratio mapping of the field
   std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
   std::string training_summary_json = "{}";  // free-form JSON object

@@ -39,6 +39,7 @@ absl::StatusOr<ElasticModel> MakeHeuristicModel(GaussianCloud cloud, const std::
   if (!options.ladder.empty()) model.ladder = options.ladder;
   model.coverage_share = options.coverage_share;
   model.merged_levels = options.merged_levels;
+  model.replacement_tolerance = options.replacement_tolerance;
   model.training_summary_json = summary.dump();
   return model;
 }

@@ -49,7 +49,8 @@ constexpr int64_t kMaxFieldChannels = 4096;
 constexpr int64_t kMaxFieldResolution = 65536;
 constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
-constexpr double kMaxGiPriorWeight = 100.0;  // log-GI units; larger only freezes the ranking
+constexpr double kMaxReplacementTolerance = 16.0;  // codec steps; beyond, levels stop refining
+constexpr double kMaxGiPriorWeight = 100.0;        // log-GI units; larger only freezes the ranking
 
 // Returns `status` with `prefix: ` in front of its message, code unchanged.
 absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
@@ -526,6 +527,13 @@ absl::Status ValidateModel(const ElasticModel& model) {
   if (model.gsnet_box_inputs && !model.gsnet) {
     return absl::InvalidArgumentError("gsnet_box_inputs is set but the model has no GsNet");
   }
+  if (model.replacement_tolerance != 0.0 &&
+      (!model.merged_levels ||
+       !(model.replacement_tolerance > 0.0 && model.replacement_tolerance <= kMaxReplacementTolerance))) {
+    return absl::InvalidArgumentError(absl::StrCat("replacement_tolerance ", model.replacement_tolerance,
+                                                   " must be in (0, ", kMaxReplacementTolerance,
+                                                   "] and needs merged levels"));
+  }
   if (model.pose_at_insertion && !model.field) {
     return absl::InvalidArgumentError("pose_at_insertion is set but the model has no transform field");
   }
@@ -702,6 +710,7 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     // Optional, written only when set, so bundles without it keep their bytes and digests.
     if (model.pose_at_insertion) manifest["field_pose"] = "insertion";
     if (model.merged_levels) manifest["level_attributes"] = "merged";
+    if (model.replacement_tolerance != 0.0) manifest["replacement_tolerance"] = model.replacement_tolerance;
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -729,12 +738,14 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   const bool has_selector = manifest.is_object() && manifest.contains("selector");
   const bool has_field_pose = manifest.is_object() && manifest.contains("field_pose");
   const bool has_level_attributes = manifest.is_object() && manifest.contains("level_attributes");
+  const bool has_tolerance = manifest.is_object() && manifest.contains("replacement_tolerance");
   std::vector<const char*> key_names = {
       "format",       "format_version", "gaussians", "sh_degree", "ladder", "bounds", "ratio_normalization",
       "field_config", "has_gsnet",      "gi",        "training",  "files",  "digest"};
   if (has_selector) key_names.push_back("selector");
   if (has_field_pose) key_names.push_back("field_pose");
   if (has_level_attributes) key_names.push_back("level_attributes");
+  if (has_tolerance) key_names.push_back("replacement_tolerance");
   absl::Status keys = CheckKeys(manifest, key_names, "");
   if (!keys.ok()) return bad(keys);
 
@@ -753,6 +764,15 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
       return bad(BadManifest("\"level_attributes\" must be \"merged\" when present"));
     }
     model.merged_levels = true;
+  }
+  if (has_tolerance) {
+    absl::StatusOr<float> t = AsFiniteFloat(manifest.at("replacement_tolerance"), "replacement_tolerance");
+    if (!t.ok()) return bad(t.status());
+    if (!(*t > 0.0f && *t <= kMaxReplacementTolerance) || !model.merged_levels) {
+      return bad(BadManifest(absl::StrCat("\"replacement_tolerance\" must be in (0, ", kMaxReplacementTolerance,
+                                          "] and only with merged levels")));
+    }
+    model.replacement_tolerance = *t;
   }
   if (has_selector) {
     // Each key is optional, written only when set; an empty selector is refused.

@@ -4,9 +4,11 @@
 #include <cmath>
 #include <cstring>
 
+#include "Eigen/Dense"
 #include "absl/strings/str_cat.h"
 #include "elastic/elastic_selection.h"
 #include "scene/cluster_merge.h"
+#include "stream/chunk_codec.h"  // kChunkShRestStep, the SH rest quantizer step
 
 namespace flexgs {
 namespace {
@@ -79,6 +81,7 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
   std::vector<uint32_t> sent;  // client order: concatenation of every level's `added`
   const std::vector<uint8_t> coverage = model.coverage_share > 0.0 ? CoverageLevels(model) : std::vector<uint8_t>();
   GaussianCloud merged_before;  // merged-level models: what the client holds before this level
+  merged_before.sh_degree = model.gaussians.sh_degree;
   for (double e : *ratios) {
     PlanLevel level;
     level.ratio = e;
@@ -98,14 +101,28 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     if (model.merged_levels) {
       auto held = MergeIntoRepresentatives(model.gaussians, sent, MergeOptions{}, pool);
       if (!held.ok()) return held.status();
+      // Below e = 1 an invisible change is not sent (the client keeps its older merge,
+      // which the next level compares against); at e = 1 every change is, so the full
+      // scene is the input bit for bit.
+      const double tolerance = e < 1.0 ? model.replacement_tolerance : 0.0;
       for (size_t i = 0; i < previously_sent; ++i) {
-        if (!SameGaussian(*held, i, merged_before, i)) level.replaced.push_back(static_cast<uint32_t>(i));
+        if (ReplacementIsVisible(*held, i, merged_before, i, tolerance)) {
+          level.replaced.push_back(static_cast<uint32_t>(i));
+        }
       }
       level.replacements = held->Gather(level.replaced);
       std::vector<uint32_t> tail(level.added.size());
       for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
       level.added_gaussians = held->Gather(tail);
-      merged_before = *std::move(held);
+      merged_before.Scatter(level.replaced, level.replacements);
+      const GaussianCloud& a = level.added_gaussians;
+      AppendAll(merged_before.positions, a.positions);
+      AppendAll(merged_before.log_scales, a.log_scales);
+      AppendAll(merged_before.rotations, a.rotations);
+      AppendAll(merged_before.opacity_logits, a.opacity_logits);
+      AppendAll(merged_before.sh_dc, a.sh_dc);
+      AppendAll(merged_before.sh_rest, a.sh_rest);
+      merged_before.sh_degree = held->sh_degree;
     } else if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
       // Poses fixed at insertion: the new Gaussians take their pose at this level's
       // ratio and nothing sent before changes, so the level carries no patches.
@@ -200,6 +217,37 @@ absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {
     }
   }
   return cloud;
+}
+
+bool ReplacementIsVisible(const GaussianCloud& now, size_t i, const GaussianCloud& held, size_t j, double tolerance) {
+  if (SameGaussian(now, i, held, j)) return false;
+  if (tolerance <= 0.0) return true;
+  const double t = tolerance;
+  const auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  if (std::abs(sigmoid(now.opacity_logits[i]) - sigmoid(held.opacity_logits[j])) >= t / 127.0) return true;
+  for (int c = 0; c < 3; ++c) {
+    if (std::abs(double{now.sh_dc[3 * i + c]} - held.sh_dc[3 * j + c]) >= t * 0.05) return true;
+  }
+  const size_t k3 = 3 * static_cast<size_t>(now.rest_coeffs());
+  for (size_t c = 0; c < k3; ++c) {
+    if (std::abs(double{now.sh_rest[k3 * i + c]} - held.sh_rest[k3 * j + c]) >= t * kChunkShRestStep) return true;
+  }
+  const auto covariance = [](const GaussianCloud& g, size_t k) {
+    Eigen::Quaterniond q(g.rotations[4 * k], g.rotations[4 * k + 1], g.rotations[4 * k + 2], g.rotations[4 * k + 3]);
+    if (q.norm() < 1e-12) q = Eigen::Quaterniond::Identity();
+    const Eigen::Matrix3d R = q.normalized().toRotationMatrix();
+    Eigen::Vector3d var;
+    for (int a = 0; a < 3; ++a) var[a] = std::exp(2.0 * g.log_scales[3 * k + a]);
+    return Eigen::Matrix3d(R * var.asDiagonal() * R.transpose());
+  };
+  const Eigen::Matrix3d sigma_now = covariance(now, i), sigma_held = covariance(held, j);
+  if ((sigma_now - sigma_held).norm() >= t * 0.2 * sigma_held.norm()) return true;
+  const Eigen::Vector3d shift(now.positions[3 * i] - held.positions[3 * j],
+                              now.positions[3 * i + 1] - held.positions[3 * j + 1],
+                              now.positions[3 * i + 2] - held.positions[3 * j + 2]);
+  double largest = held.log_scales[3 * j];
+  for (int a = 1; a < 3; ++a) largest = std::max(largest, double{held.log_scales[3 * j + a]});
+  return shift.norm() >= t * 0.1 * std::exp(largest);
 }
 
 std::string SerializePlan(const Plan& plan) {

@@ -71,6 +71,14 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
 // patches, additions or counts disagree (one PlanLevels did not make).
 absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level);
 
+// Whether Gaussian i of `now` differs visibly from Gaussian j of `held` (what a client
+// holds): by at least `tolerance` steps in one of opacity (a step: 1/127, the codec's),
+// SH DC (0.05 per channel, about a 5-bit step of a typical block range), SH rest
+// (kChunkShRestStep), shape (relative Frobenius change of the covariance: 0.2, about a
+// 6-bit log-scale step) or position (10 % of the held Gaussian's largest axis). With
+// tolerance 0 any difference in bits is visible.
+bool ReplacementIsVisible(const GaussianCloud& now, size_t i, const GaussianCloud& held, size_t j, double tolerance);
+
 // Canonical bytes of a plan (for caching, digests and determinism tests).
 std::string SerializePlan(const Plan& plan);
 

@@ -3,6 +3,7 @@
 # ../shared/data/guitar.ply:
 #   - each level's PNG matches a local render of the planner's level for the same camera
 #     (lossless: identical PNG and identical level PLY; quantized: PSNR >= 40 dB);
+#   - a model with merged levels streams its replacement blocks to the same effect;
 #   - resident bytes <= budget for several budgets;
 #   - the server killed mid-stream and restarted: same final state as uninterrupted;
 #   - a corrupted chunk (test hook) is detected and the stream resumed from before it;
@@ -27,6 +28,8 @@ serve() {  # serve LOGNAME: a server of $WORK/scenes on ADDR, listening
 
 mkdir -p "$WORK/scenes"
 "$FLEXGS" elasticize "$GUITAR" --out "$WORK/scenes/guitar.flexgs" --orbit 8 --width 128 --height 128 > /dev/null
+"$FLEXGS" elasticize "$GUITAR" --out "$WORK/scenes/merged.flexgs" --orbit 8 --width 128 --height 128 \
+  --coverage-share 1 --levels merged > /dev/null
 serve server
 COMMON=(--server "$ADDR" --scene guitar --orbit 2 --width 128 --height 128 --json --quiet)
 
@@ -50,6 +53,18 @@ done
 cmp -s "$WORK/received.ply" "$WORK/plan/level-3.ply" || fail "--save-ply differs from the planner's last level"
 "$FLEXGS" inspect "$WORK/received.ply" > "$WORK/received.txt" 2>&1 || fail "--save-ply output is not a readable PLY"
 echo "lossless: 4 levels, PLYs and PNGs identical to the planner's levels; --save-ply writes the last"
+
+# --- 1b. Merged levels (replacement blocks): the same, up to the full scene. ------------
+"$CLIENT" "${COMMON[@]/guitar/merged}" --budget-ratio 1 --encoding lossless --save-levels \
+  --out "$WORK/merged" 2> "$WORK/merged.err" || fail "merged lossless stream"
+"$FLEXGS" plan "$WORK/scenes/merged.flexgs" --budget-ratio 1 --export-levels "$WORK/merged-plan" > /dev/null
+for k in 0 1 2 3 4; do
+  cmp -s "$WORK/merged/level-$k.ply" "$WORK/merged-plan/level-$k.ply" || fail "merged level $k PLY differs from the plan"
+done
+"$FLEXGS" plan "$WORK/scenes/merged.flexgs" --budget-ratio 1 --json > "$WORK/merged-plan.json"
+replaced=$(json "$WORK/merged-plan.json" 'sum(l["patched"] for l in j["levels"])')
+(( replaced > 0 )) || fail "merged stream replaced nothing"
+echo "merged: 5 levels up to 100%, PLYs identical to the planner's, $replaced replacements"
 
 # --- 2. Quantized: within quantization tolerance (PSNR >= 40 dB). -----------------------
 "$CLIENT" "${COMMON[@]}" --budget-ratio 0.15 --out "$WORK/quant" 2> "$WORK/quant.err" || fail "quantized stream"

@@ -447,6 +447,25 @@ TEST(ModelBundleTest, MergedLevelsRoundTrip) {
   EXPECT_TRUE(read->merged_levels);
   RewriteManifest(dir, [](json& m) { m["level_attributes"] = "selected"; });
   ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "level_attributes");
+
+  // The replacement tolerance rides along, only with merged levels and in range.
+  const fs::path tol = testing::ScratchDir() / "merged-tolerance.flexgs";
+  model.replacement_tolerance = 2.0;
+  ASSERT_TRUE(WriteModelBundle(tol.string(), model).ok());
+  read = ReadModelBundle(tol.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->replacement_tolerance, 2.0);
+  RewriteManifest(tol, [](json& m) { m["replacement_tolerance"] = 17.0; });
+  ExpectReadFails(tol, absl::StatusCode::kInvalidArgument, "replacement_tolerance");
+  RewriteManifest(tol, [](json& m) {
+    m["replacement_tolerance"] = 2.0;
+    m.erase("level_attributes");
+  });
+  ExpectReadFails(tol, absl::StatusCode::kInvalidArgument, "replacement_tolerance");
+  ElasticModel unmerged = HeuristicModel();
+  unmerged.replacement_tolerance = 1.0;
+  EXPECT_EQ(WriteModelBundle((testing::ScratchDir() / "bad-tolerance.flexgs").string(), unmerged).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // Poses fixed at insertion are recorded in the optional "field_pose" key: absent from

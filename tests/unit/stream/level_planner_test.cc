@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -393,6 +394,65 @@ TEST(LevelCloudTest, MergedLevelsAreTheMergeOfTheHeldSetAndEndAtTheInput) {
   Plan bad = *plan;
   bad.levels[1].replaced.back() = bad.levels[0].count;
   EXPECT_EQ(LevelCloud(bad, 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// With a replacement tolerance the client skips invisible changes: fewer replacements,
+// every held Gaussian within the tolerance of the exact merge, and still the input at 100%.
+TEST(LevelCloudTest, ReplacementToleranceSkipsInvisibleChangesButNotAtTheFullScene) {
+  ThreadPool pool(2);
+  ElasticModel m = HeuristicTestModel(4000, 13, /*sh_degree=*/1);
+  m.merged_levels = true;
+  m.coverage_share = 1.0;
+  const PlanRequest request{.top_ratio = 1.0, .ladder = {0.01, 0.05, 0.10, 0.15}};
+  auto exact = PlanLevels(m, request, &pool);
+  m.replacement_tolerance = 4.0;
+  auto loose = PlanLevels(m, request, &pool);
+  ASSERT_TRUE(exact.ok() && loose.ok());
+  ASSERT_EQ(loose->levels.size(), 5u);
+  size_t exact_replaced = 0, loose_replaced = 0;
+  for (size_t k = 0; k < 4; ++k) {
+    SCOPED_TRACE(::testing::Message() << "level " << k);
+    exact_replaced += exact->levels[k].replaced.size();
+    loose_replaced += loose->levels[k].replaced.size();
+    auto want = LevelCloud(*exact, k);
+    auto got = LevelCloud(*loose, k);
+    ASSERT_TRUE(want.ok() && got.ok());
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t i = 0; i < got->size(); ++i) {
+      ASSERT_FALSE(ReplacementIsVisible(*want, i, *got, i, 4.0)) << "Gaussian " << i;
+    }
+  }
+  EXPECT_LT(loose_replaced, exact_replaced);
+  auto full = LevelCloud(*loose, 4);
+  ASSERT_TRUE(full.ok());
+  std::vector<uint32_t> sent;
+  for (const PlanLevel& l : loose->levels) sent.insert(sent.end(), l.added.begin(), l.added.end());
+  ExpectSameCloud(*full, m.gaussians.Gather(sent));
+}
+
+TEST(LevelPlannerTest, ReplacementVisibilityFollowsEachAttributesStep) {
+  GaussianCloud a;
+  a.sh_degree = 1;
+  a.Resize(1);
+  for (int k = 0; k < 3; ++k) a.log_scales[k] = std::log(0.1f);
+  a.rotations[0] = 1;
+  const auto changed = [&](const std::function<void(GaussianCloud&)>& edit) {
+    GaussianCloud b = a;
+    edit(b);
+    return std::pair{ReplacementIsVisible(b, 0, a, 0, 1.0), ReplacementIsVisible(b, 0, a, 0, 0.0)};
+  };
+  EXPECT_FALSE(ReplacementIsVisible(a, 0, a, 0, 0.0));
+  // Below one step: invisible at tolerance 1, but still a change at tolerance 0.
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.sh_dc[1] += 0.04f; }), std::pair(false, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.sh_dc[1] += 0.06f; }), std::pair(true, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.opacity_logits[0] += 0.02f; }), std::pair(false, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.opacity_logits[0] += 0.05f; }), std::pair(true, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.sh_rest[4] += 0.05f; }), std::pair(false, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.sh_rest[4] += 0.07f; }), std::pair(true, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.positions[2] += 0.009f; }), std::pair(false, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.positions[2] += 0.011f; }), std::pair(true, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.log_scales[0] += 0.05f; }), std::pair(false, true));
+  EXPECT_EQ(changed([](GaussianCloud& b) { b.log_scales[0] += 0.3f; }), std::pair(true, true));
 }
 
 TEST(LevelCloudTest, HeuristicTopLevelIsTheIndependentSubsetUpToOrdering) {
