@@ -179,13 +179,14 @@ absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud&
   ForRange(pool, cloud.size(), 2048, [&](size_t b, size_t e) {
     std::vector<std::pair<float, uint32_t>> knn;
     for (size_t i = b; i < e; ++i) {
-      if (options.colour_weight == 0 || candidates == 1) {
+      if ((options.colour_weight == 0 && options.opacity_weight == 0) || candidates == 1) {
         nearest[i] = tree.Nearest(&cloud.positions[3 * i]);
         continue;
       }
       // Among the nearest few by centre, the one that is near in space *relative to
-      // the nearest* and close in base colour: a dark string next to a bright body
-      // joins a string representative rather than smearing the body's colour.
+      // the nearest* and close in base colour and opacity: a dark string next to a
+      // bright body joins a string representative rather than smearing the body's
+      // colour, a faint halo a faint one rather than thickening a solid surface.
       tree.NearestK(&cloud.positions[3 * i], candidates, &knn);
       const double d1 = std::max<double>(knn[0].first, 1e-30);
       double best = std::numeric_limits<double>::infinity();
@@ -196,7 +197,8 @@ absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud&
           const double d = double{cloud.sh_dc[3 * i + c]} - cloud.sh_dc[3 * r + c];
           dc += d * d;
         }
-        const double cost = d2 / d1 + options.colour_weight * dc;
+        const double da = Sigmoid(cloud.opacity_logits[i]) - Sigmoid(cloud.opacity_logits[r]);
+        const double cost = d2 / d1 + options.colour_weight * dc + options.opacity_weight * da * da;
         if (cost < best) {  // knn is sorted by (distance, index): ties keep the nearer
           best = cost;
           nearest[i] = k;

@@ -26,11 +26,15 @@ namespace flexgs {
 
 struct MergeOptions {
   // How a Gaussian picks its representative among the `candidates` nearest by centre:
-  // cost = d^2 / d_nearest^2 + colour_weight * |SH DC difference|^2. Colour-blind
-  // nearest-centre assignment (colour_weight 0) smears colours across edges; on
-  // guitar at 256x256 from all around, weight 8 over 8 candidates gives +1.1 / +1.3 /
-  // +0.4 / +0.1 dB at 1 / 5 / 10 / 15 % (2 and 32 are both worse).
+  // cost = d^2 / d_nearest^2 + colour_weight * |SH DC difference|^2
+  //        + opacity_weight * (opacity difference)^2.
+  // Colour-blind nearest-centre assignment (both weights 0) smears colours across
+  // edges; on guitar at 256x256 from all around, colour weight 8 over 8 candidates gives
+  // +1.1 / +1.3 / +0.4 / +0.1 dB at 1 / 5 / 10 / 15 % (2 and 32 are both worse; 4 or
+  // 16 candidates too), and opacity weight 8 another +0.05 to +0.25 (sh3-9k +0.0 to
+  // +0.5; 32 and more cost sh3-9k up to 0.6 dB at 1-5 %). bench/RESULTS.md.
   double colour_weight = 8.0;
+  double opacity_weight = 8.0;
   int candidates = 8;
 };
 

@@ -103,7 +103,21 @@ TEST(ClusterMergeTest, AGaussianJoinsTheRepresentativeOfItsColourWhenBothAreNear
   auto colour = NearestRepresentative(c, reps, MergeOptions{}, nullptr);
   ASSERT_TRUE(colour.ok()) << colour.status();
   EXPECT_THAT(*colour, ::testing::ElementsAre(0u, 1u, 1u));
-  auto blind = NearestRepresentative(c, reps, MergeOptions{.colour_weight = 0}, nullptr);
+  auto blind = NearestRepresentative(c, reps, MergeOptions{.colour_weight = 0, .opacity_weight = 0}, nullptr);
+  ASSERT_TRUE(blind.ok()) << blind.status();
+  EXPECT_THAT(*blind, ::testing::ElementsAre(0u, 1u, 0u));
+}
+
+TEST(ClusterMergeTest, AFaintGaussianJoinsAFaintRepresentativeWhenBothAreNear) {
+  GaussianCloud c;
+  Add(c, {0, 0, 0}, {0.1, 0.1, 0.1}, 0.99, {0, 0, 0});     // solid
+  Add(c, {1, 0, 0}, {0.1, 0.1, 0.1}, 0.05, {0, 0, 0});     // faint
+  Add(c, {0.45, 0, 0}, {0.1, 0.1, 0.1}, 0.05, {0, 0, 0});  // nearer the solid one, faint
+  const uint32_t reps[] = {0, 1};
+  auto assigned = NearestRepresentative(c, reps, MergeOptions{}, nullptr);
+  ASSERT_TRUE(assigned.ok()) << assigned.status();
+  EXPECT_THAT(*assigned, ::testing::ElementsAre(0u, 1u, 1u));
+  auto blind = NearestRepresentative(c, reps, MergeOptions{.opacity_weight = 0}, nullptr);
   ASSERT_TRUE(blind.ok()) << blind.status();
   EXPECT_THAT(*blind, ::testing::ElementsAre(0u, 1u, 0u));
 }
@@ -112,7 +126,7 @@ TEST(ClusterMergeTest, AssignmentIsNearestCentreWithoutColourAndTheSameForAnyThr
   const GaussianCloud scene = MakeSyntheticScene({.count = 20000, .sh_degree = 1, .seed = 5});
   std::vector<uint32_t> reps;
   for (uint32_t i = 0; i < scene.size(); i += 97) reps.push_back(i);
-  auto blind = NearestRepresentative(scene, reps, MergeOptions{.colour_weight = 0}, nullptr);
+  auto blind = NearestRepresentative(scene, reps, MergeOptions{.colour_weight = 0, .opacity_weight = 0}, nullptr);
   ASSERT_TRUE(blind.ok());
   for (size_t i = 0; i < scene.size(); i += 37) {  // brute force on a sample
     float best = INFINITY;
