@@ -6,7 +6,8 @@
 # show the nested streaming plan, serve it with flexgs-server, and run flexgs-client with
 # a budget of 15%: it receives the levels 1% -> 5% -> 10% -> 15%, renders each as soon as
 # it is complete (level-<k>-view-<i>.png) and writes stats.json. Then `flexgs eval` puts
-# the trained levels beside GI-only pruning (what the server streams without training)
+# the trained levels beside merged levels and GI-only pruning (what the server streams
+# without training)
 # from views all around, close-ups included: eval/contact.png (each cell labelled with
 # its PSNR and the KiB a client downloads to show it), eval/rd.png (PSNR against bytes)
 # and eval/report.md. Output: out/demo/. About 75 s on 2 cores after the build; 455 s
@@ -78,22 +79,23 @@ wait $SERVER_PID || true
 trap - EXIT
 
 # Serve any size, from anywhere: the trained nested levels against GI-only pruning (the
-# same scene without training) on 8 views over the sphere, close-ups included, none of
-# them a training view.
+# same scene without training) and against merged levels (the same nested selection with
+# every dropped Gaussian merged into a kept one, what `elasticize --levels merged`
+# serves) on 8 views over the sphere, close-ups included, none of them a training view.
 rm -rf "$OUT/eval"
 "$FLEXGS" eval "$OUT/default.flexgs" --original "$OUT/default.ply" --views sphere:8 --width 256 --height 256 \
-  --ratios 0.01,0.05,0.10,0.15 --methods elastic-nested,gi-topk --out "$OUT/eval"
+  --ratios 0.01,0.05,0.10,0.15 --methods elastic-nested,nested-merge,gi-topk --out "$OUT/eval"
 python3 - "$OUT/eval/report.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 cells = {}
 for c in j["results"]:
     cells.setdefault(c["method"], []).append(c)
-print("demo: PSNR from 8 views all around (dB), trained elastic levels vs GI-only pruning:")
-for e, g in zip(cells["elastic-nested"], cells["gi-topk"]):
-    print(f"  {100 * e['ratio']:4.0f}%  elastic {e['psnr']:6.2f}   GI-only {g['psnr']:6.2f}")
+print("demo: PSNR from 8 views all around (dB): trained elastic levels, merged levels, GI-only pruning:")
+for e, m, g in zip(cells["elastic-nested"], cells["nested-merge"], cells["gi-topk"]):
+    print(f"  {100 * e['ratio']:4.0f}%  elastic {e['psnr']:6.2f}   merged {m['psnr']:6.2f}   GI-only {g['psnr']:6.2f}")
 PY
-echo "demo: done. Look at $OUT/eval/contact.png (the same views at 1/5/10/15%, trained vs GI-only,"
+echo "demo: done. Look at $OUT/eval/contact.png (the same views at 1/5/10/15%, trained, merged, GI-only,"
 echo "      each labelled with PSNR and KiB), $OUT/eval/rd.png (PSNR against bytes on the wire),"
 echo "      $OUT/client/level-<k>-view-<i>.png (what the client rendered as each level landed),"
 echo "      $OUT/client/stats.json and $OUT/eval/report.md."
