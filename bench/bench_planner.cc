@@ -1,6 +1,9 @@
 // Elastic inference and Global Importance at scale (issue: elastic model).
 //   BM_PlanOneLevel: selector over all N + transform of the kept 15% for a 1M model
 //                    with the reference-sized field (16 ch, 64/128/256, ratio axis 150).
+//   BM_PlanMergedLevels: a merged-level model's plan (1/5/10/15 %) for 1M Gaussians, SH 0,
+//                    coverage share 1: a merge of all N onto the held set per level,
+//                    against BM_PlanSelectedLevels, the same model with selected levels.
 //   BM_GlobalImportance: GI over 100 orbit views of 800x800 (guitar.ply, synthetic 1M).
 // Results: bench/RESULTS.md.
 #include <cstdlib>
@@ -46,6 +49,40 @@ void BM_PlanOneLevel(benchmark::State& state) {
   state.counters["threads"] = static_cast<double>(state.range(0));
 }
 BENCHMARK(BM_PlanOneLevel)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+
+ElasticModel& HeuristicModel1M() {
+  static std::unique_ptr<ElasticModel> model;
+  if (!model) {
+    model = std::make_unique<ElasticModel>();
+    model->gaussians = MakeSyntheticScene({.count = 1'000'000, .sh_degree = 0, .seed = 1});
+    model->global_importance.assign(model->gaussians.size(), 1.0f);
+    for (size_t i = 0; i < model->global_importance.size(); ++i) model->global_importance[i] = 1.0f + (i * 7919 % 1000);
+    model->normalization.aabb_min = {-2.5f, -2.5f, -2.5f};
+    model->normalization.aabb_max = {2.5f, 0.5f, 2.5f};
+    model->coverage_share = 1.0;
+  }
+  return *model;
+}
+
+void PlanLadder(benchmark::State& state, bool merged) {
+  ElasticModel& model = HeuristicModel1M();
+  model.merged_levels = merged;
+  model.replacement_tolerance = merged ? 2.0 : 0.0;
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  const PlanRequest req{.top_ratio = 0.15, .ladder = {0.01, 0.05, 0.10, 0.15}};
+  for (auto _ : state) {
+    auto plan = PlanLevels(model, req, &pool);
+    if (!plan.ok()) state.SkipWithError(std::string(plan.status().message()).c_str());
+    benchmark::DoNotOptimize(plan->levels.data());
+  }
+  state.counters["gaussians"] = static_cast<double>(model.gaussians.size());
+  state.counters["levels"] = 4;
+  state.counters["threads"] = static_cast<double>(state.range(0));
+}
+void BM_PlanSelectedLevels(benchmark::State& state) { PlanLadder(state, false); }
+void BM_PlanMergedLevels(benchmark::State& state) { PlanLadder(state, true); }
+BENCHMARK(BM_PlanSelectedLevels)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+BENCHMARK(BM_PlanMergedLevels)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
 
 void BM_GlobalImportance(benchmark::State& state, const std::string& scene) {
   std::unique_ptr<GaussianCloud> cloud;

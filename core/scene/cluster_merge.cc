@@ -1,6 +1,7 @@
 #include "scene/cluster_merge.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -8,6 +9,7 @@
 
 #include "Eigen/Dense"
 #include "absl/strings/str_cat.h"
+#include "scene/morton.h"
 
 namespace flexgs {
 namespace {
@@ -21,6 +23,11 @@ class PointTree {
     std::iota(order_.begin(), order_.end(), 0u);
     nodes_.reserve(2 * (n / kLeafSize + 1));
     Build(0, n);
+    // The points again in tree order, so that a leaf's points are contiguous in memory
+    // (the searches read them linearly instead of through order_).
+    sorted_.resize(xyz_.size());
+    for (uint32_t i = 0; i < n; ++i)
+      for (int a = 0; a < 3; ++a) sorted_[3 * i + a] = xyz_[3 * order_[i] + a];
   }
 
   // The k nearest points to p, nearest first (fewer when the tree has fewer).
@@ -83,7 +90,8 @@ class PointTree {
     if (node.left < 0) {
       for (uint32_t i = node.lo; i < node.hi; ++i) {
         const uint32_t k = order_[i];
-        const float dx = xyz_[3 * k] - p[0], dy = xyz_[3 * k + 1] - p[1], dz = xyz_[3 * k + 2] - p[2];
+        const float* q = &sorted_[3 * i];
+        const float dx = q[0] - p[0], dy = q[1] - p[1], dz = q[2] - p[2];
         const float d2 = dx * dx + dy * dy + dz * dz;
         if (d2 < *best_d2 || (d2 == *best_d2 && k < *best)) {
           *best_d2 = d2;
@@ -107,7 +115,8 @@ class PointTree {
     if (node.left < 0) {
       for (uint32_t i = node.lo; i < node.hi; ++i) {
         const uint32_t j = order_[i];
-        const float dx = xyz_[3 * j] - p[0], dy = xyz_[3 * j + 1] - p[1], dz = xyz_[3 * j + 2] - p[2];
+        const float* q = &sorted_[3 * i];
+        const float dx = q[0] - p[0], dy = q[1] - p[1], dz = q[2] - p[2];
         const std::pair<float, uint32_t> c{dx * dx + dy * dy + dz * dz, j};
         if (static_cast<int>(out->size()) < k) {
           out->push_back(c);
@@ -127,7 +136,8 @@ class PointTree {
     if (static_cast<int>(out->size()) < k || delta * delta <= out->front().first) SearchK(second, p, k, out);
   }
 
-  std::vector<float> xyz_;
+  std::vector<float> xyz_;     // by point index
+  std::vector<float> sorted_;  // by tree position: point order_[i] at 3 i
   std::vector<uint32_t> order_;
   std::vector<Node> nodes_;
 };
@@ -176,9 +186,31 @@ absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud&
   const PointTree tree(std::move(xyz));
   std::vector<uint32_t> nearest(cloud.size());
   const int candidates = std::max(1, options.candidates);
+  std::vector<double> alpha;  // activated once: each Gaussian is a candidate's peer many times
+  if (options.opacity_weight != 0) {
+    alpha.resize(cloud.size());
+    ForRange(pool, cloud.size(), 8192, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) alpha[i] = Sigmoid(cloud.opacity_logits[i]);
+    });
+  }
+  // Queries in Morton order of the representatives' box: consecutive queries then walk
+  // the same branches and leaves of the tree, which stay in cache.
+  std::array<float, 3> lo, hi;
+  for (int a = 0; a < 3; ++a) lo[a] = hi[a] = cloud.positions[3 * representatives[0] + a];
+  for (uint32_t r : representatives)
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = std::min(lo[a], cloud.positions[3 * r + a]);
+      hi[a] = std::max(hi[a], cloud.positions[3 * r + a]);
+    }
+  std::vector<std::pair<uint64_t, uint32_t>> queries(cloud.size());
+  ForRange(pool, cloud.size(), 8192, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) queries[i] = {MortonCode(&cloud.positions[3 * i], lo, hi), static_cast<uint32_t>(i)};
+  });
+  std::sort(queries.begin(), queries.end());
   ForRange(pool, cloud.size(), 2048, [&](size_t b, size_t e) {
     std::vector<std::pair<float, uint32_t>> knn;
-    for (size_t i = b; i < e; ++i) {
+    for (size_t q = b; q < e; ++q) {
+      const size_t i = queries[q].second;
       if ((options.colour_weight == 0 && options.opacity_weight == 0) || candidates == 1) {
         nearest[i] = tree.Nearest(&cloud.positions[3 * i]);
         continue;
@@ -197,7 +229,7 @@ absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud&
           const double d = double{cloud.sh_dc[3 * i + c]} - cloud.sh_dc[3 * r + c];
           dc += d * d;
         }
-        const double da = Sigmoid(cloud.opacity_logits[i]) - Sigmoid(cloud.opacity_logits[r]);
+        const double da = alpha.empty() ? 0.0 : alpha[i] - alpha[r];
         const double cost = d2 / d1 + options.colour_weight * dc + options.opacity_weight * da * da;
         if (cost < best) {  // knn is sorted by (distance, index): ties keep the nearer
           best = cost;
