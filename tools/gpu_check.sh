@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 BUILD_DIR="${BUILD_DIR:-build}"
 PACK="${FLEXGS_GPU_PACK:-gpu-pack}"
 DATA_DIR="${FLEXGS_DATA_DIR:-../shared/data}"
-TESTS=(rasterizer_cuda_test elastic_cuda_test renderer_memory_test client_util_test)
+TESTS=(rasterizer_cuda_test elastic_cuda_test device_store_cuda_test renderer_memory_test client_util_test)
 BENCHES=(bench_rasterizer bench_elastic bench_backward)
 
 pack() {
