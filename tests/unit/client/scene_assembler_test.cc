@@ -27,6 +27,7 @@
 #include "stream/level_planner.h"
 #include "stream/resume_token.h"
 #include "stream/stream_script.h"
+#include "tests/support/cloud_equality.h"
 #include "tests/support/test_models.h"
 #include "tests/support/test_util.h"
 
@@ -106,15 +107,7 @@ void MakeStream(const StreamCase& c, Stream* out) {
   }
 }
 
-bool BitEqual(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
-bool BitEqual(const GaussianCloud& a, const GaussianCloud& b) {
-  return a.sh_degree == b.sh_degree && BitEqual(a.positions, b.positions) && BitEqual(a.log_scales, b.log_scales) &&
-         BitEqual(a.rotations, b.rotations) && BitEqual(a.opacity_logits, b.opacity_logits) &&
-         BitEqual(a.sh_dc, b.sh_dc) && BitEqual(a.sh_rest, b.sh_rest);
-}
+using ::flexgs::testing::BitEqual;
 
 // A quantized level: same count, and every attribute within its quantiser's step
 // (twice the worst rounding error) of the planner's. Scales are compared as each

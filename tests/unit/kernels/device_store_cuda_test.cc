@@ -12,23 +12,12 @@
 #include "kernels/device_gaussian_store.h"
 #include "scene/synthetic_scene.h"
 #include "stream/wire_layout.h"
+#include "tests/support/cloud_equality.h"
 
 namespace flexgs {
 namespace {
 
-bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
-
-void ExpectSameCloud(const GaussianCloud& a, const GaussianCloud& b) {
-  EXPECT_EQ(a.sh_degree, b.sh_degree);
-  EXPECT_TRUE(SameBits(a.positions, b.positions));
-  EXPECT_TRUE(SameBits(a.log_scales, b.log_scales));
-  EXPECT_TRUE(SameBits(a.rotations, b.rotations));
-  EXPECT_TRUE(SameBits(a.opacity_logits, b.opacity_logits));
-  EXPECT_TRUE(SameBits(a.sh_dc, b.sh_dc));
-  EXPECT_TRUE(SameBits(a.sh_rest, b.sh_rest));
-}
+using ::flexgs::testing::ExpectSameCloud;
 
 std::vector<uint32_t> Range(uint32_t begin, uint32_t end) {
   std::vector<uint32_t> r(end - begin);

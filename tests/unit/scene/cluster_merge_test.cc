@@ -7,21 +7,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "scene/synthetic_scene.h"
+#include "tests/support/cloud_equality.h"
 
 namespace flexgs {
 namespace {
 
 using ::testing::HasSubstr;
 
-void ExpectSameCloud(const GaussianCloud& a, const GaussianCloud& b) {
-  EXPECT_EQ(a.sh_degree, b.sh_degree);
-  EXPECT_EQ(a.positions, b.positions);
-  EXPECT_EQ(a.log_scales, b.log_scales);
-  EXPECT_EQ(a.rotations, b.rotations);
-  EXPECT_EQ(a.opacity_logits, b.opacity_logits);
-  EXPECT_EQ(a.sh_dc, b.sh_dc);
-  EXPECT_EQ(a.sh_rest, b.sh_rest);
-}
+using ::flexgs::testing::ExpectSameCloud;
 
 // An axis-aligned Gaussian at `pos` with per-axis std `s`, opacity `alpha`, DC `dc`.
 void Add(GaussianCloud& c, Eigen::Vector3d pos, Eigen::Vector3d s, double alpha, Eigen::Vector3d dc) {

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "scene/cluster_merge.h"
 #include "scene/synthetic_scene.h"
+#include "tests/support/cloud_equality.h"
 #include "tests/support/test_models.h"
 
 namespace flexgs {
@@ -270,15 +271,7 @@ std::vector<std::vector<float>> Rows(const GaussianCloud& c) {
   return rows;
 }
 
-void ExpectSameCloud(const GaussianCloud& a, const GaussianCloud& b) {
-  EXPECT_EQ(a.sh_degree, b.sh_degree);
-  EXPECT_EQ(a.positions, b.positions);
-  EXPECT_EQ(a.log_scales, b.log_scales);
-  EXPECT_EQ(a.rotations, b.rotations);
-  EXPECT_EQ(a.opacity_logits, b.opacity_logits);
-  EXPECT_EQ(a.sh_dc, b.sh_dc);
-  EXPECT_EQ(a.sh_rest, b.sh_rest);
-}
+using ::flexgs::testing::ExpectSameCloud;
 
 TEST(LevelCloudTest, EachLevelIsTheModelTransformedAtItsRatioInClientOrder) {
   ThreadPool pool(2);
