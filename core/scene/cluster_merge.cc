@@ -243,20 +243,21 @@ absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud&
   return nearest;
 }
 
-absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& cloud,
-                                                       absl::Span<const uint32_t> representatives,
-                                                       const MergeOptions& options, ThreadPool* pool) {
-  auto nearest = NearestRepresentative(cloud, representatives, options, pool);
-  if (!nearest.ok()) return nearest.status();
+namespace {
+
+// The clusters of an assignment (entry i: the position in `representatives` Gaussian i
+// joins), each moment-matched into one Gaussian; a cluster of one is kept bit for bit.
+GaussianCloud MergeWithAssignment(const GaussianCloud& cloud, absl::Span<const uint32_t> representatives,
+                                  const std::vector<uint32_t>& assignment, ThreadPool* pool) {
   const size_t m = representatives.size();
   // Members of each cluster, contiguous (counting sort by cluster, index order inside).
   std::vector<uint32_t> start(m + 1, 0);
-  for (uint32_t c : *nearest) ++start[c + 1];
+  for (uint32_t c : assignment) ++start[c + 1];
   for (size_t k = 0; k < m; ++k) start[k + 1] += start[k];
   std::vector<uint32_t> members(cloud.size());
   {
     std::vector<uint32_t> fill(start.begin(), start.end() - 1);
-    for (size_t i = 0; i < cloud.size(); ++i) members[fill[(*nearest)[i]]++] = static_cast<uint32_t>(i);
+    for (size_t i = 0; i < cloud.size(); ++i) members[fill[assignment[i]]++] = static_cast<uint32_t>(i);
   }
 
   GaussianCloud out = cloud.Gather(representatives);
@@ -328,6 +329,75 @@ absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& clou
     }
   });
   return out;
+}
+
+// One refinement pass of MergeIntoRepresentatives: the new assignment given the merge of
+// the current one.
+std::vector<uint32_t> ReassignByLikelihood(const GaussianCloud& cloud, absl::Span<const uint32_t> representatives,
+                                           const GaussianCloud& merged, const MergeOptions& options, ThreadPool* pool) {
+  const size_t m = representatives.size();
+  std::vector<Eigen::Matrix3d> precision(m);
+  std::vector<double> log_det(m);
+  for (size_t k = 0; k < m; ++k) {
+    const Eigen::Quaterniond q(merged.rotations[4 * k], merged.rotations[4 * k + 1], merged.rotations[4 * k + 2],
+                               merged.rotations[4 * k + 3]);
+    const Eigen::Matrix3d R = q.normalized().toRotationMatrix();
+    Eigen::Vector3d inverse_variance;
+    log_det[k] = 0;
+    for (int a = 0; a < 3; ++a) {
+      inverse_variance[a] = std::exp(-2.0 * merged.log_scales[3 * k + a]);
+      log_det[k] += 2.0 * merged.log_scales[3 * k + a];
+    }
+    precision[k] = R * inverse_variance.asDiagonal() * R.transpose();
+  }
+  const PointTree tree(merged.positions);
+  const int candidates = std::max(1, options.candidates);
+  std::vector<uint32_t> assignment(cloud.size());
+  ForRange(pool, cloud.size(), 2048, [&](size_t b, size_t e) {
+    std::vector<std::pair<float, uint32_t>> knn;
+    for (size_t i = b; i < e; ++i) {
+      tree.NearestK(&cloud.positions[3 * i], candidates, &knn);
+      double best = std::numeric_limits<double>::infinity();
+      for (auto [d2, k] : knn) {
+        const Eigen::Vector3d d(double{cloud.positions[3 * i]} - merged.positions[3 * k],
+                                double{cloud.positions[3 * i + 1]} - merged.positions[3 * k + 1],
+                                double{cloud.positions[3 * i + 2]} - merged.positions[3 * k + 2]);
+        double dc = 0;
+        for (int c = 0; c < 3; ++c) {
+          const double x = double{cloud.sh_dc[3 * i + c]} - merged.sh_dc[3 * k + c];
+          dc += x * x;
+        }
+        const double cost = d.dot(precision[k] * d) + 0.5 * log_det[k] + options.colour_weight * dc;
+        if (cost < best) {  // knn is sorted by (distance, index): ties keep the nearer
+          best = cost;
+          assignment[i] = k;
+        }
+      }
+    }
+  });
+  for (size_t k = 0; k < m; ++k) assignment[representatives[k]] = static_cast<uint32_t>(k);
+  return assignment;
+}
+
+}  // namespace
+
+absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& cloud,
+                                                       absl::Span<const uint32_t> representatives,
+                                                       const MergeOptions& options, ThreadPool* pool) {
+  auto nearest = NearestRepresentative(cloud, representatives, options, pool);
+  if (!nearest.ok()) return nearest.status();
+  const size_t m = representatives.size();
+  // Hard-EM refinement: each Gaussian moves to the merged Gaussian under which its centre
+  // is most likely (squared Mahalanobis distance + log-determinant of the merged
+  // covariance, plus the colour term against the merged colour) among the merged
+  // Gaussians with the `candidates` nearest centres, and the clusters are merged again.
+  // The first assignment is isotropic; these passes let clusters follow the surfaces
+  // their members lie on.
+  for (int pass = 0; pass < options.refine_passes; ++pass) {
+    *nearest = ReassignByLikelihood(cloud, representatives, MergeWithAssignment(cloud, representatives, *nearest, pool),
+                                    options, pool);
+  }
+  return MergeWithAssignment(cloud, representatives, *nearest, pool);
 }
 
 }  // namespace flexgs

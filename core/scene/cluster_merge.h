@@ -36,6 +36,14 @@ struct MergeOptions {
   double colour_weight = 8.0;
   double opacity_weight = 8.0;
   int candidates = 8;
+  // Hard-EM passes after that first assignment: each Gaussian moves to the merged
+  // Gaussian under which its centre is most likely (Mahalanobis distance plus
+  // log-determinant, plus the colour term) among the `candidates` nearest merged
+  // centres, and the clusters are merged again; clusters then follow surfaces instead of
+  // Voronoi cells. Two passes: guitar +0.09 / +0.25 / +0.47 / +0.38 dB, sh3-9k +0.23 /
+  // +0.60 / +0.36 / +0.39 dB at 1 / 5 / 10 / 15 %; a third adds under 0.05 dB. Each pass
+  // costs one more assignment and merge. Only MergeIntoRepresentatives uses them.
+  int refine_passes = 2;
 };
 
 // For each Gaussian of `cloud`, the position in `representatives` of the one it joins
