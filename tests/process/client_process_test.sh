@@ -59,7 +59,8 @@ echo "lossless: 4 levels, PLYs and PNGs identical to the planner's levels; --sav
   --out "$WORK/merged" 2> "$WORK/merged.err" || fail "merged lossless stream"
 "$FLEXGS" plan "$WORK/scenes/merged.flexgs" --budget-ratio 1 --export-levels "$WORK/merged-plan" > /dev/null
 for k in 0 1 2 3 4; do
-  cmp -s "$WORK/merged/level-$k.ply" "$WORK/merged-plan/level-$k.ply" || fail "merged level $k PLY differs from the plan"
+  cmp -s "$WORK/merged/level-$k.ply" "$WORK/merged-plan/level-$k.ply" ||
+    fail "merged level $k PLY differs from the plan"
 done
 "$FLEXGS" plan "$WORK/scenes/merged.flexgs" --budget-ratio 1 --json > "$WORK/merged-plan.json"
 replaced=$(json "$WORK/merged-plan.json" 'sum(l["patched"] for l in j["levels"])')
