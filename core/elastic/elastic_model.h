@@ -26,6 +26,9 @@ struct GiProvenance {
   int height = 0;
 };
 
+// Merged levels: the default number of hard-EM passes of the merge.
+inline constexpr int kDefaultMergeRefinePasses = 2;
+
 struct ElasticModel {
   GaussianCloud gaussians;
   std::vector<float> global_importance;  // one finite, non-negative score per Gaussian
@@ -71,6 +74,9 @@ struct ElasticModel {
   // every change. The client then keeps the older merge for that Gaussian; at e = 1
   // every change is sent, so the full scene stays exact.
   double replacement_tolerance = 0.0;
+  // Merged levels: hard-EM passes of the merge (MergeOptions::refine_passes). Each pass
+  // adds about a third of a merged plan's time for 0.1-0.6 dB (bench/RESULTS.md).
+  int merge_refine_passes = kDefaultMergeRefinePasses;
   FieldNormalization normalization;  // bounds + ratio mapping of the field
   std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
   std::string training_summary_json = "{}";  // free-form JSON object

@@ -40,6 +40,7 @@ absl::StatusOr<ElasticModel> MakeHeuristicModel(GaussianCloud cloud, const std::
   model.coverage_share = options.coverage_share;
   model.merged_levels = options.merged_levels;
   model.replacement_tolerance = options.replacement_tolerance;
+  model.merge_refine_passes = options.merged_levels ? options.merge_refine_passes : kDefaultMergeRefinePasses;
   model.training_summary_json = summary.dump();
   return model;
 }

@@ -16,11 +16,12 @@ namespace flexgs {
 
 struct HeuristicModelOptions {
   GiVariant gi_variant = GiVariant::kFlexGs;
-  int threads = 0;                     // CPU threads for Global Importance (0 = all)
-  std::vector<double> ladder;          // the default streaming ladder; empty: ElasticModel's
-  double coverage_share = 0.0;         // see ElasticModel::coverage_share
-  bool merged_levels = false;          // see ElasticModel::merged_levels
-  double replacement_tolerance = 0.0;  // see ElasticModel::replacement_tolerance
+  int threads = 0;                                      // CPU threads for Global Importance (0 = all)
+  std::vector<double> ladder;                           // the default streaming ladder; empty: ElasticModel's
+  double coverage_share = 0.0;                          // see ElasticModel::coverage_share
+  bool merged_levels = false;                           // see ElasticModel::merged_levels
+  double replacement_tolerance = 0.0;                   // see ElasticModel::replacement_tolerance
+  int merge_refine_passes = kDefaultMergeRefinePasses;  // see ElasticModel::merge_refine_passes
   // The training summary: {"mode": "heuristic", "source": source} and, when not empty,
   // "gi_cameras": this JSON object (which views GI saw, so `flexgs eval` can pick test
   // views that are none of them).

@@ -49,8 +49,9 @@ constexpr int64_t kMaxFieldChannels = 4096;
 constexpr int64_t kMaxFieldResolution = 65536;
 constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
-constexpr double kMaxReplacementTolerance = 16.0;  // codec steps; beyond, levels stop refining
-constexpr double kMaxGiPriorWeight = 100.0;        // log-GI units; larger only freezes the ranking
+constexpr double kMaxReplacementTolerance = 16.0;
+constexpr int kMaxMergeRefinePasses = 8;     // codec steps; beyond, levels stop refining
+constexpr double kMaxGiPriorWeight = 100.0;  // log-GI units; larger only freezes the ranking
 
 // Returns `status` with `prefix: ` in front of its message, code unchanged.
 absl::Status Prefixed(absl::string_view prefix, const absl::Status& status) {
@@ -534,6 +535,13 @@ absl::Status ValidateModel(const ElasticModel& model) {
                                                    " must be in (0, ", kMaxReplacementTolerance,
                                                    "] and needs merged levels"));
   }
+  if (model.merge_refine_passes < 0 || model.merge_refine_passes > kMaxMergeRefinePasses ||
+      (model.merge_refine_passes != kDefaultMergeRefinePasses && !model.merged_levels)) {
+    return absl::InvalidArgumentError(absl::StrCat("merge_refine_passes ", model.merge_refine_passes, " must be in 0..",
+                                                   kMaxMergeRefinePasses,
+                                                   " and differs from the default only with "
+                                                   "merged levels"));
+  }
   if (model.pose_at_insertion && !model.field) {
     return absl::InvalidArgumentError("pose_at_insertion is set but the model has no transform field");
   }
@@ -711,6 +719,9 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     if (model.pose_at_insertion) manifest["field_pose"] = "insertion";
     if (model.merged_levels) manifest["level_attributes"] = "merged";
     if (model.replacement_tolerance != 0.0) manifest["replacement_tolerance"] = model.replacement_tolerance;
+    if (model.merge_refine_passes != kDefaultMergeRefinePasses) {
+      manifest["merge_refine_passes"] = model.merge_refine_passes;
+    }
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -739,6 +750,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   const bool has_field_pose = manifest.is_object() && manifest.contains("field_pose");
   const bool has_level_attributes = manifest.is_object() && manifest.contains("level_attributes");
   const bool has_tolerance = manifest.is_object() && manifest.contains("replacement_tolerance");
+  const bool has_passes = manifest.is_object() && manifest.contains("merge_refine_passes");
   std::vector<const char*> key_names = {
       "format",       "format_version", "gaussians", "sh_degree", "ladder", "bounds", "ratio_normalization",
       "field_config", "has_gsnet",      "gi",        "training",  "files",  "digest"};
@@ -746,6 +758,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   if (has_field_pose) key_names.push_back("field_pose");
   if (has_level_attributes) key_names.push_back("level_attributes");
   if (has_tolerance) key_names.push_back("replacement_tolerance");
+  if (has_passes) key_names.push_back("merge_refine_passes");
   absl::Status keys = CheckKeys(manifest, key_names, "");
   if (!keys.ok()) return bad(keys);
 
@@ -773,6 +786,15 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
                                           "] and only with merged levels")));
     }
     model.replacement_tolerance = *t;
+  }
+  if (has_passes) {
+    const json& passes = manifest.at("merge_refine_passes");
+    if (!passes.is_number_integer() || passes.get<int64_t>() < 0 || passes.get<int64_t>() > kMaxMergeRefinePasses ||
+        !model.merged_levels) {
+      return bad(BadManifest(absl::StrCat("\"merge_refine_passes\" must be an integer in 0..", kMaxMergeRefinePasses,
+                                          " and only with merged levels")));
+    }
+    model.merge_refine_passes = static_cast<int>(passes.get<int64_t>());
   }
   if (has_selector) {
     // Each key is optional, written only when set; an empty selector is refused.

@@ -99,7 +99,9 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     sent.insert(sent.end(), level.added.begin(), level.added.end());
     level.count = static_cast<uint32_t>(sent.size());
     if (model.merged_levels) {
-      auto held = MergeIntoRepresentatives(model.gaussians, sent, MergeOptions{}, pool);
+      MergeOptions merge;
+      merge.refine_passes = model.merge_refine_passes;
+      auto held = MergeIntoRepresentatives(model.gaussians, sent, merge, pool);
       if (!held.ok()) return held.status();
       // Below e = 1 an invisible change is not sent (the client keeps its older merge,
       // which the next level compares against); at e = 1 every change is, so the full

@@ -42,6 +42,31 @@ else
 fi
 check "ratio on PLY message" grep -q "elasticize" "$TMP/err6.txt"
 
+# Merged levels: the options land in the manifest; without --levels merged, or out of
+# range, they are refused by name.
+"$FLEXGS" elasticize "$TMP/synth.ply" --out "$TMP/merged.flexgs" --orbit 4 --width 64 --height 64 \
+  --coverage-share 1 --levels merged --replacement-tolerance 3 --merge-passes 1 > /dev/null 2>&1
+check "merged manifest" grep -q '"level_attributes": "merged"' "$TMP/merged.flexgs/manifest.json"
+check "merged tolerance" grep -q '"replacement_tolerance": 3' "$TMP/merged.flexgs/manifest.json"
+check "merged passes" grep -q '"merge_refine_passes": 1' "$TMP/merged.flexgs/manifest.json"
+"$FLEXGS" plan "$TMP/merged.flexgs" --budget-ratio 0.12 --json > "$TMP/mplan.json"
+check "merged plan replaces earlier Gaussians" python3 -c "
+import json, sys
+j = json.load(open('$TMP/mplan.json'))
+sys.exit(0 if sum(l['patched'] for l in j['levels']) > 0 else 1)"
+for bad in "--merge-passes 1|--merge-passes" "--replacement-tolerance 1|--replacement-tolerance" \
+  "--levels merged --merge-passes 9|--merge-passes" \
+  "--levels merged --replacement-tolerance 17|--replacement-tolerance" "--levels blended|--levels"; do
+  args=${bad%|*} name=${bad#*|}
+  # shellcheck disable=SC2086
+  if "$FLEXGS" elasticize "$TMP/synth.ply" --out "$TMP/bad.flexgs" --orbit 2 --width 32 --height 32 $args \
+    > /dev/null 2> "$TMP/err-m.txt"; then
+    check "elasticize $args fails" false
+  else
+    check "elasticize $args fails naming $name" grep -q -- "$name" "$TMP/err-m.txt"
+  fi
+done
+
 # Bad input: non-zero exit and a message naming the problem.
 printf 'ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n' > "$TMP/bad.ply"
 if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then

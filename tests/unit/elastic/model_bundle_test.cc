@@ -462,7 +462,24 @@ TEST(ModelBundleTest, MergedLevelsRoundTrip) {
     m.erase("level_attributes");
   });
   ExpectReadFails(tol, absl::StatusCode::kInvalidArgument, "replacement_tolerance");
+  // So do the merge's hard-EM passes (written only when not the default).
+  EXPECT_FALSE(json::parse(ReadAll(tol / kBundleManifestFile)).contains("merge_refine_passes"));
+  EXPECT_EQ(read->merge_refine_passes, kDefaultMergeRefinePasses);
+  const fs::path passes = testing::ScratchDir() / "merged-passes.flexgs";
+  model.merge_refine_passes = 0;
+  ASSERT_TRUE(WriteModelBundle(passes.string(), model).ok());
+  read = ReadModelBundle(passes.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->merge_refine_passes, 0);
+  RewriteManifest(passes, [](json& m) { m["merge_refine_passes"] = 1.5; });
+  ExpectReadFails(passes, absl::StatusCode::kInvalidArgument, "merge_refine_passes");
+  RewriteManifest(passes, [](json& m) { m["merge_refine_passes"] = 9; });
+  ExpectReadFails(passes, absl::StatusCode::kInvalidArgument, "merge_refine_passes");
   ElasticModel unmerged = HeuristicModel();
+  unmerged.merge_refine_passes = 1;
+  EXPECT_EQ(WriteModelBundle((testing::ScratchDir() / "bad-passes.flexgs").string(), unmerged).code(),
+            absl::StatusCode::kInvalidArgument);
+  unmerged.merge_refine_passes = kDefaultMergeRefinePasses;
   unmerged.replacement_tolerance = 1.0;
   EXPECT_EQ(WriteModelBundle((testing::ScratchDir() / "bad-tolerance.flexgs").string(), unmerged).code(),
             absl::StatusCode::kInvalidArgument);
