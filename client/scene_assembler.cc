@@ -171,7 +171,6 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyHeader(uint64_t sequence, const
   level_patched_ = 0;
   level_block_bytes_ = 0;
   level_replace_floor_ = 0;
-  level_has_replacements_ = false;
   ApplyResult r;
   r.kind = ApplyResult::Kind::kHeader;
   return r;
@@ -242,7 +241,7 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   absl::StatusOr<BlockInfo> info = ReadBlockInfo(b.data());
   if (!info.ok()) return Loss(sequence, kKind, info.status().message());
   if (info->kind == ChunkKind::kReplacements) return ApplyReplacements(sequence, b, *info);
-  if (level_has_replacements_) return Loss(sequence, kKind, "geometry patches after replacements in one level");
+  if (level_replace_floor_ > 0) return Loss(sequence, kKind, "geometry patches after replacements in one level");
   // Patches cover the level's `patched` earlier Gaussians in client order, block after
   // block; requiring that order makes "all patched exactly once" checkable at LEVEL_END.
   if (b.first() != level_patched_) {
@@ -265,6 +264,10 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   if (absl::Status st = store_->Patch(b.first(), *decoded); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("sequence ", sequence, " (PATCHES): ", st.message()));
   }
+  return PatchBlockApplied(b);
+}
+
+ApplyResult SceneAssembler::PatchBlockApplied(const v1::PatchBlock& b) {
   level_patched_ += b.count();
   level_block_bytes_ += b.data().size();
   ApplyResult r;
@@ -278,7 +281,7 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyReplacements(uint64_t sequence,
   constexpr int kKind = v1::CHUNK_KIND_PATCHES;
   const v1::StreamHeader& h = *header_;
   const v1::LevelInfo& level = h.levels(current_level_);
-  if (level_patched_ > 0 && !level_has_replacements_) {
+  if (level_patched_ > 0 && level_replace_floor_ == 0) {
     return Loss(sequence, kKind, "replacements after geometry patches in one level");
   }
   if (info.encoding != BlockEncoding(h.encoding()) || info.sh_degree != static_cast<int>(h.sh_degree()) ||
@@ -301,14 +304,8 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyReplacements(uint64_t sequence,
   if (absl::Status st = store_->Replace(idx, decoded->gaussians); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("sequence ", sequence, " (PATCHES): ", st.message()));
   }
-  level_has_replacements_ = true;
   level_replace_floor_ = uint64_t{idx.back()} + 1;
-  level_patched_ += b.count();
-  level_block_bytes_ += b.data().size();
-  ApplyResult r;
-  r.kind = ApplyResult::Kind::kPatches;
-  r.level = current_level_;
-  return r;
+  return PatchBlockApplied(b);
 }
 
 absl::StatusOr<ApplyResult> SceneAssembler::ApplyLevelEnd(uint64_t sequence, const std::string& payload) {
@@ -336,7 +333,7 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyLevelEnd(uint64_t sequence, con
     return Loss(sequence, kKind, level_patched_, " Gaussians patched, header says ", level.patched());
   }
   const uint64_t held_before = level.gaussians() - level.added();
-  if (!level_has_replacements_ && level_patched_ != 0 && level_patched_ != held_before) {
+  if (level_replace_floor_ == 0 && level_patched_ != 0 && level_patched_ != held_before) {
     return Loss(sequence, kKind, "geometry patches cover ", level_patched_, " of the ", held_before,
                 " Gaussians held before the level (all or none)");
   }
@@ -351,7 +348,6 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyLevelEnd(uint64_t sequence, con
   level_patched_ = 0;
   level_block_bytes_ = 0;
   level_replace_floor_ = 0;
-  level_has_replacements_ = false;
   return r;
 }
 

@@ -66,6 +66,8 @@ class SceneAssembler {
   absl::StatusOr<ApplyResult> ApplyHeader(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyGaussians(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyPatches(uint64_t sequence, const std::string& payload);
+  // Counts an applied PATCHES block (either kind) against the level.
+  ApplyResult PatchBlockApplied(const v1::PatchBlock& b);
   // A PATCHES chunk whose block is a replacement block (merged levels).
   absl::StatusOr<ApplyResult> ApplyReplacements(uint64_t sequence, const v1::PatchBlock& b, const BlockInfo& info);
   absl::StatusOr<ApplyResult> ApplyLevelEnd(uint64_t sequence, const std::string& payload);
@@ -80,9 +82,9 @@ class SceneAssembler {
   int current_level_ = 0;       // level the next block belongs to
   uint64_t level_patched_ = 0;  // Gaussians patched so far in the current level
   // Replacement blocks (merged levels) in the current level: their indices ascend, so
-  // the next block's first index must be at least this; 0 while none has arrived.
+  // the next block's first index must be at least this; 0 while none has arrived (so
+  // also "this level has replacements" when above 0).
   uint64_t level_replace_floor_ = 0;
-  bool level_has_replacements_ = false;
   uint64_t level_block_bytes_ = 0;  // encoded block bytes taken so far in the current level
   bool complete_ = false;
 };

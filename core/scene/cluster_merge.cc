@@ -176,6 +176,16 @@ absl::Status CheckRepresentatives(const GaussianCloud& cloud, absl::Span<const u
 
 }  // namespace
 
+Eigen::Matrix3d GaussianCovariance(const GaussianCloud& cloud, size_t i) {
+  const float* q = &cloud.rotations[4 * i];
+  Eigen::Quaterniond quat(q[0], q[1], q[2], q[3]);
+  if (quat.norm() < 1e-12) quat = Eigen::Quaterniond::Identity();
+  const Eigen::Matrix3d R = quat.normalized().toRotationMatrix();
+  const Eigen::Vector3d var(std::exp(2.0 * cloud.log_scales[3 * i]), std::exp(2.0 * cloud.log_scales[3 * i + 1]),
+                            std::exp(2.0 * cloud.log_scales[3 * i + 2]));
+  return R * var.asDiagonal() * R.transpose();
+}
+
 absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud& cloud,
                                                             absl::Span<const uint32_t> representatives,
                                                             const MergeOptions& options, ThreadPool* pool) {
@@ -247,8 +257,24 @@ namespace {
 
 // The clusters of an assignment (entry i: the position in `representatives` Gaussian i
 // joins), each moment-matched into one Gaussian; a cluster of one is kept bit for bit.
+// Each Gaussian's merge weight: opacity x ellipsoid surface area (the ink it puts on
+// screen from any side), plus a floor so that a cluster of transparent ones still averages.
+std::vector<double> InkWeights(const GaussianCloud& cloud, ThreadPool* pool) {
+  std::vector<double> ink(cloud.size());
+  ForRange(pool, cloud.size(), 4096, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      const double area = EllipsoidArea(std::exp(cloud.log_scales[3 * i]), std::exp(cloud.log_scales[3 * i + 1]),
+                                        std::exp(cloud.log_scales[3 * i + 2]));
+      ink[i] = Sigmoid(cloud.opacity_logits[i]) * area + 1e-30;
+    }
+  });
+  return ink;
+}
+
+// `ink` holds each Gaussian's merge weight (InkWeights).
 GaussianCloud MergeWithAssignment(const GaussianCloud& cloud, absl::Span<const uint32_t> representatives,
-                                  const std::vector<uint32_t>& assignment, ThreadPool* pool) {
+                                  const std::vector<uint32_t>& assignment, const std::vector<double>& ink,
+                                  ThreadPool* pool) {
   const size_t m = representatives.size();
   // Members of each cluster, contiguous (counting sort by cluster, index order inside).
   std::vector<uint32_t> start(m + 1, 0);
@@ -263,37 +289,26 @@ GaussianCloud MergeWithAssignment(const GaussianCloud& cloud, absl::Span<const u
   GaussianCloud out = cloud.Gather(representatives);
   const int rest = cloud.rest_coeffs();
   ForRange(pool, m, 64, [&](size_t b, size_t e) {
-    std::vector<double> weight, sh;
+    std::vector<double> sh;
     for (size_t k = b; k < e; ++k) {
       const uint32_t* mem = &members[start[k]];
       const size_t count = start[k + 1] - start[k];
       if (count == 1) continue;  // the representative alone: kept bit for bit
-      weight.assign(count, 0.0);
       double total = 0;
       Eigen::Vector3d mean = Eigen::Vector3d::Zero();
       for (size_t j = 0; j < count; ++j) {
         const uint32_t i = mem[j];
-        const double alpha = Sigmoid(cloud.opacity_logits[i]);
-        const double area = EllipsoidArea(std::exp(cloud.log_scales[3 * i]), std::exp(cloud.log_scales[3 * i + 1]),
-                                          std::exp(cloud.log_scales[3 * i + 2]));
-        weight[j] = alpha * area + 1e-30;
-        total += weight[j];
+        total += ink[i];
         mean +=
-            weight[j] * Eigen::Vector3d(cloud.positions[3 * i], cloud.positions[3 * i + 1], cloud.positions[3 * i + 2]);
+            ink[i] * Eigen::Vector3d(cloud.positions[3 * i], cloud.positions[3 * i + 1], cloud.positions[3 * i + 2]);
       }
       mean /= total;
       Eigen::Matrix3d cov = Eigen::Matrix3d::Zero();
       for (size_t j = 0; j < count; ++j) {
         const uint32_t i = mem[j];
-        const float* q = &cloud.rotations[4 * i];
-        Eigen::Quaterniond quat(q[0], q[1], q[2], q[3]);
-        if (quat.norm() < 1e-12) quat = Eigen::Quaterniond::Identity();
-        const Eigen::Matrix3d R = quat.normalized().toRotationMatrix();
-        const Eigen::Vector3d var(std::exp(2.0 * cloud.log_scales[3 * i]), std::exp(2.0 * cloud.log_scales[3 * i + 1]),
-                                  std::exp(2.0 * cloud.log_scales[3 * i + 2]));
         const Eigen::Vector3d d =
             Eigen::Vector3d(cloud.positions[3 * i], cloud.positions[3 * i + 1], cloud.positions[3 * i + 2]) - mean;
-        cov += weight[j] * (R * var.asDiagonal() * R.transpose() + d * d.transpose());
+        cov += ink[i] * (GaussianCovariance(cloud, i) + d * d.transpose());
       }
       cov /= total;
       Eigen::SelfAdjointEigenSolver<Eigen::Matrix3d> eig;
@@ -321,8 +336,8 @@ GaussianCloud MergeWithAssignment(const GaussianCloud& cloud, absl::Span<const u
       sh.assign(width, 0.0);
       for (size_t j = 0; j < count; ++j) {
         const uint32_t i = mem[j];
-        for (int c = 0; c < 3; ++c) sh[c] += weight[j] * cloud.sh_dc[3 * i + c];
-        for (int c = 0; c < 3 * rest; ++c) sh[3 + c] += weight[j] * cloud.sh_rest[3 * rest * i + c];
+        for (int c = 0; c < 3; ++c) sh[c] += ink[i] * cloud.sh_dc[3 * i + c];
+        for (int c = 0; c < 3 * rest; ++c) sh[3 + c] += ink[i] * cloud.sh_rest[3 * rest * i + c];
       }
       for (int c = 0; c < 3; ++c) out.sh_dc[3 * k + c] = static_cast<float>(sh[c] / total);
       for (int c = 0; c < 3 * rest; ++c) out.sh_rest[3 * rest * k + c] = static_cast<float>(sh[3 + c] / total);
@@ -386,7 +401,7 @@ absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& clou
                                                        const MergeOptions& options, ThreadPool* pool) {
   auto nearest = NearestRepresentative(cloud, representatives, options, pool);
   if (!nearest.ok()) return nearest.status();
-  const size_t m = representatives.size();
+  const std::vector<double> ink = InkWeights(cloud, pool);  // once: every pass merges with it
   // Hard-EM refinement: each Gaussian moves to the merged Gaussian under which its centre
   // is most likely (squared Mahalanobis distance + log-determinant of the merged
   // covariance, plus the colour term against the merged colour) among the merged
@@ -394,10 +409,10 @@ absl::StatusOr<GaussianCloud> MergeIntoRepresentatives(const GaussianCloud& clou
   // The first assignment is isotropic; these passes let clusters follow the surfaces
   // their members lie on.
   for (int pass = 0; pass < options.refine_passes; ++pass) {
-    *nearest = ReassignByLikelihood(cloud, representatives, MergeWithAssignment(cloud, representatives, *nearest, pool),
-                                    options, pool);
+    *nearest = ReassignByLikelihood(cloud, representatives,
+                                    MergeWithAssignment(cloud, representatives, *nearest, ink, pool), options, pool);
   }
-  return MergeWithAssignment(cloud, representatives, *nearest, pool);
+  return MergeWithAssignment(cloud, representatives, *nearest, ink, pool);
 }
 
 }  // namespace flexgs

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "Eigen/Core"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "base/thread_pool.h"
@@ -52,6 +53,11 @@ struct MergeOptions {
 absl::StatusOr<std::vector<uint32_t>> NearestRepresentative(const GaussianCloud& cloud,
                                                             absl::Span<const uint32_t> representatives,
                                                             const MergeOptions& options, ThreadPool* pool);
+
+// Gaussian i's 3D covariance R diag(exp(2 log_scale)) R^T in double (a quaternion of
+// norm below 1e-12 counts as the identity): what the merge moment-matches, and what the
+// planner compares when deciding whether a merged Gaussian changed visibly.
+Eigen::Matrix3d GaussianCovariance(const GaussianCloud& cloud, size_t i);
 
 // The cloud of representatives.size() Gaussians, entry k the moment-matched merge of
 // the cluster of representatives[k] (NearestRepresentative's assignment).

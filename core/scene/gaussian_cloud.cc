@@ -1,6 +1,7 @@
 #include "scene/gaussian_cloud.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -67,6 +68,14 @@ void GaussianCloud::Scatter(absl::Span<const uint32_t> indices, const GaussianCl
     for (int d = 0; d < 4; ++d) rotations[i * 4 + d] = values.rotations[o * 4 + d];
     opacity_logits[i] = values.opacity_logits[o];
     for (size_t d = 0; d < k3; ++d) sh_rest[i * k3 + d] = values.sh_rest[o * k3 + d];
+  }
+}
+
+void GaussianCloud::Append(const GaussianCloud& other) {
+  for (auto [dst, src] : {std::pair{&positions, &other.positions}, std::pair{&log_scales, &other.log_scales},
+                          std::pair{&rotations, &other.rotations}, std::pair{&opacity_logits, &other.opacity_logits},
+                          std::pair{&sh_dc, &other.sh_dc}, std::pair{&sh_rest, &other.sh_rest}}) {
+    dst->insert(dst->end(), src->begin(), src->end());
   }
 }
 

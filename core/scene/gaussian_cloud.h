@@ -51,6 +51,8 @@ struct GaussianCloud {
   // The inverse of Gather: Gaussian indices[o] becomes values' Gaussian o. The caller
   // guarantees indices < size(), values.size() == indices.size() and the same SH degree.
   void Scatter(absl::Span<const uint32_t> indices, const GaussianCloud& values);
+  // Appends every Gaussian of `other` (same SH degree, or `other` empty).
+  void Append(const GaussianCloud& other);
 
   // Returns a copy truncated to SH degree `degree` (<= sh_degree).
   GaussianCloud WithShDegree(int degree) const;

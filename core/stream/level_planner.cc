@@ -34,11 +34,6 @@ bool SameGaussian(const GaussianCloud& a, size_t i, const GaussianCloud& b, size
          same(a.sh_dc, i, b.sh_dc, j, 3) && same(a.sh_rest, i, b.sh_rest, j, k3);
 }
 
-template <class T>
-void AppendAll(std::vector<T>& dst, const std::vector<T>& src) {
-  dst.insert(dst.end(), src.begin(), src.end());
-}
-
 }  // namespace
 
 uint64_t Plan::RawLevelBytes(size_t level) const {
@@ -117,14 +112,7 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
       for (size_t i = 0; i < tail.size(); ++i) tail[i] = static_cast<uint32_t>(previously_sent + i);
       level.added_gaussians = held->Gather(tail);
       merged_before.Scatter(level.replaced, level.replacements);
-      const GaussianCloud& a = level.added_gaussians;
-      AppendAll(merged_before.positions, a.positions);
-      AppendAll(merged_before.log_scales, a.log_scales);
-      AppendAll(merged_before.rotations, a.rotations);
-      AppendAll(merged_before.opacity_logits, a.opacity_logits);
-      AppendAll(merged_before.sh_dc, a.sh_dc);
-      AppendAll(merged_before.sh_rest, a.sh_rest);
-      merged_before.sh_degree = held->sh_degree;
+      merged_before.Append(level.added_gaussians);
     } else if (model.pose_at_insertion && model.field.has_value() && e < 1.0) {
       // Poses fixed at insertion: the new Gaussians take their pose at this level's
       // ratio and nothing sent before changes, so the level carries no patches.
@@ -208,12 +196,7 @@ absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {
     if (a.size() != l.added.size() || (!a.empty() && a.sh_degree != plan.sh_degree) || !a.Validate().ok()) {
       return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " has inconsistent additions"));
     }
-    AppendAll(cloud.positions, a.positions);
-    AppendAll(cloud.log_scales, a.log_scales);
-    AppendAll(cloud.rotations, a.rotations);
-    AppendAll(cloud.opacity_logits, a.opacity_logits);
-    AppendAll(cloud.sh_dc, a.sh_dc);
-    AppendAll(cloud.sh_rest, a.sh_rest);
+    cloud.Append(a);
     if (cloud.size() != l.count) {
       return absl::InvalidArgumentError(absl::StrCat("plan level ", k, " count ", l.count, " != held ", cloud.size()));
     }
@@ -234,15 +217,7 @@ bool ReplacementIsVisible(const GaussianCloud& now, size_t i, const GaussianClou
   for (size_t c = 0; c < k3; ++c) {
     if (std::abs(double{now.sh_rest[k3 * i + c]} - held.sh_rest[k3 * j + c]) >= t * kChunkShRestStep) return true;
   }
-  const auto covariance = [](const GaussianCloud& g, size_t k) {
-    Eigen::Quaterniond q(g.rotations[4 * k], g.rotations[4 * k + 1], g.rotations[4 * k + 2], g.rotations[4 * k + 3]);
-    if (q.norm() < 1e-12) q = Eigen::Quaterniond::Identity();
-    const Eigen::Matrix3d R = q.normalized().toRotationMatrix();
-    Eigen::Vector3d var;
-    for (int a = 0; a < 3; ++a) var[a] = std::exp(2.0 * g.log_scales[3 * k + a]);
-    return Eigen::Matrix3d(R * var.asDiagonal() * R.transpose());
-  };
-  const Eigen::Matrix3d sigma_now = covariance(now, i), sigma_held = covariance(held, j);
+  const Eigen::Matrix3d sigma_now = GaussianCovariance(now, i), sigma_held = GaussianCovariance(held, j);
   if ((sigma_now - sigma_held).norm() >= t * 0.2 * sigma_held.norm()) return true;
   const Eigen::Vector3d shift(now.positions[3 * i] - held.positions[3 * j],
                               now.positions[3 * i + 1] - held.positions[3 * j + 1],

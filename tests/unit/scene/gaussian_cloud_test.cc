@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "scene/synthetic_scene.h"
@@ -22,6 +23,31 @@ TEST(GaussianCloudTest, GatherKeepsOrderAndAllAttributes) {
     EXPECT_EQ(sub.rotations[o * 4 + 3], cloud.rotations[idx[o] * 4 + 3]);
     EXPECT_EQ(sub.sh_rest[o * 24 + 23], cloud.sh_rest[idx[o] * 24 + 23]);
   }
+}
+
+// Scatter undoes Gather, and Append of two gathered halves rebuilds the whole.
+TEST(GaussianCloudTest, ScatterAndAppendInvertGather) {
+  const GaussianCloud c = MakeSyntheticScene({.count = 50, .sh_degree = 2, .seed = 4});
+  std::vector<uint32_t> odd, even;
+  for (uint32_t i = 0; i < 50; ++i) (i % 2 ? odd : even).push_back(i);
+  GaussianCloud zeroed = c;
+  zeroed.Scatter(odd, MakeSyntheticScene({.count = 25, .sh_degree = 2, .seed = 5}));
+  EXPECT_NE(zeroed.positions, c.positions);
+  zeroed.Scatter(odd, c.Gather(odd));
+  EXPECT_EQ(zeroed.positions, c.positions);
+  EXPECT_EQ(zeroed.sh_rest, c.sh_rest);
+  EXPECT_EQ(zeroed.opacity_logits, c.opacity_logits);
+
+  std::vector<uint32_t> first, second;
+  for (uint32_t i = 0; i < 50; ++i) (i < 20 ? first : second).push_back(i);
+  GaussianCloud joined = c.Gather(first);
+  joined.Append(c.Gather(second));
+  joined.Append(GaussianCloud{.sh_degree = 2});  // empty: nothing changes
+  ASSERT_TRUE(joined.Validate().ok());
+  EXPECT_EQ(joined.positions, c.positions);
+  EXPECT_EQ(joined.rotations, c.rotations);
+  EXPECT_EQ(joined.sh_dc, c.sh_dc);
+  EXPECT_EQ(joined.sh_rest, c.sh_rest);
 }
 
 TEST(GaussianCloudTest, WithShDegreeKeepsLowBandsChannelMajor) {
