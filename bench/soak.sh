@@ -85,6 +85,13 @@ set +e
   > "$WORK/loadgen.json" 2> "$WORK/loadgen.err"
 LOADGEN_RC=$?
 set -e
+if ! kill -0 "$SERVER_PID" 2> /dev/null; then
+  # A server that died under load (a sanitizer report aborts it) fails the soak with its
+  # first report lines as well as the log's tail.
+  grep -m 5 -A 25 -E "ERROR: |runtime error|terminate called|Check failed|assertion failed" \
+    "$WORK/server.log" >&2 || true
+  fatal "flexgs-server exited during the soak (loadgen exit $LOADGEN_RC)"
+fi
 sleep 1.5  # one more sample after the last stream
 kill "$SAMPLER_PID" 2> /dev/null || true
 wait "$SAMPLER_PID" 2> /dev/null || true

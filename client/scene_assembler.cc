@@ -105,7 +105,67 @@ absl::Status CheckHeader(const v1::StreamHeader& h) {
 
 SceneAssembler::SceneAssembler(ResidentStore* store, BlockLimits limits) : store_(store), limits_(limits) {}
 
+absl::Status SceneAssembler::BeginExtension() {
+  if (!header_.has_value()) return absl::FailedPreconditionError("no stream to extend: no header has arrived");
+  if (!extend_from_.has_value()) extend_from_ = extension_sequence();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ApplyResult> SceneAssembler::ApplyExtensionHeader(const v1::StreamChunk& chunk) {
+  constexpr int kKind = v1::CHUNK_KIND_HEADER;
+  const uint64_t sequence = chunk.sequence();
+  if (chunk.kind() != v1::CHUNK_KIND_HEADER || sequence != 0) {
+    return Loss(sequence, chunk.kind(), "an extension starts with the larger stream's header at sequence 0");
+  }
+  if (const uint32_t crc = Crc32c(chunk.payload()); crc != chunk.crc32c()) {
+    return Loss(sequence, kKind, "CRC-32C of the payload is ", crc, ", the message says ", chunk.crc32c());
+  }
+  v1::StreamHeader h;
+  if (!h.ParseFromString(chunk.payload())) return Loss(sequence, kKind, "payload is not a StreamHeader");
+  if (absl::Status st = CheckHeader(h); !st.ok()) return st;
+  const v1::StreamHeader& old = *header_;
+  if (h.scene_id() != old.scene_id() || h.model_digest() != old.model_digest() ||
+      h.model_gaussians() != old.model_gaussians() || h.sh_degree() != old.sh_degree() ||
+      h.encoding() != old.encoding()) {
+    return Loss(sequence, kKind, "the extension is for another scene, model, SH degree or encoding");
+  }
+  if (h.levels_size() < old.levels_size()) {
+    return Loss(sequence, kKind, "the extension has ", h.levels_size(), " levels, fewer than the ", old.levels_size(),
+                " held");
+  }
+  for (int k = 0; k < old.levels_size(); ++k) {
+    if (h.levels(k).SerializeAsString() != old.levels(k).SerializeAsString()) {
+      return Loss(sequence, kKind, "the extension's level ", k, " differs from the one held");
+    }
+  }
+  if (*extend_from_ > h.levels(h.levels_size() - 1).last_sequence() + 1) {
+    return Loss(sequence, kKind, "the extension ends before sequence ", *extend_from_);
+  }
+  // The store grows to the new last level, keeping what it holds (through the host:
+  // an extension happens once per budget change, not per block).
+  const size_t capacity = static_cast<size_t>(h.levels(h.levels_size() - 1).gaussians());
+  if (capacity > store_->capacity()) {
+    const GaussianCloud held = store_->ToHost();
+    absl::Status st = store_->Reset(capacity, static_cast<int>(h.sh_degree()));
+    if (st.ok()) st = store_->Append(held);
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("sequence 0 (HEADER): growing to ", capacity,
+                                                  " Gaussians for the extension: ", st.message()));
+    }
+  }
+  header_ = std::move(h);
+  next_sequence_ = *extend_from_;
+  extend_from_.reset();
+  complete_ = false;
+  payload_bytes_ += chunk.payload().size();
+  ApplyResult r;
+  r.kind = ApplyResult::Kind::kHeader;
+  r.payload_bytes = chunk.payload().size();
+  return r;
+}
+
 absl::StatusOr<ApplyResult> SceneAssembler::Apply(const v1::StreamChunk& chunk) {
+  if (extend_from_.has_value()) return ApplyExtensionHeader(chunk);
   const uint64_t sequence = chunk.sequence();
   const int kind = static_cast<int>(chunk.kind());
   if (complete_) {

@@ -48,12 +48,24 @@ class SceneAssembler {
   // Sequence number of the next message wanted (0 before the header).
   uint64_t next_sequence() const { return next_sequence_; }
 
+  // Prepares to extend this stream to a larger budget (flexgs.v1 `extend`): the next
+  // message must be the larger stream's header, at sequence 0, for the same scene, model,
+  // SH degree and encoding, whose first levels are this header's levels unchanged (every
+  // budget cuts one canonical stream). The stream then goes on at extension_sequence(),
+  // so nothing held is received again; the store keeps what it holds and grows to the
+  // new last level. FAILED_PRECONDITION before a header. Idempotent until that header.
+  absl::Status BeginExtension();
+  bool extending() const { return extend_from_.has_value(); }
+  // Where an extension continues: where this stream stopped (its trailer's sequence,
+  // which the larger stream uses for the next level, once complete).
+  uint64_t extension_sequence() const { return complete_ ? next_sequence_ - 1 : next_sequence_; }
+
   bool has_header() const { return header_.has_value(); }
   const v1::StreamHeader& header() const { return *header_; }  // requires has_header()
 
   // Levels completed so far (LEVEL_END applied), and whether the trailer arrived.
   int levels_completed() const { return levels_completed_; }
-  bool complete() const { return complete_; }
+  bool complete() const { return complete_ && !extend_from_.has_value(); }
 
   // Verified payload bytes taken so far (all message kinds).
   uint64_t payload_bytes() const { return payload_bytes_; }
@@ -64,6 +76,7 @@ class SceneAssembler {
   // Each verifies the (CRC-checked) payload completely, then applies it: nothing is
   // changed unless the whole message is accepted.
   absl::StatusOr<ApplyResult> ApplyHeader(uint64_t sequence, const std::string& payload);
+  absl::StatusOr<ApplyResult> ApplyExtensionHeader(const v1::StreamChunk& chunk);
   absl::StatusOr<ApplyResult> ApplyGaussians(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyPatches(uint64_t sequence, const std::string& payload);
   // Counts an applied PATCHES block (either kind) against the level.
@@ -87,6 +100,7 @@ class SceneAssembler {
   uint64_t level_replace_floor_ = 0;
   uint64_t level_block_bytes_ = 0;  // encoded block bytes taken so far in the current level
   bool complete_ = false;
+  std::optional<uint64_t> extend_from_;  // set by BeginExtension until its header
 };
 
 }  // namespace flexgs::client

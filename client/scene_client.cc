@@ -164,12 +164,25 @@ absl::StatusOr<v1::SceneInfo> SceneClient::GetScene(const std::string& scene_id,
 
 absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, const StreamOptions& options,
                                                   ResidentStore* store, StreamObserver* observer) {
+  if (store == nullptr) return absl::InvalidArgumentError("no ResidentStore given");
+  SceneAssembler assembler(store);
+  return Stream(request, options, assembler, observer);
+}
+
+absl::StatusOr<StreamSummary> SceneClient::Extend(const StreamRequest& request, const StreamOptions& options,
+                                                  SceneAssembler& assembler, StreamObserver* observer) {
+  if (absl::Status st = assembler.BeginExtension(); !st.ok()) return st;
+  return Stream(request, options, assembler, observer);
+}
+
+absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, const StreamOptions& options,
+                                                  SceneAssembler& assembler, StreamObserver* observer) {
   const int budgets = request.memory_bytes.has_value() + request.ratio.has_value() + request.gaussians.has_value();
   if (budgets != 1) {
     return absl::InvalidArgumentError(absl::StrCat("a stream request needs exactly one budget (memory bytes, ratio or ",
                                                    "Gaussian count); got ", budgets));
   }
-  if (store == nullptr) return absl::InvalidArgumentError("no ResidentStore given");
+  const ResidentStore* store = &assembler.store();
   const RetryPolicy& retry = options.retry;
   if (retry.initial_backoff.count() <= 0 || retry.max_backoff < retry.initial_backoff || !(retry.multiplier >= 1.0)) {
     return absl::InvalidArgumentError("retry policy: need 0 < initial_backoff <= max_backoff and multiplier >= 1");
@@ -183,7 +196,6 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
     bucket.emplace(options.max_bandwidth_bytes_per_s, std::max(16384.0, options.max_bandwidth_bytes_per_s * 0.05));
   }
 
-  SceneAssembler assembler(store);
   StreamSummary summary;
   std::mt19937_64 rng(retry.seed);
   const auto t0 = Clock::now();
@@ -198,7 +210,16 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
     if (retry.attempt_deadline.count() > 0) ctx.set_deadline(std::chrono::system_clock::now() + retry.attempt_deadline);
     v1::StreamSceneRequest wire;
     wire.set_scene_id(request.scene_id);
-    if (assembler.has_header()) {
+    if (assembler.extending()) {
+      // The token pins everything but the budget; the server answers with the larger
+      // stream's header and then what the assembler lacks.
+      wire.set_resume_token(assembler.header().resume_token());
+      wire.set_resume_from_sequence(assembler.extension_sequence());
+      wire.set_extend(true);
+      if (request.memory_bytes) wire.set_memory_bytes(*request.memory_bytes);
+      if (request.ratio) wire.set_ratio(*request.ratio);
+      if (request.gaussians) wire.set_gaussians(*request.gaussians);
+    } else if (assembler.has_header()) {
       // The token pins budget, ladder, SH degree, encoding and chunk size; sending
       // only it avoids any chance of a parameter resolving differently.
       wire.set_resume_token(assembler.header().resume_token());

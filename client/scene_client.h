@@ -166,6 +166,19 @@ class SceneClient {
   absl::StatusOr<StreamSummary> Stream(const StreamRequest& request, const StreamOptions& options, ResidentStore* store,
                                        StreamObserver* observer);
 
+  // The same with the caller's assembler, which keeps what was received when a stream
+  // ends early (cancelled, given up): a fresh assembler streams from the start, one
+  // holding part of a stream resumes it with its token (`request` is then not sent).
+  absl::StatusOr<StreamSummary> Stream(const StreamRequest& request, const StreamOptions& options,
+                                       SceneAssembler& assembler, StreamObserver* observer);
+
+  // Extends what `assembler` holds -- a whole stream, or one cut off -- to `request`'s
+  // larger budget (a user raising a budget slider): the server sends the larger stream's
+  // header and then only what the assembler lacks. The store ends equal to a fresh
+  // stream's for that budget. INVALID_ARGUMENT (from the server) for a smaller budget.
+  absl::StatusOr<StreamSummary> Extend(const StreamRequest& request, const StreamOptions& options,
+                                       SceneAssembler& assembler, StreamObserver* observer);
+
  private:
   struct Impl;
   explicit SceneClient(std::unique_ptr<Impl> impl);

@@ -39,7 +39,10 @@ PlanCache::~PlanCache() {
   for (Done& d : waiters) d(absl::UnavailableError("the plan cache is shutting down"));
 }
 
-void PlanCache::Get(std::shared_ptr<const ElasticModel> model, const StreamParams& params, Done done) {
+void PlanCache::Get(std::shared_ptr<const ElasticModel> model, const StreamParams& request_params, Done done) {
+  // Every budget cuts the same canonical script: the key leaves the top ratio out.
+  StreamParams params = request_params;
+  params.top_ratio = 1.0;
   // The resume token is a canonical encoding of every parameter, digest included.
   std::string key = EncodeResumeToken(params);
   ScriptPtr hit;

@@ -69,7 +69,9 @@ class PlanCache {
 
   // Delivers the script for (model, params) to `done`, exactly once: inline on the
   // calling thread for a cached script, otherwise on a worker thread. `model` must
-  // be the model whose digest is params.model_digest.
+  // be the model whose digest is params.model_digest. The key (and what the compute
+  // function sees) has top_ratio 1: scripts are canonical streams that every budget
+  // cuts (WireCut), so budgets do not multiply plans.
   void Get(std::shared_ptr<const ElasticModel> model, const StreamParams& params, Done done);
 
   // Drops the cached scripts of the model `digest`, one the registry no longer serves

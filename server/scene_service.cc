@@ -201,7 +201,8 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
       std::lock_guard<std::mutex> lock(mu_);
       write_in_flight_ = false;
       if (ok) {
-        ++next_;
+        // An extension's header is followed by the client's next sequence.
+        next_ = next_ == 0 && resolved_.extended ? std::max<uint64_t>(1, resolved_.resume_from) : next_ + 1;
         ++messages_;
         bytes_sent_ += bytes;
         first = messages_ == 1;
@@ -307,16 +308,17 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
         if (!script.ok()) {
           refused = ToGrpcStatus(script.status());
           if (refused.ok()) refused = grpc::Status(grpc::StatusCode::INTERNAL, "planning failed");
-        } else if (resolved_.resume_from > (*script)->messages.size()) {
+        } else if (auto cut = WireCut::Make(*std::move(script), resolved_.params); !cut.ok()) {
+          refused = ToGrpcStatus(cut.status());
+        } else if (resolved_.resume_from > cut->total_messages()) {
           refused =
-              grpc::Status(grpc::StatusCode::OUT_OF_RANGE, absl::StrCat("resume_from_sequence ", resolved_.resume_from,
-                                                                        " is beyond the end of "
-                                                                        "the stream (",
-                                                                        (*script)->messages.size(), " messages)"));
+              grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                           absl::StrCat("resume_from_sequence ", resolved_.resume_from,
+                                        " is beyond the end of the stream (", cut->total_messages(), " messages)"));
         } else {
-          script_ = *std::move(script);
-          next_ = resolved_.resume_from;
-          levels_ = script_->levels.size();
+          cut_ = std::make_unique<const WireCut>(*std::move(cut));
+          next_ = resolved_.extended ? 0 : resolved_.resume_from;
+          levels_ = cut_->levels();
         }
         if (!refused.ok()) {
           rejected_ = true;
@@ -383,11 +385,11 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (finished_) return;
-      if (!done_producing_ && script_ != nullptr && !write_in_flight_ && !retry_armed_) {
-        if (next_ >= script_->messages.size()) {
+      if (!done_producing_ && cut_ != nullptr && !write_in_flight_ && !retry_armed_) {
+        if (next_ >= cut_->total_messages()) {
           StopLocked(grpc::Status::OK);
         } else {
-          msg = &script_->messages[next_];
+          msg = &cut_->At(next_);
           if (service_->TryAcquireBytes(msg->payload.size())) {
             write_in_flight_ = true;
             write_id = sequence = next_;
@@ -456,9 +458,9 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   std::unique_ptr<grpc::Alarm> request_timer_;
 
   std::mutex mu_;
-  PlanCache::ScriptPtr script_;  // shared, immutable; null until planned
-  uint64_t next_ = 0;            // next sequence to write
-  uint64_t write_id_ = 0;        // sequence of the write in flight
+  std::unique_ptr<const WireCut> cut_;  // shares the cached script; null until planned
+  uint64_t next_ = 0;                   // next sequence to write
+  uint64_t write_id_ = 0;               // sequence of the write in flight
   bool read_pending_ = false;
   bool plan_pending_ = false;
   bool write_in_flight_ = false;

@@ -135,6 +135,7 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
     if (request.resume_from_sequence() != 0) {
       return absl::InvalidArgumentError("resume_from_sequence needs the resume_token of the earlier stream");
     }
+    if (request.extend()) return absl::InvalidArgumentError("extend needs the resume_token of the earlier stream");
     if (request.scene_id().empty()) return absl::InvalidArgumentError("scene_id is empty");
     out.scene = registry.Find(request.scene_id());
     if (out.scene == nullptr) {
@@ -178,6 +179,24 @@ absl::StatusOr<ResolvedStream> ResolveStreamRequest(const SceneRegistry& registr
   }
   if (absl::Status st = CheckClientChunkBytes(token->max_chunk_bytes, max_client_chunk_bytes); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("resume token: ", st.message()));
+  }
+  if (request.extend()) {
+    // Only the budget comes from the request: the token pins everything else.
+    auto budget = BudgetOf(request, &out.budget);
+    if (!budget.ok()) return budget.status();
+    auto decision = DecideBudget(*budget, model.gaussians.size(), token->sh_degree, token->ladder);
+    if (!decision.ok()) return decision.status();
+    if (decision->top_ratio < token->top_ratio) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("extend: the budget's top ratio %g is below the earlier stream's %g; a stream only grows",
+                          decision->top_ratio, token->top_ratio));
+    }
+    out.params = *std::move(token);
+    out.params.top_ratio = decision->top_ratio;
+    out.resume_from = request.resume_from_sequence();
+    out.resumed = out.extended = true;
+    out.budget = absl::StrCat("extend(", out.budget, ")");
+    return out;
   }
   if (request.budget_case() != v1::StreamSceneRequest::BUDGET_NOT_SET) {
     std::string ignored;

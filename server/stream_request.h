@@ -12,6 +12,8 @@
 //   resume_token for another model digest    FAILED_PRECONDITION
 //   request parameters differ from token's   INVALID_ARGUMENT
 //   resume_from_sequence without a token     INVALID_ARGUMENT
+//   extend without a token or a budget       INVALID_ARGUMENT
+//   extend to a smaller top ratio            INVALID_ARGUMENT
 //   scene_id over kMaxSceneIdBytes           INVALID_ARGUMENT (CheckRequestStrings)
 //   resume_token over kMaxResumeTokenBytes   INVALID_ARGUMENT (CheckRequestStrings)
 // Messages show client strings only as a short escaped prefix (EscapeClientString).
@@ -52,6 +54,9 @@ struct ResolvedStream {
   StreamParams params;       // effective: concrete encoding, chunk size, ladder, SH degree
   uint64_t resume_from = 0;  // first sequence to send
   bool resumed = false;
+  // An extension to a larger budget: the header (sequence 0) goes first, then the
+  // messages from resume_from on.
+  bool extended = false;
   std::string budget;  // what the client asked for, for logs ("ratio=0.1", "token", ...)
 };
 

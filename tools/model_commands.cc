@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "elastic/elastic_selection.h"  // ElasticCount
 #include "elastic/heuristic_model.h"
 #include "elastic/model_bundle.h"
 #include "io/ply_io.h"
@@ -102,13 +104,19 @@ struct PlanArgs {
   bool json = false;
   int threads = 0;
   std::string export_levels;  // directory for level-<k>.ply
+  int stops_per_doubling = kCanonicalStopsPerDoubling;
 };
 
 int RunPlan(const PlanArgs& args) {
   auto model = ReadModelBundle(args.model);
   if (!model.ok()) return Fail("plan", model.status());
-  PlanRequest req;
-  req.top_ratio = args.budget_ratio;
+  if (!(args.budget_ratio > 0.0 && args.budget_ratio <= 1.0)) {
+    return Fail("plan",
+                absl::InvalidArgumentError(absl::StrCat("--budget-ratio ", args.budget_ratio, " is outside (0, 1]")));
+  }
+  // What the server sends: its canonical stream for the ladder, cut at the budget.
+  PlanRequest req = CanonicalPlanRequest({});
+  req.stops_per_doubling = args.stops_per_doubling;
   if (!args.ladder.empty()) {
     auto ladder = ParseLadder(args.ladder);
     if (!ladder.ok()) return Fail("plan", ladder.status());
@@ -119,6 +127,15 @@ int RunPlan(const PlanArgs& args) {
   auto plan = PlanLevels(*model, req, &pool);
   if (!plan.ok()) return Fail("plan", plan.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<uint64_t> counts;
+  for (const PlanLevel& l : plan->levels) counts.push_back(l.count);
+  const int last = LastLevelWithin(counts, ElasticCount(plan->model_gaussians, args.budget_ratio));
+  if (last < 0) {
+    return Fail("plan", absl::FailedPreconditionError(absl::StrCat("a budget ratio of ", args.budget_ratio,
+                                                                   " holds less than the first level (", counts.front(),
+                                                                   " Gaussians)")));
+  }
+  plan->levels.resize(static_cast<size_t>(last) + 1);
   // What the levels cost on the wire with the default (quantized) stream encoding.
   ScriptOptions script_options;
   script_options.sh_degree = plan->sh_degree;
@@ -251,10 +268,15 @@ void RegisterElasticizeCommand(CLI::App& app, int* exit_code) {
 
 void RegisterPlanCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<PlanArgs>();
-  CLI::App* cmd = app.add_subcommand("plan", "Show the nested levels a client with a budget would receive");
+  CLI::App* cmd = app.add_subcommand(
+      "plan", "Show the nested levels a client with a budget would receive (the server's stream, cut at the budget)");
   cmd->add_option("model", args->model, "Model bundle directory")->required();
   cmd->add_option("--budget-ratio", args->budget_ratio, "Top ratio the budget allows, in [0,1]")->capture_default_str();
   cmd->add_option("--ladder", args->ladder, "Ladder override, e.g. 0.01,0.05,0.10,0.15");
+  cmd->add_option("--stops-per-doubling", args->stops_per_doubling,
+                  "Levels between ladder rungs per doubling of the ratio (0: rungs only); the server uses the default")
+      ->capture_default_str()
+      ->check(CLI::Range(0, kMaxStopsPerDoubling));
   cmd->add_flag("--json", args->json, "Print machine-readable JSON");
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
   cmd->add_option("--export-levels", args->export_levels,

@@ -23,9 +23,17 @@ BudgetStreams::BudgetStreams(client::SceneClient* client, client::StreamRequest 
     : client_(client), request_(std::move(request)), options_(std::move(options)) {
   shown_ = std::make_unique<LevelFeed>();
   shown_->Start(client_, request_, options_);
+  shown_ratio_ = request_.ratio.value_or(0);
 }
 
 void BudgetStreams::Restart(double ratio) {
+  if (next_ == nullptr && shown_ratio_ > 0 && ratio >= shown_ratio_) {
+    shown_->Extend(ratio);
+    shown_ratio_ = ratio;
+    spdlog::info("budget {:.0f}% of the scene: extending the stream held", 100 * ratio);
+    return;
+  }
+  shown_ratio_ = ratio;
   client::StreamRequest r = request_;
   r.memory_bytes.reset();
   r.gaussians.reset();

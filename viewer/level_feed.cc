@@ -3,6 +3,8 @@
 #include <chrono>
 #include <utility>
 
+#include "spdlog/spdlog.h"
+
 namespace flexgs::viewer {
 
 // Runs on the stream thread: copies each complete level out of the store (the store
@@ -47,12 +49,42 @@ LevelFeed::~LevelFeed() { Stop(); }
 void LevelFeed::Start(client::SceneClient* client, const client::StreamRequest& request, client::StreamOptions options,
                       bool keep_history) {
   keep_history_ = keep_history;
-  options.cancel = &cancel_;
-  thread_ = std::thread([this, client, request, options] {
+  client_ = client;
+  request_ = request;
+  options_ = std::move(options);
+  assembler_ = std::make_unique<client::SceneAssembler>(&store_);
+  Run(request_, /*extend=*/false);
+}
+
+void LevelFeed::Extend(double ratio) {
+  Stop();
+  request_.memory_bytes.reset();
+  request_.gaussians.reset();
+  request_.ratio = ratio;
+  const bool extend = assembler_ != nullptr && assembler_->has_header();
+  if (!extend) assembler_ = std::make_unique<client::SceneAssembler>(&store_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    state_.done = false;
+    state_.status = absl::OkStatus();
+    ++state_.version;
+  }
+  Run(request_, extend);
+}
+
+void LevelFeed::Run(client::StreamRequest request, bool extend) {
+  cancel_ = std::make_unique<client::StreamCancel>();
+  client::StreamOptions options = options_;
+  options.cancel = cancel_.get();
+  thread_ = std::thread([this, request = std::move(request), options, extend] {
     const auto t0 = std::chrono::steady_clock::now();
-    client::HostResidentStore store;
     Observer observer(this);
-    auto summary = client->Stream(request, options, &store, &observer);
+    auto summary = extend ? client_->Extend(request, options, *assembler_, &observer)
+                          : client_->Stream(request, options, *assembler_, &observer);
+    if (extend && summary.ok()) {
+      spdlog::info("extended stream complete: {} Gaussians held, {} payload bytes received in all",
+                   assembler_->store().size(), assembler_->payload_bytes());
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       state_.done = true;
@@ -65,7 +97,7 @@ void LevelFeed::Start(client::SceneClient* client, const client::StreamRequest& 
 }
 
 void LevelFeed::Stop() {
-  cancel_.Cancel();
+  if (cancel_) cancel_->Cancel();
   if (thread_.joinable()) thread_.join();
 }
 

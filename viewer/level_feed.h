@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "client/resident_store.h"
+#include "client/scene_assembler.h"
 #include "client/scene_client.h"
 #include "scene/gaussian_cloud.h"
 
@@ -51,6 +52,12 @@ class LevelFeed {
   // nested stream sum to about twice the last, so only for scripts, not the window).
   void Start(client::SceneClient* client, const client::StreamRequest& request, client::StreamOptions options,
              bool keep_history = false);
+  // Continues the stream to the larger top ratio `ratio` in place (flexgs.v1 `extend`):
+  // whatever was received -- a whole stream or one still arriving, which is stopped
+  // first -- is kept and only the rest is sent; state() keeps showing the levels held
+  // until the next one lands. Before the first header arrives it streams afresh. A
+  // smaller ratio is refused by the server (state().status then says so).
+  void Extend(double ratio);
   // Cancels the stream and joins its thread; what was received stays in state().
   void Stop();
 
@@ -61,13 +68,22 @@ class LevelFeed {
 
  private:
   class Observer;
-  void Publish(const FeedState& update);
+  // Runs `request` on the stream thread: a fresh stream, or an extension of what the
+  // assembler holds.
+  void Run(client::StreamRequest request, bool extend);
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   FeedState state_;
   bool keep_history_ = false;
-  client::StreamCancel cancel_;
+  client::SceneClient* client_ = nullptr;
+  client::StreamRequest request_;
+  client::StreamOptions options_;
+  // What was received, kept across an extension (only the stream thread touches them
+  // while it runs).
+  client::HostResidentStore store_;
+  std::unique_ptr<client::SceneAssembler> assembler_;
+  std::unique_ptr<client::StreamCancel> cancel_;  // one per run: a cancel is final
   std::thread thread_;
 };
 

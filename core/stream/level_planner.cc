@@ -34,6 +34,65 @@ bool SameGaussian(const GaussianCloud& a, size_t i, const GaussianCloud& b, size
          same(a.sh_dc, i, b.sh_dc, j, 3) && same(a.sh_rest, i, b.sh_rest, j, k3);
 }
 
+// Where a rung's additions (rank order) are cut: each sub-level's end in them, the
+// last the whole rung, with its ratio and the Gaussians held after it.
+struct SubLevel {
+  size_t end = 0;
+  double ratio = 0;
+  uint32_t count = 0;
+};
+
+std::vector<SubLevel> SubLevels(size_t n, double previous, double ratio, size_t held, size_t added,
+                                int stops_per_doubling) {
+  std::vector<SubLevel> subs;
+  if (stops_per_doubling > 0 && previous > 0) {
+    // The last sub-level is at least half a step: no sliver of a level before a rung.
+    const double below = ratio * std::exp2(-0.5 / stops_per_doubling);
+    for (int j = 1;; ++j) {
+      // (exp2 of j / s is exact at whole doublings, so 0.05 x 2^2 is 0.2, not 0.19999.)
+      const double r = previous * std::exp2(static_cast<double>(j) / stops_per_doubling);
+      if (!(r < below)) break;
+      const size_t count = ElasticCount(n, r);
+      const size_t end = count > held ? count - held : 0;
+      if (end == 0 || end >= added || (!subs.empty() && end <= subs.back().end)) continue;
+      subs.push_back({end, r, static_cast<uint32_t>(count)});
+    }
+  }
+  subs.push_back({added, ratio, static_cast<uint32_t>(held + added)});
+  return subs;
+}
+
+// Appends `rung` to `levels` cut at `subs`: the patches go with the first sub-level
+// (they re-pose what the client held before the rung), the replacements with the last
+// (they assume all of the rung's additions are held).
+void SplitIntoSubLevels(PlanLevel rung, const std::vector<SubLevel>& subs, std::vector<PlanLevel>& levels) {
+  if (subs.size() == 1) {
+    levels.push_back(std::move(rung));
+    return;
+  }
+  size_t begin = 0;
+  for (size_t j = 0; j < subs.size(); ++j) {
+    PlanLevel sub;
+    sub.ratio = subs[j].ratio;
+    sub.pose_ratio = rung.pose_ratio;
+    sub.count = subs[j].count;
+    sub.added.assign(rung.added.begin() + begin, rung.added.begin() + subs[j].end);
+    std::vector<uint32_t> range(subs[j].end - begin);
+    for (size_t i = 0; i < range.size(); ++i) range[i] = static_cast<uint32_t>(begin + i);
+    sub.added_gaussians = rung.added_gaussians.Gather(range);
+    if (j == 0) sub.patches = std::move(rung.patches);
+    if (j + 1 == subs.size()) {
+      sub.replaced = std::move(rung.replaced);
+      sub.replacements = std::move(rung.replacements);
+    } else {
+      sub.replacements.sh_degree = rung.replacements.sh_degree;
+    }
+    sub.overlap_with_independent = rung.overlap_with_independent;
+    begin = subs[j].end;
+    levels.push_back(std::move(sub));
+  }
+}
+
 }  // namespace
 
 uint64_t Plan::RawLevelBytes(size_t level) const {
@@ -64,6 +123,10 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
   if (n == 0) return absl::FailedPreconditionError("model has no Gaussians");
   auto ratios = PlanRatios(model, request);
   if (!ratios.ok()) return ratios.status();
+  if (request.stops_per_doubling < 0 || request.stops_per_doubling > kMaxStopsPerDoubling) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stops per doubling ", request.stops_per_doubling, " is outside 0..", kMaxStopsPerDoubling));
+  }
 
   Plan plan;
   plan.model_gaussians = static_cast<uint32_t>(n);
@@ -77,18 +140,30 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
   const std::vector<uint8_t> coverage = model.coverage_share > 0.0 ? CoverageLevels(model) : std::vector<uint8_t>();
   GaussianCloud merged_before;  // merged-level models: what the client holds before this level
   merged_before.sh_degree = model.gaussians.sh_degree;
+  double previous_ratio = 0;  // the rung before, 0 for the first
   for (double e : *ratios) {
     PlanLevel level;
-    level.ratio = e;
+    level.ratio = level.pose_ratio = e;
     level.count = ElasticCount(n, e);
     const std::vector<float> scores = RankingScores(model, e, pool, &coverage);
     const size_t need = level.count > sent.size() ? level.count - sent.size() : 0;
-    level.added = TopK(scores, need, &chosen);
-    std::vector<std::pair<uint64_t, uint32_t>> order;
-    order.reserve(level.added.size());
-    for (uint32_t id : level.added) order.push_back({MortonCode(&model.gaussians.positions[id * 3], lo, hi), id});
-    std::sort(order.begin(), order.end());
-    for (size_t i = 0; i < order.size(); ++i) level.added[i] = order[i].second;
+    level.added = TopK(scores, need, &chosen);  // rank order
+    const std::vector<SubLevel> subs =
+        SubLevels(n, previous_ratio, e, sent.size(), level.added.size(), request.stops_per_doubling);
+    previous_ratio = e;
+    // Rank order across sub-levels (a budget's prefix keeps the best), Morton order within.
+    size_t begin = 0;
+    for (const SubLevel& sub : subs) {
+      std::vector<std::pair<uint64_t, uint32_t>> order;
+      order.reserve(sub.end - begin);
+      for (size_t i = begin; i < sub.end; ++i) {
+        const uint32_t id = level.added[i];
+        order.push_back({MortonCode(&model.gaussians.positions[id * 3], lo, hi), id});
+      }
+      std::sort(order.begin(), order.end());
+      for (size_t i = 0; i < order.size(); ++i) level.added[begin + i] = order[i].second;
+      begin = sub.end;
+    }
     for (uint32_t id : level.added) chosen[id] = 1;
     const size_t previously_sent = sent.size();
     sent.insert(sent.end(), level.added.begin(), level.added.end());
@@ -142,9 +217,23 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     size_t overlap = 0;
     for (uint32_t id : independent) overlap += chosen[id];
     level.overlap_with_independent = level.count ? static_cast<double>(overlap) / level.count : 1.0;
-    plan.levels.push_back(std::move(level));
+    SplitIntoSubLevels(std::move(level), subs, plan.levels);
   }
   return plan;
+}
+
+PlanRequest CanonicalPlanRequest(std::vector<double> ladder) {
+  PlanRequest request;
+  request.top_ratio = 1.0;
+  request.ladder = std::move(ladder);
+  request.stops_per_doubling = kCanonicalStopsPerDoubling;
+  return request;
+}
+
+int LastLevelWithin(const std::vector<uint64_t>& counts, uint64_t gaussians) {
+  // First level holding more, minus one.
+  const auto it = std::upper_bound(counts.begin(), counts.end(), gaussians);
+  return static_cast<int>(it - counts.begin()) - 1;
 }
 
 absl::StatusOr<GaussianCloud> LevelCloud(const Plan& plan, size_t level) {

@@ -33,10 +33,26 @@ namespace flexgs {
 struct PlanRequest {
   double top_ratio = 0.15;     // e_max derived from the client's budget, in [0, 1]
   std::vector<double> ladder;  // empty: the model's ladder
+  // Stops between rungs (0: none). Between consecutive planned ratios a and b the
+  // rung b is cut into sub-levels at a 2^(j/s) (j = 1, 2, ... while below b 2^(-1/2s)),
+  // each adding the next of b's additions in rank order, so that a budget between rungs
+  // can stop at a whole level of one shared stream (server/wire_script.h). A rung's
+  // patches go with its first sub-level and its replacements with its last, so only a
+  // rung's last sub-level is a planner level in the sense of LevelCloud's equalities;
+  // the ones before hold a rank-order prefix of it (see PlanLevel::pose_ratio).
+  int stops_per_doubling = 0;
 };
 
+// Sub-levels per doubling of the ratio in the canonical stream every client's budget
+// cuts (CanonicalPlanRequest): a budget between two stops gets at most 2^(1/4) - 1 =
+// 19 % fewer Gaussians than it could hold, for ~10 % more bytes than rungs alone
+// (smaller blocks compress less; bench/RESULTS.md, "Canonical stream").
+inline constexpr int kCanonicalStopsPerDoubling = 4;
+inline constexpr int kMaxStopsPerDoubling = 16;
+
 struct PlanLevel {
-  double ratio = 0;
+  double ratio = 0;               // count = ElasticCount(N, ratio)
+  double pose_ratio = 0;          // the rung whose ranking and transform the level's Gaussians use
   uint32_t count = 0;             // Gaussians held after this level
   std::vector<uint32_t> added;    // model indices sent at this level, in send order
   GaussianCloud added_gaussians;  // their attributes transformed at `ratio`
@@ -63,6 +79,15 @@ struct Plan {
 absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request);
 
 absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& request, ThreadPool* pool);
+
+// The request for the canonical stream of a model and ladder (empty: the model's): every
+// rung up to ratio 1 with kCanonicalStopsPerDoubling stops between rungs. A client's
+// budget picks how many of its levels to take (LastLevelWithin).
+PlanRequest CanonicalPlanRequest(std::vector<double> ladder);
+
+// The last level of `counts` (Gaussians held after each level, increasing) that holds
+// at most `gaussians`; -1 when even the first holds more.
+int LastLevelWithin(const std::vector<uint64_t>& counts, uint64_t gaussians);
 
 // The cloud a client holds after `level` (client order: each level's additions appended
 // in send order, earlier Gaussians re-posed by that level's patches), at the plan's SH

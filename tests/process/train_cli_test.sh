@@ -59,7 +59,7 @@ check "--pose insertion is recorded in the manifest" grep -q '"field_pose": "ins
 "$FLEXGS" plan "$TMP/p.flexgs" --budget-ratio 0.15 --json > "$TMP/p.json" 2> /dev/null
 check "insertion poses stream without patches" python3 -c '
 import json,sys; j=json.load(open(sys.argv[1]))
-sys.exit(0 if all(l["patched"]==0 for l in j["levels"]) and len(j["levels"])==4 else 1)' "$TMP/p.json"
+sys.exit(0 if all(l["patched"]==0 for l in j["levels"]) and len(j["levels"])==16 else 1)' "$TMP/p.json"
 "$FLEXGS" plan "$TMP/a.flexgs" --budget-ratio 0.15 --json > "$TMP/a.json" 2> /dev/null
 check "per-level poses re-send earlier Gaussians as patches" python3 -c '
 import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["levels"][1]["patched"]>0 else 1)' "$TMP/a.json"

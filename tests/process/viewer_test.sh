@@ -95,7 +95,7 @@ python3 -c "import sys; sys.exit(0 if $diff_levels > 0.5 else 1)" || fail "level
 python3 -c "import sys; sys.exit(0 if $diff_prev > 0.1 else 1)" || fail "compare shows the same level"
 python3 -c "import sys; sys.exit(0 if $diff_turn > 0.5 else 1)" || fail "turning the camera changes nothing"
 python3 -c "import sys; sys.exit(0 if $diff_zoom > 0.5 else 1)" || fail "zooming changes nothing"
-grep -q "level 4/4" "$WORK/headless.log" || fail "no 'level 4/4' progress line"
+grep -q "level 16/16" "$WORK/headless.log" || fail "no 'level 16/16' progress line (1/5/10/15% and the stops between)"
 
 # --- 2. Bad input. -------------------------------------------------------------------------
 expect() {  # expect CODE PATTERN COMMAND...
@@ -180,15 +180,17 @@ read -r lit_window diff_drag <<< "$(png_stats "$WORK/window/screenshot-000.png" 
 echo "window: screenshot lit $lit_window, mean |diff| after the drag $diff_drag"
 python3 -c "import sys; sys.exit(0 if $lit_window > 0.02 else 1)" || fail "window screenshot shows no scene"
 python3 -c "import sys; sys.exit(0 if $diff_drag > 0.5 else 1)" || fail "dragging did not move the view"
-# ] raises the budget a step (15% -> 25%): a new stream, shown once it holds more.
+# ] raises the budget a step (15% -> 25%): the stream held is extended in place, up to
+# the canonical stream's last level within 25% (0.15 x 2^(2/4) = 21.2%: 4242 Gaussians).
 xdotool key --window "$win" bracketright
 for _ in $(seq 1 $((100 * SCALE))); do
-  grep -q "showing the new budget's stream" "$WORK/window.log" && break
+  grep -q "extended stream complete" "$WORK/window.log" && break
   sleep 0.1
 done
-grep -q "budget 25% of the scene: streaming again" "$WORK/window.log" || fail "] did not raise the budget to 25%"
-grep -q "showing the new budget's stream: 5000 Gaussians held" "$WORK/window.log" ||
-  fail "the 25% stream (5000 Gaussians) was not shown: $(tail -3 "$WORK/window.log")"
+grep -q "budget 25% of the scene: extending the stream held" "$WORK/window.log" ||
+  fail "] did not raise the budget to 25%"
+grep -q "extended stream complete: 4242 Gaussians held" "$WORK/window.log" ||
+  fail "the stream was not extended to 25% (4242 Gaussians): $(tail -3 "$WORK/window.log")"
 sleep 1
 shot 2
 read -r _ diff_budget <<< "$(png_stats "$WORK/window/screenshot-001.png" "$WORK/window/screenshot-002.png")"

@@ -78,7 +78,11 @@ void MakeStream(const StreamCase& c, Stream* out) {
   params.sh_degree = c.stream_sh;
   params.encoding = c.encoding;
   params.max_chunk_bytes = kMinChunkBytes;
-  auto wire = server::BuildWireScript(model, params, &pool);
+  // A four-level plan of its own (no stops between rungs): the assembler is tested on a
+  // stream whose levels each patch or replace (ExtensionTest streams canonical cuts).
+  auto own_plan = PlanLevels(model, {.top_ratio = params.top_ratio, .ladder = params.ladder}, &pool);
+  ASSERT_TRUE(own_plan.ok()) << own_plan.status();
+  auto wire = server::WireScriptFromPlan(*own_plan, params);
   ASSERT_TRUE(wire.ok()) << wire.status();
   out->wire = std::move(*wire);
   for (size_t i = 0; i < out->wire.messages.size(); ++i) {
@@ -949,6 +953,119 @@ TEST(SceneAssemblerTest, ResumingAfterARefusedMessageEndsIdentically) {
     ASSERT_TRUE(c.assembler.Apply(s.chunks[i]).ok()) << i;
   }
   EXPECT_EQ(Diff(want, Snap(c)), "");
+}
+
+// ---------------------------------------------------------------------------
+// Extension: every budget cuts one canonical stream (server::WireCut), so a client that
+// holds a smaller budget's stream -- whole or cut off anywhere -- takes the larger
+// stream's header and then only the messages it lacks, and ends bit for bit where a
+// fresh stream for the larger budget ends.
+
+// The chunks of a cut: chunks[i].sequence() == i.
+std::vector<v1::StreamChunk> CutChunks(const server::WireCut& cut) {
+  std::vector<v1::StreamChunk> chunks;
+  for (uint64_t i = 0; i < cut.total_messages(); ++i) {
+    const server::WireMessage& m = cut.At(i);
+    v1::StreamChunk chunk;
+    chunk.set_sequence(i);
+    chunk.set_kind(m.kind);
+    chunk.set_payload(m.payload);
+    chunk.set_crc32c(m.crc32c);
+    chunks.push_back(std::move(chunk));
+  }
+  return chunks;
+}
+
+TEST(ExtensionTest, ExtendingFromAnyPointEndsWhereAFreshLargerStreamEnds) {
+  ThreadPool pool(2);
+  for (const char* kind : {"heuristic", "trained", "merged"}) {
+    SCOPED_TRACE(kind);
+    ElasticModel model = std::string(kind) == "trained" ? testing::RatioDependentTestModel(4000, 3, 1)
+                                                        : testing::HeuristicTestModel(4000, 3, 1);
+    model.merged_levels = std::string(kind) == "merged";
+    StreamParams params;
+    params.scene_id = "test-scene";
+    params.model_digest = "0123456789abcdef";
+    params.ladder = {0.01, 0.05, 0.10, 0.15};
+    params.sh_degree = 1;
+    params.encoding = v1::ENCODING_QUANTIZED;
+    params.max_chunk_bytes = kMinChunkBytes;
+    auto wire = server::BuildWireScript(model, params, &pool);
+    ASSERT_TRUE(wire.ok()) << wire.status();
+    auto script = std::make_shared<const server::WireScript>(*std::move(wire));
+    params.top_ratio = 0.07;
+    auto small = server::WireCut::Make(script, params);
+    params.top_ratio = 0.4;
+    auto large = server::WireCut::Make(script, params);
+    ASSERT_TRUE(small.ok() && large.ok());
+    const std::vector<v1::StreamChunk> a = CutChunks(*small), b = CutChunks(*large);
+    Client fresh;
+    for (const auto& c : b) ASSERT_TRUE(fresh.assembler.Apply(c).ok());
+    ASSERT_TRUE(fresh.assembler.complete());
+    std::mt19937_64 rng(5);
+    for (size_t stop : {a.size(), a.size() - 1, size_t{1} + rng() % (a.size() - 1)}) {
+      SCOPED_TRACE(::testing::Message() << "stopped after " << stop << " of " << a.size());
+      Client c;
+      for (size_t i = 0; i < stop; ++i) ASSERT_TRUE(c.assembler.Apply(a[i]).ok()) << i;
+      ASSERT_TRUE(c.assembler.BeginExtension().ok());
+      EXPECT_FALSE(c.assembler.complete());
+      const uint64_t from = c.assembler.extension_sequence();
+      EXPECT_EQ(from, std::min<uint64_t>(stop, a.size() - 1));
+      // Anything but the larger stream's header first is refused, and changes nothing.
+      EXPECT_EQ(c.assembler.Apply(b[from]).status().code(), absl::StatusCode::kDataLoss);
+      ASSERT_TRUE(c.assembler.Apply(b[0]).ok());
+      EXPECT_EQ(c.assembler.next_sequence(), from);
+      uint64_t received = 0;
+      for (size_t i = from; i < b.size(); ++i) {
+        ASSERT_TRUE(c.assembler.Apply(b[i]).ok()) << i;
+        received += b[i].payload().size();
+      }
+      ASSERT_TRUE(c.assembler.complete());
+      EXPECT_TRUE(BitEqual(c.store.cloud(), fresh.store.cloud()));
+      // Nothing received twice: what came before `from`, plus the rest and one header.
+      uint64_t before = 0;
+      for (size_t i = 0; i < stop; ++i) before += a[i].payload().size();
+      EXPECT_EQ(c.assembler.payload_bytes(), before + b[0].payload().size() + received);
+    }
+  }
+}
+
+TEST(ExtensionTest, ForeignOrInconsistentExtensionHeadersAreRefused) {
+  Client c;
+  EXPECT_EQ(c.assembler.BeginExtension().code(), absl::StatusCode::kFailedPrecondition);
+  Stream s;
+  ASSERT_NO_FATAL_FAILURE(MakeStream({.trained = true, .encoding = v1::ENCODING_LOSSLESS, .seed = 2}, &s));
+  for (const auto& chunk : s.chunks) ASSERT_TRUE(c.assembler.Apply(chunk).ok());
+  ASSERT_TRUE(c.assembler.BeginExtension().ok());
+  const Snapshot want = Snap(c);
+  v1::StreamHeader good;
+  ASSERT_TRUE(good.ParseFromString(s.chunks[0].payload()));
+  auto chunk_of = [](const v1::StreamHeader& h) {
+    v1::StreamChunk chunk;
+    chunk.set_kind(v1::CHUNK_KIND_HEADER);
+    chunk.set_payload(h.SerializeAsString());
+    chunk.set_crc32c(Crc32c(chunk.payload()));
+    return chunk;
+  };
+  std::vector<std::pair<const char*, std::function<void(v1::StreamHeader&)>>> edits = {
+      {"another model", [](v1::StreamHeader& h) { h.set_model_digest("fedcba9876543210"); }},
+      {"another SH degree", [](v1::StreamHeader& h) { h.set_sh_degree(0); }},
+      {"fewer levels", [](v1::StreamHeader& h) { h.mutable_levels()->RemoveLast(); }},
+      {"a held level changed",
+       [](v1::StreamHeader& h) { h.mutable_levels(1)->set_payload_bytes(h.levels(1).payload_bytes() + 1); }},
+  };
+  for (auto& [what, edit] : edits) {
+    SCOPED_TRACE(what);
+    v1::StreamHeader h = good;
+    edit(h);
+    EXPECT_EQ(c.assembler.Apply(chunk_of(h)).status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_EQ(Diff(want, Snap(c)), "");
+  }
+  // The same header again is a valid (empty) extension: the stream is complete again.
+  ASSERT_TRUE(c.assembler.Apply(chunk_of(good)).ok());
+  EXPECT_FALSE(c.assembler.complete());
+  ASSERT_TRUE(c.assembler.Apply(s.chunks.back()).ok());
+  EXPECT_TRUE(c.assembler.complete());
 }
 
 }  // namespace

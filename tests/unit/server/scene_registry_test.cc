@@ -338,11 +338,13 @@ TEST(PlanCacheEvictTest, DropsOnlyTheRetiredModelsScripts) {
   };
   PlanCache cache(PlanCache::Options{}, {}, fake);
   auto model = std::make_shared<const ElasticModel>(::flexgs::testing::HeuristicTestModel(10, 1));
-  auto get = [&](const std::string& digest, double ratio) {
+  // Scripts differ by digest and SH degree (every budget shares one per key).
+  auto get = [&](const std::string& digest, int sh_degree) {
     StreamParams p;
     p.scene_id = "s";
     p.model_digest = digest;
-    p.top_ratio = ratio;
+    p.top_ratio = 0.5;
+    p.sh_degree = sh_degree;
     p.ladder = {0.5, 1.0};
     std::atomic<bool> done{false};
     cache.Get(model, p, [&](absl::StatusOr<PlanCache::ScriptPtr> s) {
@@ -351,16 +353,16 @@ TEST(PlanCacheEvictTest, DropsOnlyTheRetiredModelsScripts) {
     });
     while (!done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   };
-  get("old", 0.5);
-  get("old", 1.0);
-  get("new", 0.5);
+  get("old", 0);
+  get("old", 1);
+  get("new", 0);
   ASSERT_EQ(cache.stats().entries, 3u);
   EXPECT_EQ(cache.EvictModel("old"), 2u);
   EXPECT_EQ(cache.stats().entries, 1u);
   EXPECT_EQ(cache.EvictModel("old"), 0u);
-  get("new", 0.5);  // still cached
+  get("new", 0);  // still cached
   EXPECT_EQ(computed.load(), 3);
-  get("old", 0.5);  // recomputed
+  get("old", 0);  // recomputed
   EXPECT_EQ(computed.load(), 4);
 }
 

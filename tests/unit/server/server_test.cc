@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "base/crc32c.h"
 #include "base/file_io.h"
+#include "base/random.h"
 #include "elastic/elastic_selection.h"
 #include "elastic/model_bundle.h"
 #include "flexgs/v1/scene_service.grpc.pb.h"
@@ -39,6 +40,7 @@
 #include "stream/resume_token.h"
 #include "stream/stream_budget.h"
 #include "stream/stream_script.h"
+#include "tests/support/cloud_equality.h"
 #include "tests/support/test_models.h"
 
 namespace flexgs::server {
@@ -315,19 +317,21 @@ std::vector<GaussianCloud> ClientLevels(const std::vector<v1::StreamChunk>& chun
   return levels;
 }
 
-// The planner's level k, as the client should hold it.
+// The planner's level k, as the client should hold it: the canonical plan's first levels
+// (every budget cuts the same stream), each the model transformed at its rung.
 std::vector<GaussianCloud> PlannerLevels(const ElasticModel& model, const v1::StreamHeader& header) {
   ThreadPool pool(2);
   std::vector<GaussianCloud> out;
-  std::vector<uint32_t> sent;
-  PlanRequest request;
-  request.top_ratio = header.levels(header.levels_size() - 1).ratio();
-  auto plan = PlanLevels(model, request, &pool);
+  auto plan = PlanLevels(model, CanonicalPlanRequest(model.ladder), &pool);
   EXPECT_TRUE(plan.ok()) << plan.status();
   if (!plan.ok()) return out;
-  for (const PlanLevel& l : plan->levels) {
-    sent.insert(sent.end(), l.added.begin(), l.added.end());
-    out.push_back(TransformedSubset(model, sent, l.ratio, &pool).WithShDegree(header.sh_degree()));
+  EXPECT_LE(header.levels_size(), static_cast<int>(plan->levels.size()));
+  for (int k = 0; k < header.levels_size() && k < static_cast<int>(plan->levels.size()); ++k) {
+    EXPECT_EQ(header.levels(k).gaussians(), plan->levels[k].count);
+    auto held = LevelCloud(*plan, k);  // (level_planner_test checks it against the model)
+    EXPECT_TRUE(held.ok()) << held.status();
+    if (!held.ok()) break;
+    out.push_back(held->WithShDegree(header.sh_degree()));
   }
   return out;
 }
@@ -491,14 +495,17 @@ TEST(ServerTest, BudgetsAndShDegreeShapeTheStream) {
   auto stub = server.Stub();
   auto model = Model("small");
   const uint64_t n = model->gaussians.size();
-  // A memory budget holds floor(bytes / per-Gaussian) Gaussians.
+  // A memory budget holds floor(bytes / per-Gaussian) Gaussians: the stream stops at the
+  // canonical stream's last level within that, less than a stop (2^(1/4)) below it.
   v1::StreamSceneRequest req = RatioRequest("small", 0.1);
   req.set_memory_bytes(700 * ResidentBytesPerGaussian(1) + 5);
   StreamResult r = Stream(*stub, req);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   v1::StreamHeader h = HeaderOf(r);
-  EXPECT_EQ(h.levels(h.levels_size() - 1).gaussians(), 700u);
-  EXPECT_EQ(h.resident_bytes(), 700 * ResidentBytesPerGaussian(1));
+  const uint64_t held = h.levels(h.levels_size() - 1).gaussians();
+  EXPECT_LE(held, 700u);
+  EXPECT_GT(held * std::exp2(0.25), 700.0);
+  EXPECT_EQ(h.resident_bytes(), held * ResidentBytesPerGaussian(1));
   // A Gaussian count, and an SH degree above the model's is clamped to it.
   req.set_gaussians(n);
   req.set_max_sh_degree(3);
@@ -519,10 +526,11 @@ TEST(ServerTest, BudgetsAndShDegreeShapeTheStream) {
   r = Stream(*stub, req);
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   h = HeaderOf(r);
-  ASSERT_EQ(h.levels_size(), 3);
+  // 0.02, twelve stops of 2^(1/4) towards 0.2 (= 0.02 x 2^3.3), 0.2, then 0.238 and 0.283.
+  ASSERT_EQ(h.levels_size(), 1 + 13 + 2);
   EXPECT_DOUBLE_EQ(h.levels(0).ratio(), 0.02);
-  EXPECT_DOUBLE_EQ(h.levels(1).ratio(), 0.2);
-  EXPECT_DOUBLE_EQ(h.levels(2).ratio(), 0.3);
+  EXPECT_DOUBLE_EQ(h.levels(13).ratio(), 0.2);
+  EXPECT_NEAR(h.levels(15).ratio(), 0.2 * std::exp2(0.5), 1e-12);
 }
 
 // ---------------------------------------------------------------------------
@@ -844,6 +852,87 @@ TEST(ServerTest, ResumeSurvivesACacheEviction) {
   EXPECT_EQ(server.cache().stats().entries, 0u);
 }
 
+// Every budget's stream is a cut of one canonical stream: between the header and the
+// trailer, a smaller budget's messages are the first messages of a larger one's, byte
+// for byte, and all of them come from one plan.
+TEST(ServerTest, StreamsForAnyTwoBudgetsShareEveryMessageUpToTheSmaller) {
+  TestServer server;
+  auto stub = server.Stub();
+  const auto before = server.cache().stats();
+  SplitMix64 rng(19);
+  std::vector<StreamResult> streams;
+  for (int i = 0; i < 8; ++i) {
+    StreamResult r = Stream(*stub, RatioRequest("net", rng.Uniform(0.05, 1.0), v1::ENCODING_QUANTIZED, 8 << 10));
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    ExpectConsistent(r, HeaderOf(r));
+    streams.push_back(std::move(r));
+  }
+  std::sort(streams.begin(), streams.end(), [](auto& a, auto& b) { return a.chunks.size() < b.chunks.size(); });
+  for (size_t i = 0; i + 1 < streams.size(); ++i) {
+    const auto& a = streams[i].chunks;
+    const auto& b = streams[i + 1].chunks;
+    ASSERT_GE(a.size(), 2u);
+    const std::vector<v1::StreamChunk> body_a(a.begin() + 1, a.end() - 1),
+        body_b(b.begin() + 1, b.begin() + a.size() - 1);
+    EXPECT_EQ(Concat(body_a), Concat(body_b)) << "stream " << i;
+    EXPECT_EQ(a.back().kind(), v1::CHUNK_KIND_TRAILER);
+    EXPECT_EQ(a[a.size() - 2].kind(), v1::CHUNK_KIND_LEVEL_END);
+  }
+  const auto after = server.cache().stats();
+  EXPECT_EQ(after.misses - before.misses, 1u);
+}
+
+// A stream extended to a larger budget -- from its end, or from wherever it was cut off --
+// re-sends nothing: header, then the rest, and the client ends with the same levels as a
+// fresh stream for the larger budget.
+TEST(ServerTest, ExtendingAStreamToALargerBudgetResendsNothing) {
+  TestServer server;
+  auto stub = server.Stub();
+  for (auto encoding : {v1::ENCODING_LOSSLESS, v1::ENCODING_QUANTIZED}) {
+    SCOPED_TRACE(encoding);
+    const StreamResult small = Stream(*stub, RatioRequest("net", 0.12, encoding, 8 << 10));
+    const StreamResult large = Stream(*stub, RatioRequest("net", 0.7, encoding, 8 << 10));
+    ASSERT_TRUE(small.status.ok() && large.status.ok());
+    const uint64_t small_trailer = small.chunks.back().sequence();
+    SplitMix64 rng(encoding);
+    for (uint64_t from : {small_trailer, uint64_t{1}, 1 + rng.Next() % small_trailer}) {
+      SCOPED_TRACE(from);
+      v1::StreamSceneRequest extend;
+      extend.set_resume_token(HeaderOf(small).resume_token());
+      extend.set_resume_from_sequence(from);
+      extend.set_extend(true);
+      extend.set_ratio(0.7);
+      const StreamResult rest = Stream(*stub, extend);
+      ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
+      ASSERT_GE(rest.chunks.size(), 2u);
+      // The larger stream's own header, then its messages from `from` on.
+      EXPECT_EQ(rest.chunks[0].sequence(), 0u);
+      EXPECT_EQ(rest.chunks[0].payload(), large.chunks[0].payload());
+      const std::vector<v1::StreamChunk> tail(rest.chunks.begin() + 1, rest.chunks.end());
+      ExpectWellFormed(tail, from, 8 << 10);
+      EXPECT_EQ(Concat(tail), Concat(std::vector<v1::StreamChunk>(large.chunks.begin() + from, large.chunks.end())));
+      // What the client holds: the small stream up to `from`, then the rest.
+      std::vector<v1::StreamChunk> held(small.chunks.begin(), small.chunks.begin() + from);
+      held.insert(held.end(), tail.begin(), tail.end());
+      const auto got = ClientLevels(held, HeaderOf(large).sh_degree());
+      const auto want = ClientLevels(large.chunks, HeaderOf(large).sh_degree());
+      ASSERT_EQ(got.size(), want.size());
+      ::flexgs::testing::ExpectSameCloud(got.back(), want.back());
+    }
+    // An extension never shrinks, needs a budget, and needs a token.
+    v1::StreamSceneRequest shrink;
+    shrink.set_resume_token(HeaderOf(large).resume_token());
+    shrink.set_extend(true);
+    shrink.set_ratio(0.12);
+    EXPECT_EQ(Stream(*stub, shrink).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    shrink.clear_ratio();
+    EXPECT_EQ(Stream(*stub, shrink).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    v1::StreamSceneRequest no_token = RatioRequest("net", 0.5);
+    no_token.set_extend(true);
+    EXPECT_EQ(Stream(*stub, no_token).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Plan cache
 
@@ -921,27 +1010,30 @@ TEST(PlanCacheTest, EvictsLeastRecentlyUsedWithinItsByteBound) {
   PlanCache::Options options;
   options.capacity_bytes = script->ByteSize() * 2 + script->ByteSize() / 2;  // two of that size
   PlanCache cache(options);
-  auto get = [&](double ratio) {
+  // Keys differ in chunk size; budgets (top ratios) share one canonical script.
+  auto get = [&](uint32_t kib, double ratio = 0.2) {
     std::atomic<bool> done{false};
-    cache.Get(Model("small"), ParamsFor(ratio), [&](absl::StatusOr<PlanCache::ScriptPtr> r) {
+    StreamParams params = ParamsFor(ratio);
+    params.max_chunk_bytes = kib << 10;
+    cache.Get(Model("small"), params, [&](absl::StatusOr<PlanCache::ScriptPtr> r) {
       EXPECT_TRUE(r.ok());
       done = true;
     });
     EXPECT_TRUE(WaitFor([&] { return done.load(); }));
   };
-  get(0.2);
-  get(0.2001);
-  get(0.2);     // hit; 0.2001 is now least recently used
-  get(0.2002);  // evicts 0.2001
+  get(64);
+  get(63);
+  get(64, 0.9);  // hit (another budget, the same script); 63 is now least recently used
+  get(62);       // evicts 63
   auto s = cache.stats();
   EXPECT_EQ(s.misses, 3u);
   EXPECT_EQ(s.hits, 1u);
   EXPECT_EQ(s.evictions, 1u);
   EXPECT_EQ(s.entries, 2u);
   EXPECT_LE(s.bytes, options.capacity_bytes);
-  get(0.2);  // still there
+  get(64);  // still there
   EXPECT_EQ(cache.stats().hits, 2u);
-  get(0.2001);  // was evicted
+  get(63);  // was evicted
   EXPECT_EQ(cache.stats().misses, 4u);
 }
 

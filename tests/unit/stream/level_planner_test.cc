@@ -155,6 +155,23 @@ TEST(LevelPlannerTest, RatiosFollowTheLadderUpToTheTop) {
   EXPECT_FALSE(PlanRatios(m, {.top_ratio = std::nan(""), .ladder = {}}).ok());
 }
 
+// Every attribute of Gaussian i as one row, to compare clouds up to ordering.
+std::vector<std::vector<float>> Rows(const GaussianCloud& c) {
+  const size_t k = static_cast<size_t>(c.rest_coeffs()) * 3;
+  std::vector<std::vector<float>> rows(c.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    std::vector<float>& r = rows[i];
+    r.insert(r.end(), c.positions.begin() + i * 3, c.positions.begin() + i * 3 + 3);
+    r.insert(r.end(), c.log_scales.begin() + i * 3, c.log_scales.begin() + i * 3 + 3);
+    r.insert(r.end(), c.rotations.begin() + i * 4, c.rotations.begin() + i * 4 + 4);
+    r.push_back(c.opacity_logits[i]);
+    r.insert(r.end(), c.sh_dc.begin() + i * 3, c.sh_dc.begin() + i * 3 + 3);
+    r.insert(r.end(), c.sh_rest.begin() + i * k, c.sh_rest.begin() + (i + 1) * k);
+  }
+  std::sort(rows.begin(), rows.end());
+  return rows;
+}
+
 // Replays a plan the way a client does and checks each level against the planner's
 // definition: nested, exact counts, and geometry equal to the model transformed at e_k.
 void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) {
@@ -188,10 +205,22 @@ void CheckPlanReplay(const ElasticModel& m, const Plan& plan, ThreadPool* pool) 
     std::copy(a.sh_rest.begin(), a.sh_rest.end(), state.sh_rest.begin() + old * a.rest_coeffs() * 3);
     EXPECT_EQ(held.size(), ElasticCount(m.gaussians.size(), level.ratio));
     EXPECT_EQ(level.count, held.size());
-    const GaussianCloud expected = TransformedSubset(m, held, level.ratio, pool);
-    EXPECT_EQ(state.positions, expected.positions);
-    EXPECT_EQ(state.log_scales, expected.log_scales);
-    EXPECT_EQ(state.rotations, expected.rotations);
+    // Below a rung's last sub-level the pose is the rung's, computed with the whole rung
+    // (the field batches its work, so a subset's own evaluation may differ in the last
+    // bits); elsewhere the level's own, bit for bit.
+    const GaussianCloud expected = TransformedSubset(m, held, level.pose_ratio, pool);
+    if (level.pose_ratio == level.ratio) {
+      EXPECT_EQ(state.positions, expected.positions);
+      EXPECT_EQ(state.log_scales, expected.log_scales);
+      EXPECT_EQ(state.rotations, expected.rotations);
+    } else {
+      for (auto [got, want] : {std::pair{&state.positions, &expected.positions},
+                               {&state.log_scales, &expected.log_scales},
+                               {&state.rotations, &expected.rotations}}) {
+        ASSERT_EQ(got->size(), want->size());
+        for (size_t i = 0; i < got->size(); ++i) ASSERT_NEAR((*got)[i], (*want)[i], 1e-5) << i;
+      }
+    }
     EXPECT_EQ(state.sh_rest, expected.sh_rest);
   }
 }
@@ -229,6 +258,86 @@ TEST(LevelPlannerTest, TrainedPlansStayNestedAndPatchesReproduceEachLevel) {
   }
 }
 
+// Stops between rungs (the canonical stream's): each rung is cut into sub-levels whose
+// additions are rank-order prefixes of the rung's, patches ride on a rung's first
+// sub-level and replacements on its last, and a rung's last sub-level holds what the
+// plan without stops holds at that rung (up to the order within it).
+TEST(LevelPlannerTest, StopsBetweenRungsCutEachRungIntoRankOrderPrefixes) {
+  ThreadPool pool(2);
+  const std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
+  for (const char* kind : {"heuristic", "field", "merged"}) {
+    SCOPED_TRACE(kind);
+    ElasticModel m = std::string(kind) == "field" ? ::flexgs::testing::RatioDependentTestModel(3000, 11, 1)
+                                                  : HeuristicTestModel(3000, 12, 1);
+    if (std::string(kind) == "merged") m.merged_levels = true;
+    const PlanRequest plain{.top_ratio = 1.0, .ladder = ladder};
+    const PlanRequest stops = CanonicalPlanRequest(ladder);
+    EXPECT_EQ(stops.stops_per_doubling, kCanonicalStopsPerDoubling);
+    auto a = PlanLevels(m, plain, &pool);
+    auto b = PlanLevels(m, stops, &pool);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(a->levels.size(), 5u);
+    // 1 % is a rung of its own; then 0.05 / 0.01 = 5 = 2^2.3: 9 sub-levels of 2^(1/4);
+    // 2, 2.5 and 1/0.15 = 2^2.7 give 4, 2 and 11.
+    EXPECT_EQ(b->levels.size(), 1u + 9 + 4 + 2 + 11);
+    if (std::string(kind) != "merged") CheckPlanReplay(m, *b, &pool);
+    const std::vector<float> gi = RankingScores(m, 0.05, &pool);
+    size_t j = 0;
+    for (size_t k = 0; k < a->levels.size(); ++k) {
+      SCOPED_TRACE(::testing::Message() << "rung " << k);
+      std::vector<size_t> subs;
+      while (j < b->levels.size() && b->levels[j].pose_ratio == a->levels[k].ratio) subs.push_back(j++);
+      ASSERT_FALSE(subs.empty());
+      std::vector<uint32_t> added;
+      float worst_before = INFINITY;
+      for (size_t i = 0; i < subs.size(); ++i) {
+        const PlanLevel& l = b->levels[subs[i]];
+        if (i > 0) {
+          EXPECT_TRUE(l.patches.empty());
+          EXPECT_GT(l.count, b->levels[subs[i - 1]].count);
+          // Steps of 2^(1/4), the one before a rung up to one and a half.
+          EXPECT_LE(l.ratio / b->levels[subs[i - 1]].ratio, std::exp2(0.375) * (1 + 1e-12));
+        }
+        if (i + 1 < subs.size()) EXPECT_TRUE(l.replaced.empty());
+        EXPECT_EQ(l.count, ElasticCount(3000, l.ratio));
+        added.insert(added.end(), l.added.begin(), l.added.end());
+        if (std::string(kind) == "heuristic") {  // the GI ranking is the same at every ratio
+          float best = -INFINITY, worst = INFINITY;
+          for (uint32_t id : l.added) best = std::max(best, gi[id]), worst = std::min(worst, gi[id]);
+          EXPECT_LE(best, worst_before) << "a later sub-level holds a better-ranked Gaussian";
+          worst_before = worst;
+        }
+      }
+      const PlanLevel& last = b->levels[subs.back()];
+      EXPECT_EQ(last.ratio, a->levels[k].ratio);
+      EXPECT_EQ(last.count, a->levels[k].count);
+      std::vector<uint32_t> expected = a->levels[k].added;
+      std::sort(added.begin(), added.end());
+      std::sort(expected.begin(), expected.end());
+      EXPECT_EQ(added, expected);
+      auto with_stops = LevelCloud(*b, subs.back());
+      auto without = LevelCloud(*a, k);
+      ASSERT_TRUE(with_stops.ok() && without.ok());
+      EXPECT_EQ(Rows(*with_stops), Rows(*without));
+    }
+    EXPECT_EQ(j, b->levels.size());
+  }
+  EXPECT_EQ(PlanLevels(HeuristicTestModel(100, 1), {.top_ratio = 1, .ladder = {}, .stops_per_doubling = -1}, &pool)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LevelPlannerTest, LastLevelWithinIsTheLargestThatFits) {
+  const std::vector<uint64_t> counts = {10, 12, 15, 30};
+  EXPECT_EQ(LastLevelWithin(counts, 9), -1);
+  EXPECT_EQ(LastLevelWithin(counts, 10), 0);
+  EXPECT_EQ(LastLevelWithin(counts, 14), 1);
+  EXPECT_EQ(LastLevelWithin(counts, 15), 2);
+  EXPECT_EQ(LastLevelWithin(counts, 1000), 3);
+  EXPECT_EQ(LastLevelWithin({}, 5), -1);
+}
+
 TEST(LevelPlannerTest, PlansAreByteIdenticalAcrossRunsAndThreadCounts) {
   const ElasticModel m = TrainedLikeTestModel(4000, 9);
   ThreadPool one(1), three(3);
@@ -252,23 +361,6 @@ TEST(LevelPlannerTest, RawBytesCountAdditionsAndPatches) {
   EXPECT_EQ(RawBytesPerGaussian(3), 236u);
   EXPECT_EQ(plan->RawLevelBytes(0), 50u * RawBytesPerGaussian(1));
   EXPECT_EQ(plan->RawLevelBytes(1), 50u * RawBytesPerGaussian(1) + 50u * kPatchStride * 4);
-}
-
-// Every attribute of Gaussian i as one row, to compare clouds up to ordering.
-std::vector<std::vector<float>> Rows(const GaussianCloud& c) {
-  const size_t k = static_cast<size_t>(c.rest_coeffs()) * 3;
-  std::vector<std::vector<float>> rows(c.size());
-  for (size_t i = 0; i < c.size(); ++i) {
-    std::vector<float>& r = rows[i];
-    r.insert(r.end(), c.positions.begin() + i * 3, c.positions.begin() + i * 3 + 3);
-    r.insert(r.end(), c.log_scales.begin() + i * 3, c.log_scales.begin() + i * 3 + 3);
-    r.insert(r.end(), c.rotations.begin() + i * 4, c.rotations.begin() + i * 4 + 4);
-    r.push_back(c.opacity_logits[i]);
-    r.insert(r.end(), c.sh_dc.begin() + i * 3, c.sh_dc.begin() + i * 3 + 3);
-    r.insert(r.end(), c.sh_rest.begin() + i * k, c.sh_rest.begin() + (i + 1) * k);
-  }
-  std::sort(rows.begin(), rows.end());
-  return rows;
 }
 
 using ::flexgs::testing::ExpectSameCloud;

@@ -27,20 +27,22 @@ TEST(LevelFeedTest, PublishesEachCompleteLevelAndThePreviousOne) {
   const FeedState end = feed.WaitForLevel(-1, 30);
   ASSERT_TRUE(end.done);
   ASSERT_TRUE(end.status.ok()) << end.status;
-  EXPECT_EQ(end.levels, 3);
-  EXPECT_EQ(end.level, 2);
+  // Rungs 5, 10 and 20 % with three stops of 2^(1/4) between each two.
+  EXPECT_EQ(end.levels, 9);
+  EXPECT_EQ(end.level, 8);
   ASSERT_NE(end.current, nullptr);
   ASSERT_NE(end.previous, nullptr);
   EXPECT_EQ(end.current->size(), 8000u);
-  EXPECT_EQ(end.previous->size(), 4000u);
+  EXPECT_EQ(end.previous->size(), 6727u);  // floor(40,000 x 0.1 x 2^(3/4))
   EXPECT_GT(end.bytes, 0u);
   EXPECT_GT(end.version, first.version);
   // Snapshots do not change under their holder: the first level still holds 2,000.
   EXPECT_EQ(first.current->size(), 2000u);
-  ASSERT_EQ(end.history.size(), 3u);
+  ASSERT_EQ(end.history.size(), 9u);
   EXPECT_EQ(end.history[0]->size(), 2000u);
-  EXPECT_EQ(end.history[1], end.previous);
-  EXPECT_EQ(end.history[2], end.current);
+  EXPECT_EQ(end.history[4]->size(), 4000u);
+  EXPECT_EQ(end.history[7], end.previous);
+  EXPECT_EQ(end.history[8], end.current);
 }
 
 TEST(LevelFeedTest, StopEndsAStreamInFlightPromptly) {
