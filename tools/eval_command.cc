@@ -638,6 +638,16 @@ absl::StatusOr<std::vector<WireSeries>> BuildWireSeries(const EvalResult& r, con
                    {0.85f, 0.1f, 0.1f},
                    *std::move(bytes)});
   }
+  if (FindRow(r, "elastic-stream")) {
+    auto bytes = CanonicalStreamCutBytes(model, r.ratios, pool);
+    if (!bytes.ok()) return bytes.status();
+    out.push_back({"elastic-stream",
+                   "elastic-stream",
+                   "flexgs stream payload (quantized chunks) of the server's canonical stream up to each budget",
+                   true,
+                   {0.6f, 0.05f, 0.35f},
+                   *std::move(bytes)});
+  }
   if (FindRow(r, "elastic-independent")) {
     auto bytes = SingleLevelStreamBytes(model, r.ratios, pool);
     if (!bytes.ok()) return bytes.status();

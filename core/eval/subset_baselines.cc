@@ -36,7 +36,29 @@ constexpr MethodEntry kMethods[] = {
     {SubsetMethod::kRandom, "random"},
     {SubsetMethod::kGiMerge, "gi-merge"},
     {SubsetMethod::kNestedMerge, "nested-merge"},
+    {SubsetMethod::kElasticStream, "elastic-stream"},
 };
+
+// The server's canonical plan and, for each ratio, the last of its levels within
+// floor(e N) (what a client with that budget holds). OUT_OF_RANGE for a ratio below
+// the first level.
+absl::StatusOr<std::pair<Plan, std::vector<size_t>>> CanonicalCuts(const ElasticModel& model,
+                                                                   absl::Span<const double> ratios, ThreadPool* pool) {
+  auto plan = PlanLevels(model, CanonicalPlanRequest({}), pool);
+  if (!plan.ok()) return plan.status();
+  std::vector<uint64_t> counts;
+  for (const PlanLevel& l : plan->levels) counts.push_back(l.count);
+  std::vector<size_t> cuts;
+  for (double e : ratios) {
+    const int last = LastLevelWithin(counts, ElasticCount(model.gaussians.size(), e));
+    if (last < 0) {
+      return absl::OutOfRangeError(
+          absl::StrCat("ratio ", e, " holds fewer Gaussians than the stream's first level (", counts.front(), ")"));
+    }
+    cuts.push_back(static_cast<size_t>(last));
+  }
+  return std::make_pair(*std::move(plan), std::move(cuts));
+}
 
 // Top ElasticCount(n, e) by score (ties to the lower index), returned in index order so
 // every method gathers its Gaussians in the same (model) order.
@@ -168,6 +190,16 @@ absl::StatusOr<std::vector<GaussianCloud>> SubsetClouds(const ElasticModel& mode
     }
     return out;
   }
+  if (method == SubsetMethod::kElasticStream) {
+    auto cuts = CanonicalCuts(model, ratios, pool);
+    if (!cuts.ok()) return cuts.status();
+    for (size_t last : cuts->second) {
+      auto cloud = LevelCloud(cuts->first, last);
+      if (!cloud.ok()) return cloud.status();
+      out.push_back(*std::move(cloud));
+    }
+    return out;
+  }
   if (method == SubsetMethod::kNestedMerge) {
     const std::vector<std::vector<uint32_t>> additions = NestedAdditions(model, ratios, pool);
     std::vector<uint32_t> kept;
@@ -209,6 +241,7 @@ absl::StatusOr<std::vector<GaussianCloud>> SubsetClouds(const ElasticModel& mode
       }
       case SubsetMethod::kElasticNested:
       case SubsetMethod::kNestedMerge:
+      case SubsetMethod::kElasticStream:
         break;  // handled above
     }
   }
@@ -389,6 +422,24 @@ absl::StatusOr<std::vector<uint64_t>> SingleLevelStreamBytes(const ElasticModel&
       return absl::InternalError(absl::StrCat("a one-ratio stream at ", e, " has ", bytes->size(), " levels"));
     }
     out.push_back(bytes->front());
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<uint64_t>> CanonicalStreamCutBytes(const ElasticModel& model,
+                                                              absl::Span<const double> ratios, ThreadPool* pool) {
+  auto cuts = CanonicalCuts(model, ratios, pool);
+  if (!cuts.ok()) return cuts.status();
+  ScriptOptions options;  // the server's defaults: quantized, 256 KiB chunks
+  options.sh_degree = cuts->first.sh_degree;
+  auto script = BuildStreamScript(cuts->first, options);
+  if (!script.ok()) return script.status();
+  std::vector<uint64_t> out;
+  size_t next = 0;  // the first level not yet counted
+  for (size_t last : cuts->second) {
+    uint64_t bytes = 0;
+    for (; next <= last; ++next) bytes += script->levels[next].payload_bytes;
+    out.push_back(bytes);
   }
   return out;
 }

@@ -5,7 +5,9 @@
 //
 //   full                 the whole model (the reference when there are no test images)
 //   elastic-independent  ElasticSubset(model, e): selector + transform, top-k per ratio
-//   elastic-nested       LevelCloud of PlanLevels(ladder = the ratios): what a stream delivers
+//   elastic-nested       LevelCloud of PlanLevels(ladder = the ratios): a stream planned for them
+//   elastic-stream       the server's canonical stream (the model's ladder, stops between
+//                        rungs) cut at floor(e N): what a client whose budget is e holds
 //   gi-topk              top-k by the bundle's Global Importance, no transform (LightGS*)
 //   lightgaussian        top-k by GI * (V / V_ref)^0.1 (LightGaussian's volume weighting)
 //   opacity-topk         top-k by opacity
@@ -50,6 +52,7 @@ enum class SubsetMethod {
   kRandom,
   kGiMerge,
   kNestedMerge,
+  kElasticStream,
 };
 
 // LightGaussian's v_pow (prune.py default and every script of the reference).
@@ -160,5 +163,9 @@ absl::StatusOr<std::vector<uint64_t>> NestedStreamLevelBytes(const ElasticModel&
                                                              ThreadPool* pool);
 absl::StatusOr<std::vector<uint64_t>> SingleLevelStreamBytes(const ElasticModel& model, absl::Span<const double> ratios,
                                                              ThreadPool* pool);
+//   Canonical: the server's stream (CanonicalPlanRequest) cut at each ratio's count;
+//   entry k is what the cut at ratios[k] adds to the one before (cumulative, like nested).
+absl::StatusOr<std::vector<uint64_t>> CanonicalStreamCutBytes(const ElasticModel& model,
+                                                              absl::Span<const double> ratios, ThreadPool* pool);
 
 }  // namespace flexgs

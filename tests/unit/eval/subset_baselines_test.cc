@@ -11,6 +11,7 @@
 #include "render/global_importance.h"
 #include "stream/level_planner.h"
 #include "stream/stream_script.h"
+#include "tests/support/cloud_equality.h"
 #include "tests/support/test_models.h"
 
 namespace flexgs {
@@ -307,6 +308,52 @@ TEST(SubsetBaselinesTest, StreamBytesAreWhatTheScriptSends) {
   auto none = NestedStreamLevelBytes(testing::HeuristicTestModel(100, 1), {}, nullptr);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
+}
+
+// elastic-stream is the server's canonical stream cut at each budget: at a rung of the
+// model's ladder it holds what a plan for that rung holds, between rungs the last stop
+// within the budget; its bytes add up to the cut's share of the script.
+TEST(SubsetBaselinesTest, ElasticStreamIsTheCanonicalStreamCutAtEachBudget) {
+  ThreadPool pool(2);
+  const ElasticModel model = testing::HeuristicTestModel(4000, 5, 1);  // ladder 1/5/10/15 %
+  const std::vector<double> ratios = {0.05, 0.07, 0.15, 0.5};
+  auto clouds = SubsetClouds(model, SubsetMethod::kElasticStream, ratios, 0, &pool);
+  ASSERT_TRUE(clouds.ok()) << clouds.status();
+  ASSERT_EQ(clouds->size(), 4u);
+  auto plan = PlanLevels(model, CanonicalPlanRequest({}), &pool);
+  ASSERT_TRUE(plan.ok());
+  std::vector<size_t> want_last;
+  for (double e : ratios) {
+    size_t last = 0;
+    while (last + 1 < plan->levels.size() && plan->levels[last + 1].count <= ElasticCount(4000, e)) ++last;
+    want_last.push_back(last);
+  }
+  for (size_t k = 0; k < ratios.size(); ++k) {
+    SCOPED_TRACE(ratios[k]);
+    auto held = LevelCloud(*plan, want_last[k]);
+    ASSERT_TRUE(held.ok());
+    EXPECT_TRUE(testing::BitEqual((*clouds)[k], *held));
+    EXPECT_LE((*clouds)[k].size(), ElasticCount(4000, ratios[k]));
+    EXPECT_GT((*clouds)[k].size() * std::exp2(0.375), ElasticCount(4000, ratios[k]));
+  }
+  EXPECT_EQ((*clouds)[0].size(), 200u);  // a rung: exactly 5 %
+  EXPECT_EQ((*clouds)[2].size(), 600u);
+  auto bytes = CanonicalStreamCutBytes(model, ratios, &pool);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  ScriptOptions options;
+  options.sh_degree = plan->sh_degree;
+  auto script = BuildStreamScript(*plan, options);
+  ASSERT_TRUE(script.ok());
+  uint64_t cumulative = 0, total = 0;
+  for (size_t k = 0; k < ratios.size(); ++k) {
+    total += (*bytes)[k];
+    cumulative = 0;
+    for (size_t l = 0; l <= want_last[k]; ++l) cumulative += script->levels[l].payload_bytes;
+    EXPECT_EQ(total, cumulative) << ratios[k];
+  }
+  // A budget below the first level holds nothing the stream can give.
+  EXPECT_EQ(SubsetClouds(model, SubsetMethod::kElasticStream, {0.005}, 0, &pool).status().code(),
+            absl::StatusCode::kOutOfRange);
 }
 
 TEST(SubsetBaselinesTest, ResizeAreaAveragesAndToRgbOverComposites) {
