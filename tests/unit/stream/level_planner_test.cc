@@ -318,7 +318,18 @@ TEST(LevelPlannerTest, StopsBetweenRungsCutEachRungIntoRankOrderPrefixes) {
       auto with_stops = LevelCloud(*b, subs.back());
       auto without = LevelCloud(*a, k);
       ASSERT_TRUE(with_stops.ok() && without.ok());
-      EXPECT_EQ(Rows(*with_stops), Rows(*without));
+      if (std::string(kind) == "field") {
+        // The field batches its work by client order, which the stops change: the same
+        // poses up to the last bits (a SIMD lane's rounding), not bit for bit.
+        const auto got = Rows(*with_stops), want = Rows(*without);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(got[i].size(), want[i].size());
+          for (size_t c = 0; c < got[i].size(); ++c) ASSERT_NEAR(got[i][c], want[i][c], 1e-5) << i << "," << c;
+        }
+      } else {
+        EXPECT_EQ(Rows(*with_stops), Rows(*without));
+      }
     }
     EXPECT_EQ(j, b->levels.size());
   }
