@@ -39,6 +39,7 @@
 #include "client/renderer_memory.h"
 #include "client/resident_store.h"
 #include "client/scene_client.h"
+#include "client/static_stream.h"
 #include "io/camera_io.h"
 #include "io/ply_io.h"
 #include "io/png_io.h"
@@ -46,6 +47,7 @@
 #include "scene/orbit.h"
 #include "spdlog/spdlog.h"
 #include "stream/stream_budget.h"
+#include "stream/stream_export.h"
 
 namespace fc = flexgs::client;
 namespace fs = std::filesystem;
@@ -75,6 +77,7 @@ struct Args {
   bool json = false, save_levels = false, quiet = false, no_render = false;
   std::string tls_ca, tls_cert, tls_key, token_file;
   std::string save_ply;
+  std::string from;  // an export directory (flexgs export-stream) instead of a server
   int64_t test_corrupt_sequence = -1;
   // Which budget flag was given (CLI11 lets at most one through).
   bool budget_given = false, budget_ratio_given = false, budget_gaussians_given = false;
@@ -516,9 +519,21 @@ int Run(const Args& args) {
   setup.budget = *std::move(budget);
 
   const auto t0 = Clock::now();
-  auto client = ConnectToServer(args, setup.options.rate);
-  if (!client.ok()) return Fail(1, client.status());
-  auto info = FetchSceneInfo(**client, args, t0);
+  // From an export: no server, the same checks (client/static_stream.h).
+  std::optional<flexgs::StreamExport> exported;
+  absl::StatusOr<std::unique_ptr<fc::SceneClient>> client = std::unique_ptr<fc::SceneClient>();
+  absl::StatusOr<flexgs::v1::SceneInfo> info;
+  if (!args.from.empty()) {
+    auto e = flexgs::ReadStreamExport(args.from);
+    if (!e.ok()) return Fail(2, e.status());
+    exported = *std::move(e);
+    info = fc::SceneInfoOf(*exported);
+  } else {
+    if (args.scene.empty()) return Fail(1, absl::InvalidArgumentError("--scene is required with --server"));
+    client = ConnectToServer(args, setup.options.rate);
+    if (!client.ok()) return Fail(1, client.status());
+    info = FetchSceneInfo(**client, args, t0);
+  }
   if (!info.ok()) {
     std::cerr << "flexgs-client: " << CodeName(info.status().code()) << "\n";
     if (info.status().code() == absl::StatusCode::kUnavailable) {
@@ -541,7 +556,9 @@ int Run(const Args& args) {
   render_options.background = setup.options.background;
   fc::ProgressBar bar(stderr, !args.quiet && fc::ProgressBar::IsTerminal(stderr));
   LevelRenderer renderer(args, backend->get(), *std::move(cameras), render_options, t0, &bar);
-  auto summary = (*client)->Stream(setup.request, MakeStreamOptions(args, setup.options.rate), store.get(), &renderer);
+  auto summary =
+      exported ? fc::StreamFromExport(args.from, *exported, setup.request, store.get(), &renderer)
+               : (*client)->Stream(setup.request, MakeStreamOptions(args, setup.options.rate), store.get(), &renderer);
   bar.Finish();
   if (!summary.ok()) {
     std::cerr << "flexgs-client: " << CodeName(summary.status().code()) << "\n";
@@ -571,7 +588,10 @@ int Run(const Args& args) {
 // values, exclusions); `a` receives the values.
 void DeclareFlags(CLI::App& app, Args& a) {
   app.add_option("--server", a.server, "Server address HOST:PORT")->capture_default_str();
-  app.add_option("--scene", a.scene, "Scene id")->required();
+  app.add_option("--scene", a.scene, "Scene id (required with --server)");
+  app.add_option("--from", a.from,
+                 "Read the stream from the files `flexgs export-stream` wrote in this directory (or a copy an HTTP "
+                 "cache served) instead of a server");
   auto* budget = app.add_option("--budget", a.budget, "Memory budget: a size (512MiB, 1.5GB) or auto[:fraction]");
   auto* ratio = app.add_option("--budget-ratio", a.budget_ratio, "Budget as a top ratio in (0, 1]");
   auto* gaussians = app.add_option("--budget-gaussians", a.budget_gaussians, "Budget as a Gaussian count")

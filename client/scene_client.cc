@@ -162,6 +162,46 @@ absl::StatusOr<v1::SceneInfo> SceneClient::GetScene(const std::string& scene_id,
   return info;
 }
 
+void ReportApplied(const ApplyResult& applied, const SceneAssembler& assembler, double now_s, StreamSummary& summary,
+                   uint64_t& expected_bytes, StreamObserver& obs) {
+  const ResidentStore* store = &assembler.store();
+  switch (applied.kind) {
+    case ApplyResult::Kind::kHeader: {
+      const v1::StreamHeader& h = assembler.header();
+      summary.levels.assign(h.levels_size(), LevelStats{});
+      for (int i = 0; i < h.levels_size(); ++i) {
+        summary.levels[i].index = i;
+        summary.levels[i].ratio = h.levels(i).ratio();
+        summary.levels[i].gaussians = h.levels(i).gaussians();
+      }
+      // Block bytes plus the small LEVEL_END/trailer messages: close enough for a bar.
+      expected_bytes = h.total_payload_bytes() + applied.payload_bytes + 64 * h.total_messages();
+      obs.OnHeader(h);
+      break;
+    }
+    case ApplyResult::Kind::kGaussians:
+    case ApplyResult::Kind::kPatches:
+    case ApplyResult::Kind::kLevelEnd: {
+      LevelStats& ls = summary.levels[applied.level];
+      if (ls.payload_bytes == 0) {
+        ls.started_s = now_s;
+        obs.OnLevelStarted(applied.level, ls.ratio);
+      }
+      ls.payload_bytes += applied.payload_bytes;
+      if (applied.kind == ApplyResult::Kind::kLevelEnd) {
+        ls.completed_s = now_s;
+        obs.OnLevelComplete(ls, *store);
+      } else {
+        obs.OnBlockApplied(applied.level, *store);
+      }
+      break;
+    }
+    case ApplyResult::Kind::kTrailer:
+      break;
+  }
+  obs.OnProgress(assembler.payload_bytes(), std::max(expected_bytes, assembler.payload_bytes()));
+}
+
 absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, const StreamOptions& options,
                                                   ResidentStore* store, StreamObserver* observer) {
   if (store == nullptr) return absl::InvalidArgumentError("no ResidentStore given");
@@ -182,7 +222,6 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
     return absl::InvalidArgumentError(absl::StrCat("a stream request needs exactly one budget (memory bytes, ratio or ",
                                                    "Gaussian count); got ", budgets));
   }
-  const ResidentStore* store = &assembler.store();
   const RetryPolicy& retry = options.retry;
   if (retry.initial_backoff.count() <= 0 || retry.max_backoff < retry.initial_backoff || !(retry.multiplier >= 1.0)) {
     return absl::InvalidArgumentError("retry policy: need 0 < initial_backoff <= max_backoff and multiplier >= 1");
@@ -259,41 +298,7 @@ absl::StatusOr<StreamSummary> SceneClient::Stream(const StreamRequest& request, 
       last_progress = Clock::now();
       ++summary.messages;
       const double now_s = SecondsSince(t0);
-      switch (applied->kind) {
-        case ApplyResult::Kind::kHeader: {
-          const v1::StreamHeader& h = assembler.header();
-          summary.levels.assign(h.levels_size(), LevelStats{});
-          for (int i = 0; i < h.levels_size(); ++i) {
-            summary.levels[i].index = i;
-            summary.levels[i].ratio = h.levels(i).ratio();
-            summary.levels[i].gaussians = h.levels(i).gaussians();
-          }
-          // Block bytes plus the small LEVEL_END/trailer messages: close enough for a bar.
-          expected_bytes = h.total_payload_bytes() + applied->payload_bytes + 64 * h.total_messages();
-          obs.OnHeader(h);
-          break;
-        }
-        case ApplyResult::Kind::kGaussians:
-        case ApplyResult::Kind::kPatches:
-        case ApplyResult::Kind::kLevelEnd: {
-          LevelStats& ls = summary.levels[applied->level];
-          if (ls.payload_bytes == 0) {
-            ls.started_s = now_s;
-            obs.OnLevelStarted(applied->level, ls.ratio);
-          }
-          ls.payload_bytes += applied->payload_bytes;
-          if (applied->kind == ApplyResult::Kind::kLevelEnd) {
-            ls.completed_s = now_s;
-            obs.OnLevelComplete(ls, *store);
-          } else {
-            obs.OnBlockApplied(applied->level, *store);
-          }
-          break;
-        }
-        case ApplyResult::Kind::kTrailer:
-          break;
-      }
-      obs.OnProgress(assembler.payload_bytes(), std::max(expected_bytes, assembler.payload_bytes()));
+      ReportApplied(*applied, assembler, now_s, summary, expected_bytes, obs);
     }
 
     if (options.cancel != nullptr) options.cancel->Detach();

@@ -150,6 +150,13 @@ struct StreamSummary {
 // its full bounds from a server that sends none. DATA_LOSS when neither is 3-D.
 absl::StatusOr<SceneBounds> FramingBounds(const v1::SceneInfo& info);
 
+// What every source of a stream (a server, exported files) does after `applied` was
+// applied by `assembler`: keeps `summary`'s per-level statistics and `expected_bytes`
+// (the progress bar's total, from the header) and calls `obs`. `now_s`: seconds since
+// the stream began.
+void ReportApplied(const ApplyResult& applied, const SceneAssembler& assembler, double now_s, StreamSummary& summary,
+                   uint64_t& expected_bytes, StreamObserver& obs);
+
 class SceneClient {
  public:
   // Builds the channel (no I/O yet). INVALID_ARGUMENT for an empty address, NOT_FOUND /

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   flexgs::tools::RegisterGenerateCommand(app, &exit_code);
   flexgs::tools::RegisterElasticizeCommand(app, &exit_code);
   flexgs::tools::RegisterPlanCommand(app, &exit_code);
+  flexgs::tools::RegisterExportStreamCommand(app, &exit_code);
   flexgs::tools::RegisterCompareCommand(app, &exit_code);
   flexgs::tools::RegisterEvalCommand(app, &exit_code);
   flexgs::tools::RegisterTrainCommand(app, &exit_code);

@@ -17,6 +17,7 @@
 #include "render/global_importance.h"
 #include "scene/orbit.h"
 #include "stream/level_planner.h"
+#include "stream/stream_export.h"
 #include "stream/stream_script.h"
 #include "tools/commands.h"
 #include "tools/scene_source.h"
@@ -211,7 +212,75 @@ int RunPlan(const PlanArgs& args) {
   return 0;
 }
 
+struct ExportStreamArgs {
+  std::string model, out, ladder, encoding = "quantized";
+  int max_sh_degree = 3;
+  uint32_t max_chunk_bytes = ScriptOptions{}.max_chunk_bytes;
+  int threads = 0;
+};
+
+// The canonical stream the server would build for these parameters, as static files.
+int RunExportStream(const ExportStreamArgs& args) {
+  auto model = ReadModelBundle(args.model);
+  if (!model.ok()) return Fail("export-stream", model.status());
+  PlanRequest req = CanonicalPlanRequest({});
+  if (!args.ladder.empty()) {
+    auto ladder = ParseLadder(args.ladder);
+    if (!ladder.ok()) return Fail("export-stream", ladder.status());
+    req.ladder = *ladder;
+  }
+  ThreadPool pool(args.threads);
+  auto plan = PlanLevels(*model, req, &pool);
+  if (!plan.ok()) return Fail("export-stream", plan.status());
+  ScriptOptions options;
+  options.encoding = args.encoding == "lossless" ? ChunkEncoding::kLossless : ChunkEncoding::kQuantized;
+  options.sh_degree = std::min(args.max_sh_degree, plan->sh_degree);
+  options.max_chunk_bytes = args.max_chunk_bytes;
+  auto script = BuildStreamScript(*plan, options);
+  if (!script.ok()) return Fail("export-stream", script.status());
+  const GaussianCloud& g = model->gaussians;
+  ExportedScene scene;
+  scene.scene_id = std::filesystem::path(args.model).stem().string();
+  scene.model_digest = model->digest;
+  scene.model_gaussians = g.size();
+  scene.model_sh_degree = g.sh_degree;
+  scene.trained = !model->heuristic();
+  scene.ladder = req.ladder.empty() ? model->ladder : req.ladder;
+  const SceneBounds all = RobustBounds(g, 0.0, 1.0), view = RobustBounds(g);
+  for (int d = 0; d < 3; ++d) {
+    scene.bounds_min[d] = static_cast<float>(all.lo[d]);
+    scene.bounds_max[d] = static_cast<float>(all.hi[d]);
+    scene.view_min[d] = static_cast<float>(view.lo[d]);
+    scene.view_max[d] = static_cast<float>(view.hi[d]);
+  }
+  if (absl::Status st = WriteStreamExport(*script, scene, args.out); !st.ok()) return Fail("export-stream", st);
+  std::cout << absl::StrFormat("%s: %d levels up to 100%%, %d blocks, %d bytes of blocks (%s, SH %d) in %s\n",
+                               args.model, script->levels.size(), script->items.size() - 2 - script->levels.size(),
+                               script->payload_bytes, args.encoding, options.sh_degree, args.out);
+  return 0;
+}
+
 }  // namespace
+
+void RegisterExportStreamCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<ExportStreamArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "export-stream", "Write the server's canonical stream of a model as static files (index.json + blocks.bin)");
+  cmd->add_option("model", args->model, "Model bundle directory")->required();
+  cmd->add_option("--out", args->out, "Output directory")->required();
+  cmd->add_option("--ladder", args->ladder, "Ladder override, e.g. 0.01,0.05,0.10,0.15");
+  cmd->add_option("--encoding", args->encoding, "quantized or lossless")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"quantized", "lossless"}));
+  cmd->add_option("--max-sh-degree", args->max_sh_degree, "Highest SH degree streamed")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3));
+  cmd->add_option("--max-chunk-bytes", args->max_chunk_bytes, "Largest block message")
+      ->capture_default_str()
+      ->check(CLI::Range(kMinChunkBytes, kMaxChunkBytes));
+  cmd->add_option("--threads", args->threads, "CPU threads (0 = all)");
+  cmd->callback([args, exit_code] { *exit_code = RunExportStream(*args); });
+}
 
 absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text) {
   std::vector<double> out;
