@@ -18,7 +18,7 @@ BUILD_DIR="${BUILD_DIR:-build-asan}"
 JOBS="${JOBS:-$(nproc)}"
 FUZZ_SECONDS="${FLEXGS_FUZZ_SECONDS:-60}"
 STEPS=",${FLEXGS_SANITIZE_STEPS:-build,test,fuzz},"
-FUZZERS=(ply_reader compressed_ply chunk_decoder resume_token manifest_json safetensors)
+FUZZERS=(ply_reader compressed_ply chunk_decoder resume_token manifest_json safetensors stream_index)
 # Not run here, as they do not exercise our code under the sanitizers: container_test
 # builds Release images with podman from the sources; deploy_manifests_test lints YAML.
 EXCLUDE='^(container_test|deploy_manifests_test)$'

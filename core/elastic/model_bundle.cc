@@ -295,33 +295,6 @@ absl::StatusOr<std::string> GetString(const json& obj, const char* key, absl::st
   return v->get<std::string>();
 }
 
-// Parses JSON text with a nesting limit and rejection of duplicate keys (which
-// nlohmann would otherwise resolve silently, last one wins).
-absl::StatusOr<json> ParseJsonStrict(std::string_view text, int max_depth) {
-  bool too_deep = false;
-  RepeatedKeyFinder keys;
-  const json::parser_callback_t callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (too_deep) return false;
-    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
-        depth >= max_depth) {
-      too_deep = true;
-      return false;  // discarded: nothing below this level is built
-    }
-    return keys.Observe(event, parsed);
-  };
-  json parsed;
-  try {
-    parsed = json::parse(text.begin(), text.end(), callback);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid JSON: ", e.what()));
-  }
-  if (too_deep) return absl::InvalidArgumentError(absl::StrCat("JSON nests deeper than ", max_depth, " levels"));
-  if (!keys.repeated().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("JSON repeats the key \"", keys.repeated(), "\""));
-  }
-  return parsed;
-}
-
 // The digest covers everything in the manifest except the digest itself.
 absl::StatusOr<std::string> ManifestDigest(const json& manifest) {
   json content = manifest;

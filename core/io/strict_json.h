@@ -3,9 +3,12 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "absl/status/statusor.h"
 
 namespace flexgs {
 
@@ -29,5 +32,10 @@ class RepeatedKeyFinder {
   std::vector<std::set<std::string>> open_objects_;
   std::string repeated_;
 };
+
+// Parses untrusted JSON text: at most `max_depth` levels of nesting (the parser builds
+// nothing below; deeper input is refused, not recursed into) and no key repeated in an
+// object. INVALID_ARGUMENT saying which rule failed, or nlohmann's parse error.
+absl::StatusOr<nlohmann::json> ParseJsonStrict(std::string_view text, int max_depth);
 
 }  // namespace flexgs

@@ -113,11 +113,11 @@ absl::Status WriteStreamExport(const StreamScript& script, const ExportedScene& 
 absl::StatusOr<StreamExport> ReadStreamExport(const std::string& dir) {
   auto text = ReadFileToString(PathIn(dir, kIndexFile), kMaxIndexBytes);
   if (!text.ok()) return text.status();
-  RepeatedKeyFinder keys;
-  const json j = json::parse(
-      *text, [&](int, json::parse_event_t e, json& v) { return keys.Observe(e, v); }, false);
-  if (j.is_discarded() || !j.is_object()) return Bad(dir, "not a JSON object");
-  if (!keys.repeated().empty()) return Bad(dir, absl::StrCat("key '", keys.repeated(), "' appears twice"));
+  // The index nests 4 levels (scene, bounds, min); anything deeper is not one.
+  auto parsed = ParseJsonStrict(*text, 8);
+  if (!parsed.ok()) return Bad(dir, std::string(parsed.status().message()));
+  const json& j = *parsed;
+  if (!j.is_object()) return Bad(dir, "not a JSON object");
   if (j.value("format", "") != kFormat) return Bad(dir, absl::StrCat("format is not '", kFormat, "'"));
   if (!j.contains("version") || j["version"] != kVersion) return Bad(dir, absl::StrCat("version is not ", kVersion));
 

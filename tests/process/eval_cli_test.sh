@@ -30,7 +30,7 @@ import json, math, struct, sys, os
 j = json.load(open(sys.argv[1]))
 have_st = sys.argv[2] == "1"
 methods = ["elastic-independent", "elastic-nested", "gi-topk", "lightgaussian", "opacity-topk", "random", "gi-merge",
-           "nested-merge"]
+           "nested-merge", "elastic-stream"]
 if have_st:
     methods.append("splat-transform")
 errors = []
@@ -42,8 +42,10 @@ for m in methods:
             errors.append(f"missing {m} at {e}")
         elif not (isinstance(c["psnr"], float) and math.isfinite(c["psnr"])):
             errors.append(f"{m} at {e}: psnr {c['psnr']}")
-        elif m != "splat-transform" and c["count"] != int(e * 20000):
+        elif m not in ("splat-transform", "elastic-stream") and c["count"] != int(e * 20000):
             errors.append(f"{m} at {e}: count {c['count']}")
+        elif m == "elastic-stream" and not int(e * 20000) / 2 ** 0.375 < c["count"] <= int(e * 20000):
+            errors.append(f"{m} at {e}: count {c['count']}, not the stream's last stop within the budget")
 if not have_st and "splat-transform" in {r["method"] for r in j["results"]}:
     errors.append("splat-transform ran although it is not on PATH")
 if have_st != (("splat-transform", 0.05) in cells):

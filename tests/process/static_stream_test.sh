@@ -77,7 +77,7 @@ PY
 expect_refused "a level's count changed" "level 3 contradicts"
 rm -rf "$WORK/bad" && cp -r "$WORK/export-quantized" "$WORK/bad"
 head -c 2000 "$WORK/export-quantized/index.json" > "$WORK/bad/index.json"
-expect_refused "a truncated index" "not a JSON object"
+expect_refused "a truncated index" "index.json: invalid JSON"
 rm -rf "$WORK/bad" && cp -r "$WORK/export-quantized" "$WORK/bad"
 truncate -s -100 "$WORK/bad/blocks.bin"
 expect_refused "blocks.bin cut short" "the index says"
