@@ -121,22 +121,17 @@ absl::StatusOr<StreamSummary> StreamFromExport(const std::string& dir, const Str
       const ExportedBlock& b = e.blocks[block];
       auto data = ReadExportedBlock(dir, e, block);
       if (!data.ok()) return data.status();
-      v1::StreamChunk chunk;
-      if (b.kind == StreamItemKind::kGaussians) {
-        v1::GaussianBlock m;
-        m.set_level(b.level);
-        m.set_first(b.first);
-        m.set_count(b.count);
-        m.set_data(*std::move(data));
-        chunk = Chunk(b.sequence, v1::CHUNK_KIND_GAUSSIANS, m);
-      } else {
-        v1::PatchBlock m;
-        m.set_level(b.level);
-        m.set_first(b.first);
-        m.set_count(b.count);
-        m.set_data(*std::move(data));
-        chunk = Chunk(b.sequence, v1::CHUNK_KIND_PATCHES, m);
-      }
+      // GaussianBlock and PatchBlock have the same four fields.
+      const auto block_chunk = [&](auto message, v1::ChunkKind kind) {
+        message.set_level(b.level);
+        message.set_first(b.first);
+        message.set_count(b.count);
+        message.set_data(*std::move(data));
+        return Chunk(b.sequence, kind, message);
+      };
+      const v1::StreamChunk chunk = b.kind == StreamItemKind::kGaussians
+                                        ? block_chunk(v1::GaussianBlock(), v1::CHUNK_KIND_GAUSSIANS)
+                                        : block_chunk(v1::PatchBlock(), v1::CHUNK_KIND_PATCHES);
       if (absl::Status st = apply(chunk); !st.ok()) return st;
     }
     v1::LevelEnd end;

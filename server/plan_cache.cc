@@ -86,6 +86,12 @@ PlanCache::Stats PlanCache::stats() const {
 }
 
 size_t PlanCache::EvictModel(const std::string& digest) {
+  const size_t dropped = DropModelScripts(digest);
+  ReportSize();
+  return dropped;
+}
+
+size_t PlanCache::DropModelScripts(const std::string& digest) {
   std::lock_guard<std::mutex> lock(mu_);
   size_t dropped = 0;
   for (auto it = lru_.begin(); it != lru_.end();) {
@@ -99,6 +105,12 @@ size_t PlanCache::EvictModel(const std::string& digest) {
     ++dropped;
   }
   return dropped;
+}
+
+void PlanCache::ReportSize() {
+  if (!hooks_.on_size) return;
+  const Stats s = stats();
+  hooks_.on_size(s.entries, s.bytes);
 }
 
 void PlanCache::InsertLocked(const std::string& key, const std::string& digest, const ScriptPtr& script) {
@@ -144,6 +156,7 @@ void PlanCache::WorkerLoop(int threads) {
     }
     job.model.reset();  // a scene's model may be dropped while its plan was computing
     if (hooks_.on_computed) hooks_.on_computed(seconds);
+    if (result.ok()) ReportSize();
     for (Done& d : waiters) d(result);
   }
 }

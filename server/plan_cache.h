@@ -49,6 +49,8 @@ class PlanCache {
     std::function<void()> on_hit;
     std::function<void()> on_miss;
     std::function<void(double seconds)> on_computed;  // after every computation, ok or not
+    // After the cached scripts changed (inserted, evicted, dropped): how many, how many bytes.
+    std::function<void(uint64_t entries, uint64_t bytes)> on_size;
   };
 
   struct Stats {
@@ -97,6 +99,9 @@ class PlanCache {
   };
 
   void WorkerLoop(int threads);
+  // Calls hooks_.on_size with the cache's size now (takes mu_ itself).
+  void ReportSize();
+  size_t DropModelScripts(const std::string& digest);  // EvictModel without the report (takes mu_)
   // Inserts under mu_; evicts to make room.
   void InsertLocked(const std::string& key, const std::string& digest, const ScriptPtr& script);
 

@@ -180,6 +180,7 @@ int Run(const Flags& f) {
   hooks.on_hit = [&metrics] { metrics.PlanCacheHit(); };
   hooks.on_miss = [&metrics] { metrics.PlanCacheMiss(); };
   hooks.on_computed = [&metrics](double s) { metrics.PlanComputed(s); };
+  hooks.on_size = [&metrics](uint64_t entries, uint64_t bytes) { metrics.PlanCacheSize(entries, bytes); };
   PlanCache cache(cache_options, hooks);
 
   SceneServiceOptions service_options;

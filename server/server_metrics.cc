@@ -119,6 +119,16 @@ ServerMetrics::ServerMetrics() : registry_(std::make_shared<prometheus::Registry
                        .Help("Stream scripts that had to be computed.")
                        .Register(*registry_)
                        .Add({});
+  cache_entries_ = &BuildGauge()
+                        .Name("flexgs_plan_cache_entries")
+                        .Help("Stream scripts in the plan cache (one per model and stream parameters).")
+                        .Register(*registry_)
+                        .Add({});
+  cache_bytes_ = &BuildGauge()
+                      .Name("flexgs_plan_cache_bytes")
+                      .Help("Memory held by the plan cache's stream scripts.")
+                      .Register(*registry_)
+                      .Add({});
   active_ = &BuildGauge()
                  .Name("flexgs_streams_active")
                  .Help("StreamScene calls admitted and not yet done.")
@@ -208,6 +218,10 @@ void ServerMetrics::TimeToFirstChunk(double seconds) { ttfc_->Observe(seconds); 
 void ServerMetrics::PlanComputed(double seconds) { plan_seconds_->Observe(seconds); }
 void ServerMetrics::PlanCacheHit() { cache_hits_->Increment(); }
 void ServerMetrics::PlanCacheMiss() { cache_misses_->Increment(); }
+void ServerMetrics::PlanCacheSize(uint64_t entries, uint64_t bytes) {
+  cache_entries_->Set(static_cast<double>(entries));
+  cache_bytes_->Set(static_cast<double>(bytes));
+}
 void ServerMetrics::StreamsActive(int delta) { active_->Increment(delta); }
 void ServerMetrics::BytesInFlight(int64_t delta) { in_flight_->Increment(static_cast<double>(delta)); }
 void ServerMetrics::StallCancelled() { stalls_->Increment(); }

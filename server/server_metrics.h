@@ -80,6 +80,9 @@ class ServerMetrics {
   void PlanComputed(double seconds);
   void PlanCacheHit();
   void PlanCacheMiss();
+  // The plan cache's scripts: how many and their bytes (one canonical stream per model and
+  // stream parameters, whatever the budgets).
+  void PlanCacheSize(uint64_t entries, uint64_t bytes);
   void StreamsActive(int delta);
   void BytesInFlight(int64_t delta);
   void StallCancelled();
@@ -108,6 +111,8 @@ class ServerMetrics {
   prometheus::Histogram* plan_seconds_ = nullptr;
   prometheus::Counter* cache_hits_ = nullptr;
   prometheus::Counter* cache_misses_ = nullptr;
+  prometheus::Gauge* cache_entries_ = nullptr;
+  prometheus::Gauge* cache_bytes_ = nullptr;
   prometheus::Gauge* active_ = nullptr;
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* stalls_ = nullptr;

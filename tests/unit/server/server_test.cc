@@ -161,6 +161,7 @@ class TestServer {
     hooks.on_hit = [this] { metrics_.PlanCacheHit(); };
     hooks.on_miss = [this] { metrics_.PlanCacheMiss(); };
     hooks.on_computed = [this](double s) { metrics_.PlanComputed(s); };
+    hooks.on_size = [this](uint64_t entries, uint64_t bytes) { metrics_.PlanCacheSize(entries, bytes); };
     cache_ = std::make_unique<PlanCache>(cache_options, hooks);
     service_ = std::make_unique<SceneService>(&TestScenes().registry, cache_.get(), &metrics_, options);
     grpc::EnableDefaultHealthCheckService(true);
@@ -880,6 +881,11 @@ TEST(ServerTest, StreamsForAnyTwoBudgetsShareEveryMessageUpToTheSmaller) {
   }
   const auto after = server.cache().stats();
   EXPECT_EQ(after.misses - before.misses, 1u);
+  // One script whatever the budgets, and /metrics says how much memory it holds.
+  const std::string text = server.metrics().Render();
+  EXPECT_THAT(text, HasSubstr("flexgs_plan_cache_entries " + std::to_string(after.entries)));
+  EXPECT_THAT(text, HasSubstr("flexgs_plan_cache_bytes " + std::to_string(after.bytes)));
+  EXPECT_GT(after.bytes, 0u);
 }
 
 // A stream extended to a larger budget -- from its end, or from wherever it was cut off --
