@@ -70,6 +70,11 @@ void SceneRescanner::RescanOnce() {
     return;
   }
   if (!result->failed.empty() && options_.on_failures) options_.on_failures(result->failed.size());
+  if (options_.on_loaded && (!result->added.empty() || !result->replaced.empty())) {
+    std::vector<std::string> loaded = result->added;
+    loaded.insert(loaded.end(), result->replaced.begin(), result->replaced.end());
+    options_.on_loaded(loaded);
+  }
   if (!last_error_.empty()) spdlog::info("rescan: {} can be listed again", options_.dir);
   last_error_.clear();
   size_t dropped = 0;

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
@@ -30,6 +31,9 @@ class SceneRescanner {
     // Called (on the rescanner's thread) with the number of scenes that failed to
     // load in a rescan, or 1 when the directory could not be listed; never with 0.
     std::function<void(uint64_t)> on_failures;
+    // Called (on the rescanner's thread) with the ids of the scenes a rescan added or
+    // replaced, e.g. to warm their stream scripts; never with an empty list.
+    std::function<void(const std::vector<std::string>&)> on_loaded;
   };
 
   // `registry` and `cache` (may be null) must outlive the rescanner.

@@ -36,6 +36,7 @@
 #include "server/scene_registry.h"
 #include "server/scene_rescanner.h"
 #include "server/scene_service.h"
+#include "server/script_warmer.h"
 #include "server/server_credentials.h"
 #include "server/server_metrics.h"
 #include "server/stream_request.h"
@@ -250,6 +251,12 @@ int Run(const Flags& f) {
   rescan_options.load = load;
   rescan_options.interval = std::chrono::milliseconds(static_cast<int64_t>(f.rescan_interval * 1000));
   rescan_options.on_failures = [&metrics](uint64_t n) { metrics.SceneReloadFailed(n); };
+  // A scene's default canonical script starts planning as soon as the scene is loaded.
+  const auto warm = [&registry, &cache, &f](const std::vector<std::string>& ids) {
+    for (const std::string& id : ids)
+      WarmDefaultScript(registry, cache, id, f.max_chunk_bytes, f.max_client_chunk_bytes);
+  };
+  rescan_options.on_loaded = warm;
   SceneRescanner rescanner(&registry, &cache, rescan_options);
 
   std::atomic<bool> stopping{false};
@@ -283,6 +290,9 @@ int Run(const Flags& f) {
     health->SetServingStatus(kServiceName, true);
     health->SetServingStatus("", true);
     spdlog::info("SERVING {} scene(s)", registry.size());
+    std::vector<std::string> ids;
+    for (const auto& scene : registry.List()) ids.push_back(scene->id);
+    warm(ids);
     rescanner.Start();
     if (f.rescan_interval > 0) {
       spdlog::info("rescanning {} every {} s and on SIGHUP", f.scenes, f.rescan_interval);

@@ -33,6 +33,7 @@
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/scene_service.h"
+#include "server/script_warmer.h"
 #include "server/server_metrics.h"
 #include "spdlog/spdlog.h"
 #include "stream/chunk_codec.h"
@@ -937,6 +938,24 @@ TEST(ServerTest, ExtendingAStreamToALargerBudgetResendsNothing) {
     no_token.set_extend(true);
     EXPECT_EQ(Stream(*stub, no_token).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
+}
+
+// A loaded scene's default script is warmed: the first plain request of any budget is a
+// hit, not a plan.
+TEST(ServerTest, AWarmedSceneServesItsFirstRequestFromTheCache) {
+  TestServer server;
+  WarmDefaultScript(TestScenes().registry, server.cache(), "plain", 256 << 10, kMaxChunkBytes);
+  ASSERT_TRUE(WaitFor([&] { return server.cache().stats().entries == 1; }));
+  const auto before = server.cache().stats();
+  auto stub = server.Stub();
+  const StreamResult r = Stream(*stub, RatioRequest("plain", 0.37));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  const auto after = server.cache().stats();
+  EXPECT_EQ(after.misses, before.misses);
+  EXPECT_EQ(after.hits, before.hits + 1);
+  // An unknown scene is skipped, not a crash.
+  WarmDefaultScript(TestScenes().registry, server.cache(), "no-such-scene", 256 << 10, kMaxChunkBytes);
+  EXPECT_EQ(server.cache().stats().misses, after.misses);
 }
 
 // ---------------------------------------------------------------------------
