@@ -86,24 +86,21 @@ PlanCache::Stats PlanCache::stats() const {
 }
 
 size_t PlanCache::EvictModel(const std::string& digest) {
-  const size_t dropped = DropModelScripts(digest);
-  ReportSize();
-  return dropped;
-}
-
-size_t PlanCache::DropModelScripts(const std::string& digest) {
-  std::lock_guard<std::mutex> lock(mu_);
   size_t dropped = 0;
-  for (auto it = lru_.begin(); it != lru_.end();) {
-    if (it->digest != digest) {
-      ++it;
-      continue;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      if (it->digest != digest) {
+        ++it;
+        continue;
+      }
+      bytes_ -= it->bytes;
+      index_.erase(it->key);
+      it = lru_.erase(it);
+      ++dropped;
     }
-    bytes_ -= it->bytes;
-    index_.erase(it->key);
-    it = lru_.erase(it);
-    ++dropped;
   }
+  ReportSize();
   return dropped;
 }
 

@@ -101,7 +101,6 @@ class PlanCache {
   void WorkerLoop(int threads);
   // Calls hooks_.on_size with the cache's size now (takes mu_ itself).
   void ReportSize();
-  size_t DropModelScripts(const std::string& digest);  // EvictModel without the report (takes mu_)
   // Inserts under mu_; evicts to make room.
   void InsertLocked(const std::string& key, const std::string& digest, const ScriptPtr& script);
 

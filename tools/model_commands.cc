@@ -115,17 +115,24 @@ int RunPlan(const PlanArgs& args) {
     return Fail("plan",
                 absl::InvalidArgumentError(absl::StrCat("--budget-ratio ", args.budget_ratio, " is outside (0, 1]")));
   }
-  // What the server sends: its canonical stream for the ladder, cut at the budget.
-  PlanRequest req = CanonicalPlanRequest({});
-  req.stops_per_doubling = args.stops_per_doubling;
+  // What the server sends: its canonical stream for the ladder, cut at the budget (planned
+  // only as far as the budget reaches).
+  std::vector<double> ladder;
   if (!args.ladder.empty()) {
-    auto ladder = ParseLadder(args.ladder);
-    if (!ladder.ok()) return Fail("plan", ladder.status());
-    req.ladder = *ladder;
+    auto parsed = ParseLadder(args.ladder);
+    if (!parsed.ok()) return Fail("plan", parsed.status());
+    ladder = *parsed;
   }
   ThreadPool pool(args.threads);
   const auto t0 = std::chrono::steady_clock::now();
-  auto plan = PlanLevels(*model, req, &pool);
+  absl::StatusOr<Plan> plan;
+  if (args.stops_per_doubling == kCanonicalStopsPerDoubling) {
+    plan = PlanCanonicalUpTo(*model, ladder, args.budget_ratio, &pool);
+  } else {
+    PlanRequest req = CanonicalPlanRequest(ladder);
+    req.stops_per_doubling = args.stops_per_doubling;
+    plan = PlanLevels(*model, req, &pool);
+  }
   if (!plan.ok()) return Fail("plan", plan.status());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<uint64_t> counts;

@@ -44,7 +44,8 @@ constexpr MethodEntry kMethods[] = {
 // the first level.
 absl::StatusOr<std::pair<Plan, std::vector<size_t>>> CanonicalCuts(const ElasticModel& model,
                                                                    absl::Span<const double> ratios, ThreadPool* pool) {
-  auto plan = PlanLevels(model, CanonicalPlanRequest({}), pool);
+  if (ratios.empty()) return std::make_pair(Plan{}, std::vector<size_t>{});
+  auto plan = PlanCanonicalUpTo(model, {}, *std::max_element(ratios.begin(), ratios.end()), pool);
   if (!plan.ok()) return plan.status();
   std::vector<uint64_t> counts;
   for (const PlanLevel& l : plan->levels) counts.push_back(l.count);
@@ -428,6 +429,7 @@ absl::StatusOr<std::vector<uint64_t>> SingleLevelStreamBytes(const ElasticModel&
 
 absl::StatusOr<std::vector<uint64_t>> CanonicalStreamCutBytes(const ElasticModel& model,
                                                               absl::Span<const double> ratios, ThreadPool* pool) {
+  if (ratios.empty()) return std::vector<uint64_t>{};
   auto cuts = CanonicalCuts(model, ratios, pool);
   if (!cuts.ok()) return cuts.status();
   ScriptOptions options;  // the server's defaults: quantized, 256 KiB chunks

@@ -230,6 +230,17 @@ PlanRequest CanonicalPlanRequest(std::vector<double> ladder) {
   return request;
 }
 
+absl::StatusOr<Plan> PlanCanonicalUpTo(const ElasticModel& model, std::vector<double> ladder, double ratio,
+                                       ThreadPool* pool) {
+  if (!(ratio > 0.0 && ratio <= 1.0))
+    return absl::InvalidArgumentError(absl::StrCat("ratio ", ratio, " is outside (0, 1]"));
+  PlanRequest request = CanonicalPlanRequest(std::move(ladder));
+  const std::vector<double>& rungs = request.ladder.empty() ? model.ladder : request.ladder;
+  const auto rung = std::lower_bound(rungs.begin(), rungs.end(), ratio);
+  if (rung != rungs.end()) request.top_ratio = *rung;
+  return PlanLevels(model, request, pool);
+}
+
 int LastLevelWithin(const std::vector<uint64_t>& counts, uint64_t gaussians) {
   // First level holding more, minus one.
   const auto it = std::upper_bound(counts.begin(), counts.end(), gaussians);

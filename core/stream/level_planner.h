@@ -85,6 +85,13 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
 // budget picks how many of its levels to take (LastLevelWithin).
 PlanRequest CanonicalPlanRequest(std::vector<double> ladder);
 
+// The canonical stream's levels as far as a budget of `ratio` in (0, 1] can reach, planned
+// only up to the first rung at or above `ratio`: a level depends on the rungs up to its
+// own only, so these are the canonical plan's first levels, bit for bit, without the work
+// of planning the rest (tools and evaluation that need one budget's cut).
+absl::StatusOr<Plan> PlanCanonicalUpTo(const ElasticModel& model, std::vector<double> ladder, double ratio,
+                                       ThreadPool* pool);
+
 // The last level of `counts` (Gaussians held after each level, increasing) that holds
 // at most `gaussians`; -1 when even the first holds more.
 int LastLevelWithin(const std::vector<uint64_t>& counts, uint64_t gaussians);

@@ -339,6 +339,31 @@ TEST(LevelPlannerTest, StopsBetweenRungsCutEachRungIntoRankOrderPrefixes) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Planning the canonical stream only as far as a budget reaches gives its first levels.
+TEST(LevelPlannerTest, ACanonicalPlanUpToABudgetIsTheWholePlansPrefix) {
+  ThreadPool pool(2);
+  for (const char* kind : {"heuristic", "field", "merged"}) {
+    SCOPED_TRACE(kind);
+    ElasticModel m = std::string(kind) == "field" ? ::flexgs::testing::RatioDependentTestModel(3000, 11, 1)
+                                                  : HeuristicTestModel(3000, 12, 1);
+    m.merged_levels = std::string(kind) == "merged";
+    auto whole = PlanLevels(m, CanonicalPlanRequest({}), &pool);
+    ASSERT_TRUE(whole.ok());
+    for (double ratio : {0.01, 0.03, 0.05, 0.12, 0.4, 1.0}) {
+      SCOPED_TRACE(ratio);
+      auto part = PlanCanonicalUpTo(m, {}, ratio, &pool);
+      ASSERT_TRUE(part.ok()) << part.status();
+      ASSERT_LE(part->levels.size(), whole->levels.size());
+      EXPECT_GE(part->levels.back().count, ElasticCount(3000, ratio));  // reaches the budget
+      Plan prefix = *whole;
+      prefix.levels.resize(part->levels.size());
+      EXPECT_EQ(SerializePlan(*part), SerializePlan(prefix));
+    }
+  }
+  EXPECT_EQ(PlanCanonicalUpTo(HeuristicTestModel(100, 1), {}, 0.0, &pool).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(LevelPlannerTest, LastLevelWithinIsTheLargestThatFits) {
   const std::vector<uint64_t> counts = {10, 12, 15, 30};
   EXPECT_EQ(LastLevelWithin(counts, 9), -1);
