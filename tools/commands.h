@@ -22,6 +22,7 @@ void RegisterExportStreamCommand(CLI::App& app, int* exit_code);
 void RegisterCompareCommand(CLI::App& app, int* exit_code);
 void RegisterEvalCommand(CLI::App& app, int* exit_code);
 void RegisterTrainCommand(CLI::App& app, int* exit_code);
+void RegisterRefineCommand(CLI::App& app, int* exit_code);
 
 // "0.01,0.05,0.10" -> {0.01, 0.05, 0.10} (validated later by the planner).
 absl::StatusOr<std::vector<double>> ParseLadder(const std::string& text);

@@ -1181,7 +1181,16 @@ std::string MarkdownSetup(const EvalReport& r) {
   std::string md = absl::StrFormat("# flexgs eval: %s\n\n", r.args.model);
   absl::StrAppend(&md, absl::StrFormat("- Model: %d Gaussians, SH degree %d, digest `%s`.\n", r.model.gaussians.size(),
                                        r.model.gaussians.sh_degree, r.model.digest.substr(0, 16)));
-  if (r.model.heuristic()) {
+  if (r.model.merged_levels) {
+    absl::StrAppend(&md,
+                    absl::StrFormat("- **Merged levels**: elastic-nested and elastic-stream hold the nested selection "
+                                    "with every other Gaussian merged into it%s.\n",
+                                    r.model.refined_rungs.empty()
+                                        ? " (untrained)"
+                                        : absl::StrFormat(", the Gaussians of %d rungs trained against the input "
+                                                          "(`flexgs refine`; other ladders use the merge)",
+                                                          r.model.refined_rungs.size())));
+  } else if (r.model.heuristic()) {
     absl::StrAppend(&md,
                     "- **heuristic model** (no GsNet / transform field): elastic-independent and elastic-nested "
                     "rank by Global Importance with no transform, so they equal gi-topk.\n");

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   flexgs::tools::RegisterCompareCommand(app, &exit_code);
   flexgs::tools::RegisterEvalCommand(app, &exit_code);
   flexgs::tools::RegisterTrainCommand(app, &exit_code);
+  flexgs::tools::RegisterRefineCommand(app, &exit_code);
   app.parse_complete_callback([&] { spdlog::set_level(verbose ? spdlog::level::debug : spdlog::level::info); });
   // Logs go to stderr so that --json output on stdout stays machine-readable.
   spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs"));

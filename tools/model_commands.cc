@@ -152,7 +152,9 @@ int RunPlan(const PlanArgs& args) {
   nlohmann::json j;
   j["model"] = args.model;
   j["digest"] = model->digest;
-  j["mode"] = model->heuristic() ? "heuristic" : "trained";
+  j["mode"] = model->merged_levels ? (model->refined_rungs.empty() ? "merged" : "merged, refined")
+              : model->heuristic() ? "heuristic"
+                                   : "trained";
   j["gaussians"] = plan->model_gaussians;
   j["sh_degree"] = plan->sh_degree;
   j["plan_seconds"] = secs;

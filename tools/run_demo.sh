@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The main job end to end on the project's own default scene (nothing downloaded):
 # install dependencies, build, generate the synthetic default scene (a striped sphere
-# on a pedestal, a torus and a checkered disc), TRAIN it into an elastic model (GsNet
-# selector + transform field, distilled from the scene's own renders over the sphere),
+# on a pedestal, a torus and a checkered disc), TRAIN it into an elastic model (nested
+# levels whose Gaussians merge the ones left out, then trained against the scene's own
+# renders from all around: `flexgs elasticize --levels merged` + `flexgs refine`),
 # show the nested streaming plan, serve it with flexgs-server, and run flexgs-client with
 # a budget of 15%: it receives the levels 1% -> 5% -> 10% -> 15%, renders each as soon as
 # it is complete (level-<k>-view-<i>.png) and writes stats.json. Then `flexgs eval` puts
-# the trained levels beside merged levels and GI-only pruning (what the server streams
-# without training)
+# the trained levels beside untrained merged levels and GI-only pruning
 # from views all around, close-ups included: eval/contact.png (each cell labelled with
 # its PSNR and the KiB a client downloads to show it), eval/rd.png (PSNR against bytes)
-# and eval/report.md. Output: out/demo/. About 75 s on 2 cores after the build; 455 s
+# and eval/report.md. Output: out/demo/. About 31 s on 2 cores after the build; 455 s
 # with a cold build (no GPU, so no CUDA kernels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,15 +31,17 @@ cmake --build "$BUILD_DIR" -j"$(nproc)" --target flexgs flexgs-server flexgs-hea
 cmake --build "$BUILD_DIR" -j"$(nproc)" --target flexgs-view > /dev/null 2>&1 || echo "demo: flexgs-view not built"
 FLEXGS="$BUILD_DIR/tools/flexgs"
 mkdir -p "$OUT"
-rm -rf "$OUT/default.flexgs"
+rm -rf "$OUT/default.flexgs" "$OUT/merged.flexgs"
 # 50k Gaussians keep the training short on a laptop; `flexgs generate --count` scales it.
 "$FLEXGS" generate --out "$OUT/default.ply" --count 50000 --sh-degree 1
 "$FLEXGS" inspect "$OUT/default.ply"
-# Train once: 300 steps at 128x128 (about a minute on 2 cores). The Gaussians stay the
+# Train once (about 25 s on 2 cores): the nested levels with every left-out Gaussian
+# merged into a kept one, then each level's Gaussians trained (300 steps at 128x128)
+# against renders of the scene from views all around. The scene's own Gaussians stay the
 # input bit for bit, so a 100% budget gets the original scene.
-rm -rf "$OUT/default.flexgs.ckpt"
-"$FLEXGS" train "$OUT/default.ply" --out "$OUT/default.flexgs" --width 128 --iters 300 --orbit 12 \
-  --checkpoint-every 0
+"$FLEXGS" elasticize "$OUT/default.ply" --out "$OUT/merged.flexgs" --width 128 --height 128 \
+  --coverage-share 1 --levels merged
+"$FLEXGS" refine "$OUT/merged.flexgs" --out "$OUT/default.flexgs" --width 128
 "$FLEXGS" plan "$OUT/default.flexgs" --budget-ratio 0.15
 # The full model, for comparison with the levels the client renders.
 "$FLEXGS" render "$OUT/default.flexgs" --ratio 1 --orbit 4 --index 1 --width 640 --height 480 \
@@ -79,9 +81,9 @@ wait $SERVER_PID || true
 trap - EXIT
 
 # Serve any size, from anywhere: the trained nested levels against GI-only pruning (the
-# same scene without training) and against merged levels (the same nested selection with
-# every dropped Gaussian merged into a kept one, what `elasticize --levels merged`
-# serves) on 8 views over the sphere, close-ups included, none of them a training view.
+# same scene without training) and against untrained merged levels (GI top-k with every
+# dropped Gaussian merged into a kept one, as decimation does) on 8 views over the
+# sphere, close-ups included, none of them a training view.
 rm -rf "$OUT/eval"
 "$FLEXGS" eval "$OUT/default.flexgs" --original "$OUT/default.ply" --views sphere:8 --width 256 --height 256 \
   --ratios 0.01,0.05,0.10,0.15 --methods elastic-nested,nested-merge,gi-topk --out "$OUT/eval"
@@ -91,7 +93,7 @@ j = json.load(open(sys.argv[1]))
 cells = {}
 for c in j["results"]:
     cells.setdefault(c["method"], []).append(c)
-print("demo: PSNR from 8 views all around (dB): trained elastic levels, merged levels, GI-only pruning:")
+print("demo: PSNR from 8 views all around (dB): trained elastic levels, untrained merged levels, GI-only pruning:")
 for e, m, g in zip(cells["elastic-nested"], cells["nested-merge"], cells["gi-topk"]):
     print(f"  {100 * e['ratio']:4.0f}%  elastic {e['psnr']:6.2f}   merged {m['psnr']:6.2f}   GI-only {g['psnr']:6.2f}")
 PY

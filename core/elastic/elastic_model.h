@@ -6,6 +6,7 @@
 // LightGS* baseline (prune without fine-tuning).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,6 +29,39 @@ struct GiProvenance {
 
 // Merged levels: the default number of hard-EM passes of the merge.
 inline constexpr int kDefaultMergeRefinePasses = 2;
+
+// A rung of a merged-level model whose level attributes were trained (`flexgs refine`,
+// train/level_refiner.h): what a client holds after the rung, the merge's attributes
+// optimised against renders of the input from all around. The planner uses it in place
+// of the merge when the Gaussians it holds after that rung are exactly those it was
+// trained for (same ratio, same indices); any other ladder falls back to the merge.
+struct RefinedRung {
+  double ratio = 0;          // a rung of the model's ladder, in (0, 1)
+  uint64_t held_digest = 0;  // HeldIndexDigest of the model indices held after the rung
+  GaussianCloud held;        // one Gaussian per held index, in ascending model-index order
+};
+
+// A rung as the merge plans it (stream/level_planner.h MergedRungs), what
+// train/level_refiner.h starts from.
+struct MergedRung {
+  double ratio = 0;
+  std::vector<uint32_t> held;      // model indices held after the rung, client order
+  GaussianCloud merged;            // the merge's attributes for them, client order
+  std::vector<uint32_t> replaced;  // client-order indices (< the previous rung's size) it re-sends
+};
+
+// FNV-1a (64-bit) over the little-endian bytes of `sorted_indices`: identifies which
+// Gaussians a rung holds without storing the indices.
+inline uint64_t HeldIndexDigest(const std::vector<uint32_t>& sorted_indices) {
+  uint64_t h = 14695981039346656037ull;
+  for (uint32_t v : sorted_indices) {
+    for (int b = 0; b < 4; ++b) {
+      h ^= (v >> (8 * b)) & 0xffu;
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
 
 struct ElasticModel {
   GaussianCloud gaussians;
@@ -77,6 +111,8 @@ struct ElasticModel {
   // Merged levels: hard-EM passes of the merge (MergeOptions::refine_passes). Each pass
   // adds about a third of a merged plan's time for 0.1-0.6 dB (bench/RESULTS.md).
   int merge_refine_passes = kDefaultMergeRefinePasses;
+  // Merged levels with trained attributes, ascending ratios (empty: the merge as is).
+  std::vector<RefinedRung> refined_rungs;
   FieldNormalization normalization;  // bounds + ratio mapping of the field
   std::vector<double> ladder = {0.01, 0.05, 0.10, 0.15};
   std::string training_summary_json = "{}";  // free-form JSON object

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/types/span.h"
@@ -50,6 +51,7 @@ constexpr int64_t kMaxFieldResolution = 65536;
 constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
 constexpr double kMaxReplacementTolerance = 16.0;
+constexpr size_t kMaxRefinedRungs = 64;      // a ladder longer than this is not a ladder
 constexpr int kMaxMergeRefinePasses = 8;     // codec steps; beyond, levels stop refining
 constexpr double kMaxGiPriorWeight = 100.0;  // log-GI units; larger only freezes the ranking
 
@@ -79,11 +81,29 @@ int64_t SpatialResolution(const TransformFieldConfig& config, size_t level) {
   return static_cast<int64_t>(config.base_resolution) * config.multires[level];
 }
 
+// Refined rung k's attribute tensors: "refined.<k>.<attribute>".
+std::string RefinedTensorName(size_t rung, const char* attribute) {
+  return absl::StrCat("refined.", rung, ".", attribute);
+}
+
+int64_t ShRestFloats(int sh_degree) { return 3 * ((sh_degree + 1) * (sh_degree + 1) - 1); }
+
 // Every tensor a bundle with this content must hold, with its exact shape. The
-// config must have passed CheckFieldConfigBounds.
-ShapeMap ExpectedShapes(int64_t gaussians, bool has_gsnet, const TransformFieldConfig* field) {
+// config must have passed CheckFieldConfigBounds. `refined_sizes`: Gaussians held by
+// each refined rung.
+ShapeMap ExpectedShapes(int64_t gaussians, bool has_gsnet, const TransformFieldConfig* field,
+                        const std::vector<int64_t>& refined_sizes, int sh_degree) {
   ShapeMap shapes;
   shapes[kGiTensor] = {gaussians};
+  for (size_t k = 0; k < refined_sizes.size(); ++k) {
+    const int64_t n = refined_sizes[k];
+    shapes[RefinedTensorName(k, "position")] = {n, 3};
+    shapes[RefinedTensorName(k, "log_scale")] = {n, 3};
+    shapes[RefinedTensorName(k, "rotation")] = {n, 4};
+    shapes[RefinedTensorName(k, "opacity")] = {n};
+    shapes[RefinedTensorName(k, "f_dc")] = {n, 3};
+    if (sh_degree > 0) shapes[RefinedTensorName(k, "f_rest")] = {n, ShRestFloats(sh_degree)};
+  }
   if (has_gsnet) {
     constexpr int64_t kHidden = GsNetWeights::kHidden;
     for (int b = 0; b < 4; ++b) {
@@ -137,9 +157,25 @@ void PutLayer(TensorMap& tensors, const std::string& prefix, const DenseLayer& l
 
 // The model's tensors with shapes taken from the model itself, so that comparing
 // them against ExpectedShapes also proves the model matches its own config.
+std::vector<int64_t> RefinedSizes(const ElasticModel& model) {
+  std::vector<int64_t> sizes;
+  for (const RefinedRung& r : model.refined_rungs) sizes.push_back(static_cast<int64_t>(r.held.size()));
+  return sizes;
+}
+
 TensorMap ModelTensors(const ElasticModel& model) {
   TensorMap tensors;
   tensors[kGiTensor] = Tensor{{static_cast<int64_t>(model.global_importance.size())}, model.global_importance};
+  for (size_t k = 0; k < model.refined_rungs.size(); ++k) {
+    const GaussianCloud& c = model.refined_rungs[k].held;
+    const int64_t n = static_cast<int64_t>(c.size());
+    tensors[RefinedTensorName(k, "position")] = Tensor{{n, 3}, c.positions};
+    tensors[RefinedTensorName(k, "log_scale")] = Tensor{{n, 3}, c.log_scales};
+    tensors[RefinedTensorName(k, "rotation")] = Tensor{{n, 4}, c.rotations};
+    tensors[RefinedTensorName(k, "opacity")] = Tensor{{n}, c.opacity_logits};
+    tensors[RefinedTensorName(k, "f_dc")] = Tensor{{n, 3}, c.sh_dc};
+    if (c.sh_degree > 0) tensors[RefinedTensorName(k, "f_rest")] = Tensor{{n, ShRestFloats(c.sh_degree)}, c.sh_rest};
+  }
   if (model.gsnet) {
     for (int b = 0; b < 4; ++b) {
       const std::string branch = GsNetWeights::kBranchNames[b];
@@ -477,6 +513,36 @@ absl::StatusOr<json> ParseTrainingSummary(const std::string& text) {
   return j;
 }
 
+// Refined rungs: only on merged levels; ascending ratios of the ladder below 1; more
+// Gaussians each, at most the model's; the model's SH degree; finite attributes.
+absl::Status ValidateRefinedRungs(const ElasticModel& model) {
+  const std::vector<RefinedRung>& rungs = model.refined_rungs;
+  if (rungs.empty()) return absl::OkStatus();
+  if (!model.merged_levels) return absl::InvalidArgumentError("refined rungs need merged levels");
+  if (rungs.size() > kMaxRefinedRungs) {
+    return absl::InvalidArgumentError(absl::StrCat(rungs.size(), " refined rungs exceed ", kMaxRefinedRungs));
+  }
+  for (size_t k = 0; k < rungs.size(); ++k) {
+    const RefinedRung& r = rungs[k];
+    const std::string what = absl::StrCat("refined rung ", k, " (ratio ", r.ratio, ")");
+    if (!(r.ratio > 0.0 && r.ratio < 1.0) ||
+        std::find(model.ladder.begin(), model.ladder.end(), r.ratio) == model.ladder.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": the ratio is not a rung of the ladder below 1"));
+    }
+    if (k > 0 && !(r.ratio > rungs[k - 1].ratio && r.held.size() > rungs[k - 1].held.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ratios and sizes must increase"));
+    }
+    if (r.held.empty() || r.held.size() > model.gaussians.size() || r.held.sh_degree != model.gaussians.sh_degree) {
+      return absl::InvalidArgumentError(absl::StrCat(what, ": holds ", r.held.size(), " Gaussians of SH degree ",
+                                                     r.held.sh_degree, " for a model of ", model.gaussians.size(),
+                                                     " of degree ", model.gaussians.sh_degree));
+    }
+    FLEXGS_RETURN_IF_ERROR(Prefixed(what, r.held.Validate()));
+    FLEXGS_RETURN_IF_ERROR(Prefixed(what, CheckCloudFinite(r.held)));
+  }
+  return absl::OkStatus();
+}
+
 // Everything WriteModelBundle promises to check, before touching the disk.
 absl::Status ValidateModel(const ElasticModel& model) {
   const GaussianCloud& cloud = model.gaussians;
@@ -518,6 +584,7 @@ absl::Status ValidateModel(const ElasticModel& model) {
   if (model.pose_at_insertion && !model.field) {
     return absl::InvalidArgumentError("pose_at_insertion is set but the model has no transform field");
   }
+  FLEXGS_RETURN_IF_ERROR(ValidateRefinedRungs(model));
   if (model.field) {
     FLEXGS_RETURN_IF_ERROR(CheckFieldConfigBounds(model.field->config));
     FLEXGS_RETURN_IF_ERROR(model.field->Validate());
@@ -652,7 +719,8 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
   FLEXGS_RETURN_IF_ERROR(Prefixed(
       "WriteModelBundle",
       CheckTensors(tensors, ExpectedShapes(static_cast<int64_t>(model.gaussians.size()), model.gsnet.has_value(),
-                                           model.field ? &model.field->config : nullptr))));
+                                           model.field ? &model.field->config : nullptr, RefinedSizes(model),
+                                           model.gaussians.sh_degree))));
   const std::string safetensors = SerializeSafetensors(
       tensors, {{"format", kBundleFormatName}, {"format_version", std::to_string(kModelFormatVersion)}});
   if (safetensors.empty()) return absl::InternalError("WriteModelBundle: the tensors could not be serialised");
@@ -695,6 +763,11 @@ absl::Status WriteModelBundle(const std::string& dir, ElasticModel& model) {
     if (model.merge_refine_passes != kDefaultMergeRefinePasses) {
       manifest["merge_refine_passes"] = model.merge_refine_passes;
     }
+    for (const RefinedRung& r : model.refined_rungs) {
+      manifest["refined_rungs"].push_back({{"ratio", r.ratio},
+                                           {"gaussians", r.held.size()},
+                                           {"held_digest", absl::StrCat(absl::Hex(r.held_digest, absl::kZeroPad16))}});
+    }
     FLEXGS_ASSIGN_OR_RETURN(digest, ManifestDigest(manifest));
     manifest["digest"] = digest;
     manifest_text = manifest.dump(2) + "\n";
@@ -724,6 +797,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   const bool has_level_attributes = manifest.is_object() && manifest.contains("level_attributes");
   const bool has_tolerance = manifest.is_object() && manifest.contains("replacement_tolerance");
   const bool has_passes = manifest.is_object() && manifest.contains("merge_refine_passes");
+  const bool has_refined = manifest.is_object() && manifest.contains("refined_rungs");
   std::vector<const char*> key_names = {
       "format",       "format_version", "gaussians", "sh_degree", "ladder", "bounds", "ratio_normalization",
       "field_config", "has_gsnet",      "gi",        "training",  "files",  "digest"};
@@ -732,6 +806,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
   if (has_level_attributes) key_names.push_back("level_attributes");
   if (has_tolerance) key_names.push_back("replacement_tolerance");
   if (has_passes) key_names.push_back("merge_refine_passes");
+  if (has_refined) key_names.push_back("refined_rungs");
   absl::Status keys = CheckKeys(manifest, key_names, "");
   if (!keys.ok()) return bad(keys);
 
@@ -768,6 +843,31 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
                                           " and only with merged levels")));
     }
     model.merge_refine_passes = static_cast<int>(passes.get<int64_t>());
+  }
+  std::vector<int64_t> refined_sizes;
+  if (has_refined) {
+    const json& rungs = manifest.at("refined_rungs");
+    if (!rungs.is_array() || rungs.empty() || rungs.size() > kMaxRefinedRungs || !model.merged_levels) {
+      return bad(BadManifest(absl::StrCat("\"refined_rungs\" must be an array of 1 to ", kMaxRefinedRungs,
+                                          " rungs and only with merged levels")));
+    }
+    for (size_t k = 0; k < rungs.size(); ++k) {
+      const std::string where = absl::StrCat("refined_rungs[", k, "]");
+      if (absl::Status s = CheckKeys(rungs[k], {"ratio", "gaussians", "held_digest"}, where); !s.ok()) return bad(s);
+      RefinedRung r;
+      if (!rungs[k].at("ratio").is_number())
+        return bad(BadManifest(absl::StrCat("\"", where, ".ratio\" is not a number")));
+      r.ratio = rungs[k].at("ratio").get<double>();
+      absl::StatusOr<int64_t> n = GetInt(rungs[k], "gaussians", 1, std::numeric_limits<uint32_t>::max(), where + ".");
+      if (!n.ok()) return bad(n.status());
+      absl::StatusOr<std::string> digest = GetString(rungs[k], "held_digest", where + ".");
+      if (!digest.ok()) return bad(digest.status());
+      if (digest->size() != 16 || !absl::SimpleHexAtoi(*digest, &r.held_digest)) {
+        return bad(BadManifest(absl::StrCat("\"", where, ".held_digest\" is not 16 hex digits")));
+      }
+      refined_sizes.push_back(*n);
+      model.refined_rungs.push_back(std::move(r));
+    }
   }
   if (has_selector) {
     // Each key is optional, written only when set; an empty selector is refused.
@@ -918,8 +1018,19 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
     bytes->clear();
     bytes->shrink_to_fit();
     TensorMap& tensors = *parsed;
-    const ShapeMap expected = ExpectedShapes(*gaussians, has_gsnet, field_config ? &*field_config : nullptr);
+    const ShapeMap expected = ExpectedShapes(*gaussians, has_gsnet, field_config ? &*field_config : nullptr,
+                                             refined_sizes, static_cast<int>(*sh_degree));
     if (absl::Status s = CheckTensors(tensors, expected); !s.ok()) return Prefixed(path, s);
+    for (size_t k = 0; k < model.refined_rungs.size(); ++k) {
+      GaussianCloud& c = model.refined_rungs[k].held;
+      c.sh_degree = static_cast<int>(*sh_degree);
+      c.positions = std::move(tensors.at(RefinedTensorName(k, "position")).data);
+      c.log_scales = std::move(tensors.at(RefinedTensorName(k, "log_scale")).data);
+      c.rotations = std::move(tensors.at(RefinedTensorName(k, "rotation")).data);
+      c.opacity_logits = std::move(tensors.at(RefinedTensorName(k, "opacity")).data);
+      c.sh_dc = std::move(tensors.at(RefinedTensorName(k, "f_dc")).data);
+      if (c.sh_degree > 0) c.sh_rest = std::move(tensors.at(RefinedTensorName(k, "f_rest")).data);
+    }
 
     model.global_importance = std::move(tensors.at(kGiTensor).data);
     if (has_gsnet) {
@@ -955,6 +1066,7 @@ absl::StatusOr<ElasticModel> LoadBundle(const json& manifest, const std::string&
       model.field = std::move(field);
     }
   }
+  if (absl::Status s = ValidateRefinedRungs(model); !s.ok()) return bad(s);
   model.digest = manifest.at("digest").get<std::string>();
   return model;
 }

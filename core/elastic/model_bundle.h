@@ -22,13 +22,17 @@
 //   field.<head>.fc1.weight / .bias      [hidden, hidden] / [hidden]
 //   field.<head>.fc2.weight / .bias      [k, hidden] / [k]  head in
 //                                        TransformFieldWeights::kHeadNames (k = 3, 3, 4)
-// The gsnet.* tensors exist iff the manifest's "has_gsnet" is true, the field.*
-// tensors iff its "field_config" is not null; no other tensor may be present.
+//   refined.<k>.<attribute>              [n_k, d]       refined rung k's held Gaussians (attribute
+//                                        position 3, log_scale 3, rotation 4, opacity [n_k],
+//                                        f_dc 3, f_rest 3((deg+1)^2-1) when deg > 0)
+// The refined.* tensors exist iff the manifest has "refined_rungs"; the gsnet.* tensors iff the manifest's "has_gsnet"
+// is true, the field.* tensors iff its "field_config" is not null; no other tensor may be present.
 //
 // manifest.json keys: format ("flexgs-elastic-model"), format_version
 // (kModelFormatVersion), gaussians, sh_degree, ladder, bounds {min, max},
 // ratio_normalization {scale, offset}, field_config (or null), has_gsnet,
-// gi {variant, views, width, height, tensor: "gi"}, training (an object), files
+// gi {variant, views, width, height, tensor: "gi"}, training (an object), optionally
+// refined_rungs [{ratio, gaussians, held_digest (16 hex digits)}] (RefinedRung), files
 // {name: {sha256, bytes}} and digest: the SHA-256 of the manifest's canonical
 // serialisation (compact JSON, keys sorted) without "digest" itself. Because it
 // covers both file hashes, the digest identifies the model's entire content, and

@@ -100,6 +100,30 @@ uint64_t Plan::RawLevelBytes(size_t level) const {
   return (l.added.size() + l.replaced.size()) * RawBytesPerGaussian(sh_degree) + l.patches.size() * sizeof(float);
 }
 
+namespace {
+
+// The trained attributes of what a client holds after rung `e` (client order), when the
+// model has a refined rung trained for exactly these Gaussians; NOT_FOUND otherwise
+// (another ladder or prefix: the merge is used).
+absl::StatusOr<GaussianCloud> RefinedHeld(const ElasticModel& model, double e, const std::vector<uint32_t>& sent) {
+  for (const RefinedRung& rung : model.refined_rungs) {
+    if (rung.ratio != e || rung.held.size() != sent.size()) continue;
+    std::vector<uint32_t> order(sent.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return sent[a] < sent[b]; });
+    std::vector<uint32_t> sorted(sent.size());
+    for (size_t i = 0; i < order.size(); ++i) sorted[i] = sent[order[i]];
+    if (HeldIndexDigest(sorted) != rung.held_digest) continue;
+    // held[i] = rung.held[rank of sent[i] among the held indices].
+    std::vector<uint32_t> rank(sent.size());
+    for (uint32_t r = 0; r < order.size(); ++r) rank[order[r]] = r;
+    return rung.held.Gather(rank);
+  }
+  return absl::NotFoundError("no refined rung");
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<double>> PlanRatios(const ElasticModel& model, const PlanRequest& request) {
   if (absl::Status st = ValidateRatio(request.top_ratio); !st.ok()) return st;
   const std::vector<double>& ladder = request.ladder.empty() ? model.ladder : request.ladder;
@@ -169,9 +193,13 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     sent.insert(sent.end(), level.added.begin(), level.added.end());
     level.count = static_cast<uint32_t>(sent.size());
     if (model.merged_levels) {
-      MergeOptions merge;
-      merge.refine_passes = model.merge_refine_passes;
-      auto held = MergeIntoRepresentatives(model.gaussians, sent, merge, pool);
+      absl::StatusOr<GaussianCloud> held =
+          request.use_refined_rungs ? RefinedHeld(model, e, sent) : absl::NotFoundError("refined rungs not used");
+      if (!held.ok() && absl::IsNotFound(held.status())) {
+        MergeOptions merge;
+        merge.refine_passes = model.merge_refine_passes;
+        held = MergeIntoRepresentatives(model.gaussians, sent, merge, pool);
+      }
       if (!held.ok()) return held.status();
       // Below e = 1 an invisible change is not sent (the client keeps its older merge,
       // which the next level compares against); at e = 1 every change is, so the full
@@ -220,6 +248,26 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
     SplitIntoSubLevels(std::move(level), subs, plan.levels);
   }
   return plan;
+}
+
+absl::StatusOr<std::vector<MergedRung>> MergedRungs(const ElasticModel& model, ThreadPool* pool) {
+  if (!model.merged_levels) return absl::FailedPreconditionError("the model does not have merged levels");
+  PlanRequest request;
+  request.ladder = model.ladder;
+  request.top_ratio = model.ladder.back();
+  request.use_refined_rungs = false;
+  absl::StatusOr<Plan> plan = PlanLevels(model, request, pool);
+  if (!plan.ok()) return plan.status();
+  std::vector<MergedRung> rungs;
+  std::vector<uint32_t> held;
+  for (size_t k = 0; k < plan->levels.size() && plan->levels[k].ratio < 1.0; ++k) {
+    const PlanLevel& level = plan->levels[k];
+    held.insert(held.end(), level.added.begin(), level.added.end());
+    absl::StatusOr<GaussianCloud> cloud = LevelCloud(*plan, k);
+    if (!cloud.ok()) return cloud.status();
+    rungs.push_back({level.ratio, held, *std::move(cloud), level.replaced});
+  }
+  return rungs;
 }
 
 PlanRequest CanonicalPlanRequest(std::vector<double> ladder) {

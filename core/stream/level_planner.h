@@ -41,6 +41,9 @@ struct PlanRequest {
   // rung's last sub-level is a planner level in the sense of LevelCloud's equalities;
   // the ones before hold a rank-order prefix of it (see PlanLevel::pose_ratio).
   int stops_per_doubling = 0;
+  // Merged levels: use the model's refined rungs where they fit (false: the merge alone,
+  // what `flexgs refine` starts from).
+  bool use_refined_rungs = true;
 };
 
 // Sub-levels per doubling of the ratio in the canonical stream every client's budget
@@ -91,6 +94,10 @@ PlanRequest CanonicalPlanRequest(std::vector<double> ladder);
 // of planning the rest (tools and evaluation that need one budget's cut).
 absl::StatusOr<Plan> PlanCanonicalUpTo(const ElasticModel& model, std::vector<double> ladder, double ratio,
                                        ThreadPool* pool);
+
+// The rungs of a merged-level model's ladder below 1 as the merge alone plans them (no
+// stops, refined rungs ignored): what train/level_refiner.h refines.
+absl::StatusOr<std::vector<MergedRung>> MergedRungs(const ElasticModel& model, ThreadPool* pool);
 
 // The last level of `counts` (Gaussians held after each level, increasing) that holds
 // at most `gaussians`; -1 when even the first holds more.

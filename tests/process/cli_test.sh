@@ -69,6 +69,30 @@ for bad in "--merge-passes 1|--merge-passes" "--replacement-tolerance 1|--replac
   fi
 done
 
+# Refined levels: `flexgs refine` trains the merged model's rungs, records them in the
+# manifest, and the plan then serves them; bad options and unmerged models are refused.
+"$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/refined.flexgs" --iters 5 --views 3 --width 48 --threads 2 \
+  > "$TMP/refine.txt" 2>&1
+check "refine reports each rung" test "$(grep -c '^  rung ' "$TMP/refine.txt")" -eq 4
+check "refined manifest" python3 -c "
+import json, sys
+m = json.load(open('$TMP/refined.flexgs/manifest.json'))
+r = m['refined_rungs']
+sys.exit(0 if [x['ratio'] for x in r] == [0.01, 0.05, 0.1, 0.15] and m['training']['refine']['iterations'] == 5
+         else 1)"
+"$FLEXGS" plan "$TMP/refined.flexgs" --budget-ratio 0.12 --json > "$TMP/rplan.json"
+check "refined plan has the merged plan's levels" test "$(grep -c '"ratio"' "$TMP/rplan.json")" -eq \
+  "$(grep -c '"ratio"' "$TMP/mplan.json")"
+expect_exit1 "refine of an unmerged model" "does not have merged levels" \
+  "$FLEXGS" refine "$TMP/synth.flexgs" --out "$TMP/x.flexgs" --iters 1
+expect_exit1 "refine --iters 0" "refine iterations 0" "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --iters 0
+expect_exit1 "refine --view-fov 10:200" "field of view" \
+  "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --view-fov 10:200
+expect_exit1 "refine --directions" "hemisphere" \
+  "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --directions down
+expect_exit1 "refine of a missing model" "no-such.flexgs" \
+  "$FLEXGS" refine "$TMP/no-such.flexgs" --out "$TMP/x.flexgs"
+
 # Bad input: non-zero exit and a message naming the problem.
 printf 'ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nend_header\n' > "$TMP/bad.ply"
 if "$FLEXGS" inspect "$TMP/bad.ply" 2> "$TMP/err.txt"; then

@@ -18,6 +18,7 @@
 #include "io/ply_io.h"
 #include "io/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/cloud_equality.h"
 #include "tests/support/test_models.h"
 #include "tests/support/test_util.h"
 
@@ -482,6 +483,76 @@ TEST(ModelBundleTest, MergedLevelsRoundTrip) {
   unmerged.merge_refine_passes = kDefaultMergeRefinePasses;
   unmerged.replacement_tolerance = 1.0;
   EXPECT_EQ(WriteModelBundle((testing::ScratchDir() / "bad-tolerance.flexgs").string(), unmerged).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Refined rungs (flexgs refine) round-trip bit for bit with their ratios and digests, and
+// a bundle whose refined rungs do not fit the model is refused naming what is wrong.
+TEST(ModelBundleTest, RefinedRungsRoundTrip) {
+  ElasticModel model = HeuristicModel(200, 5);
+  model.merged_levels = true;
+  std::mt19937 rng(9);
+  for (double ratio : {0.05, 0.15}) {
+    RefinedRung r;
+    r.ratio = ratio;
+    r.held = RandomCloud(static_cast<size_t>(ratio * 200), 1, rng);
+    r.held_digest = 0x0123456789abcdefULL + static_cast<uint64_t>(ratio * 100);
+    model.refined_rungs.push_back(std::move(r));
+  }
+  const fs::path root = testing::ScratchDir();
+  const fs::path dir = root / "refined.flexgs";
+  const absl::Status written = WriteModelBundle(dir.string(), model);
+  ASSERT_TRUE(written.ok()) << written;
+  const json manifest = json::parse(ReadAll(dir / kBundleManifestFile));
+  ASSERT_EQ(manifest["refined_rungs"].size(), 2u);
+  EXPECT_EQ(manifest["refined_rungs"][0]["held_digest"], "0123456789abcdf4");
+  EXPECT_EQ(manifest["refined_rungs"][1]["gaussians"], 30);
+  auto read = ReadModelBundle(dir.string());
+  ASSERT_TRUE(read.ok()) << read.status();
+  ExpectModelsEqual(model, *read);
+  ASSERT_EQ(read->refined_rungs.size(), 2u);
+  for (size_t k = 0; k < 2; ++k) {
+    EXPECT_EQ(read->refined_rungs[k].ratio, model.refined_rungs[k].ratio);
+    EXPECT_EQ(read->refined_rungs[k].held_digest, model.refined_rungs[k].held_digest);
+    testing::ExpectSameCloud(read->refined_rungs[k].held, model.refined_rungs[k].held);
+  }
+  // Without refined rungs the key and tensors are absent (older bundles keep their digests).
+  ElasticModel plain = model;
+  plain.refined_rungs.clear();
+  const fs::path plain_dir = root / "unrefined.flexgs";
+  ASSERT_TRUE(WriteModelBundle(plain_dir.string(), plain).ok());
+  EXPECT_FALSE(json::parse(ReadAll(plain_dir / kBundleManifestFile)).contains("refined_rungs"));
+  EXPECT_NE(plain.digest, model.digest);
+
+  // Damaged manifests and tensors.
+  RewriteManifest(dir, [](json& m) { m["refined_rungs"][0]["held_digest"] = "xyz"; });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "refined_rungs[0].held_digest");
+  RewriteManifest(dir, [](json& m) {
+    m["refined_rungs"][0]["held_digest"] = "0123456789abcdf4";
+    m["refined_rungs"][0]["ratio"] = 0.07;
+  });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "not a rung of the ladder");
+  RewriteManifest(dir, [](json& m) {
+    m["refined_rungs"][0]["ratio"] = 0.05;
+    m["refined_rungs"][0]["gaussians"] = 11;
+  });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "refined.0.");
+  RewriteManifest(dir, [](json& m) {
+    m["refined_rungs"][0]["gaussians"] = 10;
+    m.erase("level_attributes");
+  });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "only with merged levels");
+  RewriteManifest(dir, [](json& m) { m["level_attributes"] = "merged"; });
+  RewriteTensors(dir, [](TensorMap& t) { t.at("refined.1.opacity").data[3] = std::nanf(""); });
+  ExpectReadFails(dir, absl::StatusCode::kInvalidArgument, "tensor refined.1.opacity has a non-finite value");
+
+  ElasticModel unmerged = model;
+  unmerged.merged_levels = false;
+  EXPECT_EQ(WriteModelBundle((root / "bad-refined.flexgs").string(), unmerged).code(),
+            absl::StatusCode::kInvalidArgument);
+  ElasticModel shrinking = model;
+  std::swap(shrinking.refined_rungs[0].held, shrinking.refined_rungs[1].held);
+  EXPECT_EQ(WriteModelBundle((root / "bad-refined2.flexgs").string(), shrinking).code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -517,6 +517,93 @@ TEST(LevelCloudTest, MergedLevelsAreTheMergeOfTheHeldSetAndEndAtTheInput) {
   EXPECT_EQ(LevelCloud(bad, 1).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Refined rungs stand in for the merge exactly where the held set is the one they were
+// trained for: the model's ladder, with or without stops (the canonical stream); a plan
+// whose rungs hold other Gaussians is the merge's plan, bit for bit; 100 % is the input.
+TEST(LevelCloudTest, RefinedRungsReplaceTheMergeOnlyForTheGaussiansTheyWereTrainedFor) {
+  ThreadPool pool(2);
+  ElasticModel m = HeuristicTestModel(3000, 12, /*sh_degree=*/1);
+  m.merged_levels = true;
+  m.coverage_share = 1.0;
+  m.ladder = {0.02, 0.05, 0.10};
+  auto rungs = MergedRungs(m, &pool);
+  ASSERT_TRUE(rungs.ok()) << rungs.status();
+  ASSERT_EQ(rungs->size(), 3u);
+  // Stand-ins for trained rungs: what a rung sends gets a brighter opacity, the rest
+  // stays what the rung before holds (as RefineRungs keeps it).
+  std::vector<GaussianCloud> client;  // per rung, client order
+  for (size_t k = 0; k < rungs->size(); ++k) {
+    const MergedRung& r = (*rungs)[k];
+    GaussianCloud c = r.merged;
+    const size_t before = k ? client[k - 1].size() : 0;
+    for (size_t i = 0; i < c.size(); ++i) {
+      const bool sent = i >= before || std::binary_search(r.replaced.begin(), r.replaced.end(), i);
+      if (sent) {
+        c.opacity_logits[i] += 0.75f;
+      } else {
+        c.Scatter(std::vector<uint32_t>{static_cast<uint32_t>(i)},
+                  client[k - 1].Gather(std::vector<uint32_t>{static_cast<uint32_t>(i)}));
+      }
+    }
+    std::vector<uint32_t> order(r.held.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return r.held[a] < r.held[b]; });
+    std::vector<uint32_t> sorted;
+    for (uint32_t i : order) sorted.push_back(r.held[i]);
+    m.refined_rungs.push_back({r.ratio, HeldIndexDigest(sorted), c.Gather(order)});
+    client.push_back(std::move(c));
+  }
+
+  auto plan = PlanLevels(m, {.top_ratio = 1.0, .ladder = {}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), 4u);
+  for (size_t k = 0; k < 3; ++k) {
+    SCOPED_TRACE(::testing::Message() << "rung " << k);
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    ExpectSameCloud(*cloud, client[k]);
+    EXPECT_EQ(plan->levels[k].replaced, (*rungs)[k].replaced);  // what the rung trained is what it sends
+  }
+  std::vector<uint32_t> sent;
+  for (const PlanLevel& l : plan->levels) sent.insert(sent.end(), l.added.begin(), l.added.end());
+  auto full = LevelCloud(*plan, 3);
+  ASSERT_TRUE(full.ok());
+  ExpectSameCloud(*full, m.gaussians.Gather(sent));
+
+  // The canonical stream (stops between rungs): each rung's last sub-level holds the
+  // trained Gaussians, whatever order the stops send them in.
+  auto canonical = PlanLevels(m, CanonicalPlanRequest({}), &pool);
+  ASSERT_TRUE(canonical.ok()) << canonical.status();
+  std::vector<uint32_t> held;
+  size_t rung = 0;
+  for (size_t k = 0; k < canonical->levels.size() && rung < 3; ++k) {
+    const PlanLevel& l = canonical->levels[k];
+    held.insert(held.end(), l.added.begin(), l.added.end());
+    if (l.ratio != m.ladder[rung]) continue;
+    auto cloud = LevelCloud(*canonical, k);
+    ASSERT_TRUE(cloud.ok());
+    std::vector<uint32_t> order(held.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return held[a] < held[b]; });
+    ExpectSameCloud(cloud->Gather(order), m.refined_rungs[rung].held);
+    ++rung;
+  }
+  EXPECT_EQ(rung, 3u);
+
+  // Other rungs hold other Gaussians: the merge's plan, bit for bit.
+  ElasticModel unrefined = m;
+  unrefined.refined_rungs.clear();
+  const PlanRequest other{.top_ratio = 0.12, .ladder = {0.03, 0.07}};
+  auto with = PlanLevels(m, other, &pool);
+  auto without = PlanLevels(unrefined, other, &pool);
+  ASSERT_TRUE(with.ok() && without.ok());
+  EXPECT_EQ(SerializePlan(*with), SerializePlan(*without));
+  // And the refiner's own view of the merge ignores the refined rungs.
+  auto again = MergedRungs(m, &pool);
+  ASSERT_TRUE(again.ok());
+  for (size_t k = 0; k < 3; ++k) ExpectSameCloud((*again)[k].merged, (*rungs)[k].merged);
+}
+
 // With a replacement tolerance the client skips invisible changes: fewer replacements,
 // every held Gaussian within the tolerance of the exact merge, and still the input at 100%.
 TEST(LevelCloudTest, ReplacementToleranceSkipsInvisibleChangesButNotAtTheFullScene) {
