@@ -30,6 +30,7 @@ struct RefineArgs {
   std::string view_distance = "0.45:1.3";
   std::string view_fov = "40:65";
   bool additions_only = false;
+  double replacement_share = 1.0;
   uint64_t seed = 1;
   std::string background = "0,0,0";
   std::string device = "auto";
@@ -52,7 +53,7 @@ int RunRefine(const RefineArgs& args) {
   options.iterations = args.iters;
   options.teacher_views = args.views;
   options.seed = args.seed;
-  options.additions_only = args.additions_only;
+  options.replacement_share = args.additions_only ? 0.0 : args.replacement_share;
   options.views.width = args.width;
   options.views.height = args.height > 0 ? args.height : args.width;
   absl::StatusOr<ViewDirections> dirs = ParseViewDirections(args.directions);
@@ -109,7 +110,7 @@ int RunRefine(const RefineArgs& args) {
                        {"directions", args.directions},
                        {"view_distance", args.view_distance},
                        {"view_fov", args.view_fov},
-                       {"additions_only", args.additions_only},
+                       {"replacement_share", options.replacement_share},
                        {"seed", args.seed},
                        {"rungs", report}};
   m.training_summary_json = summary.dump();
@@ -136,8 +137,11 @@ void RegisterRefineCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--view-fov", args->view_fov, "LO:HI horizontal field of view in degrees, in (0, 180)")
       ->capture_default_str();
+  cmd->add_option("--replacement-share", args->replacement_share,
+                  "Share of each rung's merge replacements trained and re-sent, largest changes first (0..1)")
+      ->capture_default_str();
   cmd->add_flag("--additions-only", args->additions_only,
-                "Train only each rung's new Gaussians (no replacements below 100 %: fewer bytes)");
+                "Train only each rung's new Gaussians (--replacement-share 0: nothing re-sent below 100 %)");
   cmd->add_option("--seed", args->seed, "Seed of the views")->capture_default_str();
   cmd->add_option("--background", args->background, "Background r,g,b")->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu or cuda (renders)")->capture_default_str();

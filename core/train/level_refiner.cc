@@ -1,6 +1,7 @@
 #include "train/level_refiner.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <string>
 
@@ -42,6 +43,38 @@ void MaskGradients(const std::vector<uint8_t>& trained, CloudGradients& g) {
   }
 }
 
+// How much the merge changed earlier Gaussian j from what the client holds: its centre's
+// shift in units of its largest axis, plus the log change of its ink (opacity x area,
+// what a merge conserves), plus the change of its base colour.
+double MergeChange(const GaussianCloud& now, const GaussianCloud& held, size_t j) {
+  double shift = 0, largest = 0, log_area = 0, colour = 0;
+  for (int a = 0; a < 3; ++a) {
+    const double d = now.positions[3 * j + a] - held.positions[3 * j + a];
+    shift += d * d;
+    largest = std::max(largest, std::exp(static_cast<double>(held.log_scales[3 * j + a])));
+    log_area += now.log_scales[3 * j + a] - held.log_scales[3 * j + a];
+    const double c = now.sh_dc[3 * j + a] - held.sh_dc[3 * j + a];
+    colour += c * c;
+  }
+  auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  const double ink = std::log(sigmoid(now.opacity_logits[j]) / sigmoid(held.opacity_logits[j])) + log_area;
+  return std::sqrt(shift) / std::max(largest, 1e-12) + std::abs(ink) + std::sqrt(colour);
+}
+
+// The replacements of `rung` that are trained (and so re-sent): the `share` of them
+// whose merge changed most, ties to the lower index.
+std::vector<uint32_t> TrainedReplacements(const MergedRung& rung, const GaussianCloud& held, double share) {
+  std::vector<uint32_t> chosen = rung.replaced;
+  const size_t keep = static_cast<size_t>(std::ceil(share * static_cast<double>(chosen.size()) - 1e-9));
+  if (keep >= chosen.size()) return chosen;
+  std::vector<std::pair<double, uint32_t>> by_change;
+  for (uint32_t j : chosen) by_change.push_back({-MergeChange(rung.merged, held, j), j});
+  std::sort(by_change.begin(), by_change.end());
+  chosen.clear();
+  for (size_t i = 0; i < keep; ++i) chosen.push_back(by_change[i].second);
+  return chosen;
+}
+
 // The rung's held Gaussians in ascending model-index order, as RefinedRung stores them.
 RefinedRung ToRefinedRung(double ratio, const std::vector<uint32_t>& held, const GaussianCloud& cloud) {
   std::vector<uint32_t> order(held.size());
@@ -64,6 +97,9 @@ absl::Status LevelRefineOptions::Validate() const {
   }
   if (teacher_views < 1 || teacher_views > 100000) {
     return absl::InvalidArgumentError(absl::StrCat("refine views ", teacher_views, " is outside [1, 100000]"));
+  }
+  if (!(replacement_share >= 0.0 && replacement_share <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("replacement share ", replacement_share, " is outside [0, 1]"));
   }
   return views.Validate();
 }
@@ -119,9 +155,7 @@ absl::StatusOr<std::vector<RefinedRung>> RefineRungs(const GaussianCloud& input,
     const size_t before = held_before.size();
     std::vector<uint8_t> trained(cloud.size(), 0);
     std::fill(trained.begin() + before, trained.end(), 1);
-    if (!options.additions_only) {
-      for (uint32_t j : rung.replaced) trained[j] = 1;
-    }
+    for (uint32_t j : TrainedReplacements(rung, held_before, options.replacement_share)) trained[j] = 1;
     for (size_t i = 0; i < before; ++i) {
       if (!trained[i]) CopyGaussian(held_before, i, cloud, i);
     }

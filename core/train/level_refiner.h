@@ -9,9 +9,9 @@
 // on held-out views (bench/RESULTS.md).
 //
 // Nesting is kept: rung k optimises only what it sends (its new Gaussians and the
-// earlier ones its merge replaces; with `additions_only`, its new Gaussians only), the
-// rest stay what the client already holds, so the rungs' bytes on the wire are those of
-// the merge (fewer with `additions_only`: no replacements below 100 %). The input itself
+// earlier ones its merge replaces, or the `replacement_share` of those whose merge
+// changed most), the rest stay what the client already holds, so the rungs' bytes on the
+// wire are at most those of the merge (share 0: no replacements below 100 %). The input itself
 // is untouched: the model's 100 % level is still the original, bit for bit.
 #pragma once
 
@@ -34,9 +34,12 @@ struct LevelRefineOptions {
   int teacher_views = 150;  // views of the input, rendered once and cycled through
   ViewDistribution views;   // where those views are drawn from
   uint64_t seed = 1;        // picks the views
-  bool additions_only = false;
+  // Share of each rung's replacements (earlier Gaussians whose merge changed) trained and
+  // re-sent, the largest changes first; the rest keep what the client holds. 1: all of
+  // them (most picture per byte); 0: additions only (fewest bytes per Gaussian).
+  double replacement_share = 1.0;
   std::array<float, 3> background = {0.0f, 0.0f, 0.0f};
-  absl::Status Validate() const;  // iterations in [1, 1e6], views in [1, 1e5], views valid
+  absl::Status Validate() const;  // iterations in [1, 1e6], views in [1, 1e5], share in [0, 1], views valid
 };
 
 struct RungReport {

@@ -88,6 +88,8 @@ expect_exit1 "refine of an unmerged model" "does not have merged levels" \
 expect_exit1 "refine --iters 0" "refine iterations 0" "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --iters 0
 expect_exit1 "refine --view-fov 10:200" "field of view" \
   "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --view-fov 10:200
+expect_exit1 "refine --replacement-share 2" "replacement share 2" \
+  "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --replacement-share 2
 expect_exit1 "refine --directions" "hemisphere" \
   "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --directions down
 expect_exit1 "refine of a missing model" "no-such.flexgs" \

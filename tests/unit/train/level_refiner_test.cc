@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "render/cpu_rasterizer.h"
 #include "render/image_metrics.h"
 #include "scene/orbit.h"
@@ -88,18 +91,18 @@ TEST(LevelRefinerTest, RefinedRungsRenderTheInputBetterFromViewsTheyDidNotTrainO
   }
 }
 
-// Rung k changes only what it sends: its new Gaussians and (unless additions_only) the
+// Rung k changes only what it sends: its new Gaussians and the replacement share of the
 // earlier ones its merge replaced; every other earlier Gaussian is the previous rung's.
 TEST(LevelRefinerTest, EachRungTrainsOnlyWhatItSends) {
   ThreadPool pool(2);
   const ElasticModel m = MergedModel();
   auto rungs = MergedRungs(m, &pool);
   ASSERT_TRUE(rungs.ok()) << rungs.status();
-  for (bool additions_only : {false, true}) {
-    SCOPED_TRACE(additions_only ? "additions only" : "additions and replacements");
+  for (double share : {1.0, 0.5, 0.0}) {
+    SCOPED_TRACE(::testing::Message() << "replacement share " << share);
     LevelRefineOptions o = SmallOptions();
     o.iterations = 10;
-    o.additions_only = additions_only;
+    o.replacement_share = share;
     auto refined = Refine(m, *rungs, o, 2);
     ASSERT_TRUE(refined.ok()) << refined.status();
     for (size_t k = 1; k < rungs->size(); ++k) {
@@ -116,7 +119,7 @@ TEST(LevelRefinerTest, EachRungTrainsOnlyWhatItSends) {
       const GaussianCloud now = client_order(k), before = client_order(k - 1);
       size_t kept = 0, changed = 0;
       for (uint32_t i = 0; i < before.size(); ++i) {
-        const bool sent = !additions_only && std::binary_search(rung.replaced.begin(), rung.replaced.end(), i);
+        const bool sent = share > 0 && std::binary_search(rung.replaced.begin(), rung.replaced.end(), i);
         const GaussianCloud a = now.Gather(std::vector<uint32_t>{i}), b = before.Gather(std::vector<uint32_t>{i});
         const bool same = a.positions == b.positions && a.log_scales == b.log_scales && a.rotations == b.rotations &&
                           a.opacity_logits == b.opacity_logits && a.sh_dc == b.sh_dc && a.sh_rest == b.sh_rest;
@@ -128,9 +131,11 @@ TEST(LevelRefinerTest, EachRungTrainsOnlyWhatItSends) {
         }
       }
       EXPECT_GT(kept, 0u);
-      if (!additions_only) {
-        EXPECT_GT(changed, 0u) << "rung " << k << " trained none of its replacements";
-      }
+      // The share of the replacements, rounded up, is trained (a trained one may land
+      // where it started only by chance).
+      const size_t share_count = static_cast<size_t>(std::ceil(share * rung.replaced.size() - 1e-9));
+      EXPECT_LE(changed, share_count) << "rung " << k;
+      EXPECT_GE(changed + 2, share_count) << "rung " << k << " trained fewer than its share of replacements";
     }
   }
 }
@@ -169,6 +174,9 @@ TEST(LevelRefinerTest, BadInputIsRefusedNamingTheProblem) {
   o = SmallOptions();
   o.teacher_views = 0;
   expect_error(*rungs, o, "refine views 0");
+  o = SmallOptions();
+  o.replacement_share = 1.5;
+  expect_error(*rungs, o, "replacement share 1.5");
   o = SmallOptions();
   o.views.max_fov_deg = 200;
   expect_error(*rungs, o, "field of view");
