@@ -81,6 +81,15 @@ int RunRefine(const RefineArgs& args) {
   absl::StatusOr<std::vector<MergedRung>> rungs = MergedRungs(m, &pool);
   if (!rungs.ok()) return Fail(rungs.status());
   if (rungs->empty()) return Fail(absl::FailedPreconditionError("the model's ladder has no rung below 1"));
+  if (rungs->size() > kMaxRefinedRungs) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "the model's ladder has ", rungs->size(), " rungs below 1; at most ", kMaxRefinedRungs, " can be refined")));
+  }
+  // What the stream will re-send is what the planner finds visible at the model's tolerance.
+  options.visible = [tolerance = m.replacement_tolerance](const GaussianCloud& now, size_t i, const GaussianCloud& held,
+                                                          size_t j) {
+    return ReplacementIsVisible(now, i, held, j, tolerance);
+  };
   std::cout << absl::StrFormat("refining %d rungs of %s: %d steps each, %d views of %dx%d (%s)\n", rungs->size(),
                                args.model, args.iters, args.views, options.views.width, options.views.height,
                                (*student)->name());
@@ -137,11 +146,13 @@ void RegisterRefineCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--view-fov", args->view_fov, "LO:HI horizontal field of view in degrees, in (0, 180)")
       ->capture_default_str();
-  cmd->add_option("--replacement-share", args->replacement_share,
-                  "Share of each rung's merge replacements trained and re-sent, largest changes first (0..1)")
-      ->capture_default_str();
+  CLI::Option* share =
+      cmd->add_option("--replacement-share", args->replacement_share,
+                      "Share of each rung's merge replacements trained and re-sent, largest changes first (0..1)")
+          ->capture_default_str();
   cmd->add_flag("--additions-only", args->additions_only,
-                "Train only each rung's new Gaussians (--replacement-share 0: nothing re-sent below 100 %)");
+                "Train only each rung's new Gaussians (--replacement-share 0: nothing re-sent below 100 %)")
+      ->excludes(share);
   cmd->add_option("--seed", args->seed, "Seed of the views")->capture_default_str();
   cmd->add_option("--background", args->background, "Background r,g,b")->capture_default_str();
   cmd->add_option("--device", args->device, "auto, cpu or cuda (renders)")->capture_default_str();

@@ -41,6 +41,9 @@ struct RefinedRung {
   GaussianCloud held;        // one Gaussian per held index, in ascending model-index order
 };
 
+// More refined rungs than this are refused (a ladder that long is not a ladder).
+inline constexpr size_t kMaxRefinedRungs = 64;
+
 // A rung as the merge plans it (stream/level_planner.h MergedRungs), what
 // train/level_refiner.h starts from.
 struct MergedRung {

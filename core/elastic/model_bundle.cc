@@ -26,6 +26,7 @@
 #include "base/file_io.h"
 #include "base/sha256.h"
 #include "base/status_macros.h"
+#include "elastic/elastic_selection.h"  // ElasticCount
 #include "io/ply_io.h"
 #include "io/safetensors.h"
 #include "io/strict_json.h"
@@ -51,7 +52,6 @@ constexpr int64_t kMaxFieldResolution = 65536;
 constexpr int64_t kMaxFieldLevels = 16;
 constexpr int64_t kMaxFieldHidden = 65536;
 constexpr double kMaxReplacementTolerance = 16.0;
-constexpr size_t kMaxRefinedRungs = 64;      // a ladder longer than this is not a ladder
 constexpr int kMaxMergeRefinePasses = 8;     // codec steps; beyond, levels stop refining
 constexpr double kMaxGiPriorWeight = 100.0;  // log-GI units; larger only freezes the ranking
 
@@ -532,7 +532,10 @@ absl::Status ValidateRefinedRungs(const ElasticModel& model) {
     if (k > 0 && !(r.ratio > rungs[k - 1].ratio && r.held.size() > rungs[k - 1].held.size())) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": ratios and sizes must increase"));
     }
-    if (r.held.empty() || r.held.size() > model.gaussians.size() || r.held.sh_degree != model.gaussians.sh_degree) {
+    // A rung holds ElasticCount Gaussians; one that does not (stale, or edited) could
+    // never be used by the planner.
+    if (r.held.size() != ElasticCount(model.gaussians.size(), r.ratio) ||
+        r.held.sh_degree != model.gaussians.sh_degree) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": holds ", r.held.size(), " Gaussians of SH degree ",
                                                      r.held.sh_degree, " for a model of ", model.gaussians.size(),
                                                      " of degree ", model.gaussians.sh_degree));

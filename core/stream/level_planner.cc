@@ -252,6 +252,7 @@ absl::StatusOr<Plan> PlanLevels(const ElasticModel& model, const PlanRequest& re
 
 absl::StatusOr<std::vector<MergedRung>> MergedRungs(const ElasticModel& model, ThreadPool* pool) {
   if (!model.merged_levels) return absl::FailedPreconditionError("the model does not have merged levels");
+  if (model.ladder.empty()) return absl::InvalidArgumentError("the model's ladder is empty");
   PlanRequest request;
   request.ladder = model.ladder;
   request.top_ratio = model.ladder.back();

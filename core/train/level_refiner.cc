@@ -44,20 +44,21 @@ void MaskGradients(const std::vector<uint8_t>& trained, CloudGradients& g) {
 }
 
 // How much the merge changed earlier Gaussian j from what the client holds: its centre's
-// shift in units of its largest axis, plus the log change of its ink (opacity x area,
-// what a merge conserves), plus the change of its base colour.
+// shift in units of its largest axis, plus the log change of its opacity x volume, plus
+// the change of its base colour. Finite for finite attributes.
 double MergeChange(const GaussianCloud& now, const GaussianCloud& held, size_t j) {
-  double shift = 0, largest = 0, log_area = 0, colour = 0;
+  double shift = 0, largest = 0, log_volume = 0, colour = 0;
   for (int a = 0; a < 3; ++a) {
     const double d = now.positions[3 * j + a] - held.positions[3 * j + a];
     shift += d * d;
     largest = std::max(largest, std::exp(static_cast<double>(held.log_scales[3 * j + a])));
-    log_area += now.log_scales[3 * j + a] - held.log_scales[3 * j + a];
+    log_volume += now.log_scales[3 * j + a] - held.log_scales[3 * j + a];
     const double c = now.sh_dc[3 * j + a] - held.sh_dc[3 * j + a];
     colour += c * c;
   }
-  auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
-  const double ink = std::log(sigmoid(now.opacity_logits[j]) / sigmoid(held.opacity_logits[j])) + log_area;
+  // log sigmoid(x), without underflow for very negative logits.
+  auto log_sigmoid = [](double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
+  const double ink = log_sigmoid(now.opacity_logits[j]) - log_sigmoid(held.opacity_logits[j]) + log_volume;
   return std::sqrt(shift) / std::max(largest, 1e-12) + std::abs(ink) + std::sqrt(colour);
 }
 
@@ -101,7 +102,14 @@ absl::Status LevelRefineOptions::Validate() const {
   if (!(replacement_share >= 0.0 && replacement_share <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat("replacement share ", replacement_share, " is outside [0, 1]"));
   }
-  return views.Validate();
+  if (absl::Status s = views.Validate(); !s.ok()) return s;
+  const uint64_t image_bytes = uint64_t{3} * sizeof(float) * static_cast<uint64_t>(views.width) * views.height;
+  if (static_cast<uint64_t>(teacher_views) * image_bytes > kMaxTeacherBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        teacher_views, " refine views of ", views.width, "x", views.height, " need ", teacher_views * image_bytes >> 20,
+        " MiB of teacher images, more than the ", kMaxTeacherBytes >> 20, " MiB allowed; use fewer or smaller views"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<RefinedRung>> RefineRungs(const GaussianCloud& input, const std::vector<MergedRung>& rungs,
@@ -119,8 +127,11 @@ absl::StatusOr<std::vector<RefinedRung>> RefineRungs(const GaussianCloud& input,
     }
     if (absl::Status s = r.merged.Validate(); !s.ok()) return s;
     const size_t before = k ? rungs[k - 1].held.size() : 0;
-    if (r.held.size() <= before ||
-        !std::equal(rungs[k ? k - 1 : 0].held.begin(), rungs[k ? k - 1 : 0].held.begin() + before, r.held.begin())) {
+    if (r.held.size() <= before) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": holds ", r.held.size(), " Gaussians, no more than the rung before it (", before, ")"));
+    }
+    if (k > 0 && !std::equal(rungs[k - 1].held.begin(), rungs[k - 1].held.end(), r.held.begin())) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": does not extend the rung before it"));
     }
     for (uint32_t id : r.held) {
@@ -204,6 +215,16 @@ absl::StatusOr<std::vector<RefinedRung>> RefineRungs(const GaussianCloud& input,
       for (const Group& g : groups) {
         absl::Status s = adam.Step(g.name, absl::MakeSpan(*g.param), grads.*(g.grad), it, pool);
         if (!s.ok()) return s;
+      }
+    }
+    // A trained replacement whose change the stream would not send stays what the client
+    // holds, so that the stored rung is the client's state and the next rung starts there.
+    if (options.visible) {
+      for (size_t j = 0; j < before; ++j) {
+        if (trained[j] && !options.visible(cloud, j, held_before, j)) {
+          CopyGaussian(held_before, j, cloud, j);
+          --report.optimized;
+        }
       }
     }
     out.push_back(ToRefinedRung(rung.ratio, rung.held, cloud));

@@ -83,6 +83,9 @@ sys.exit(0 if [x['ratio'] for x in r] == [0.01, 0.05, 0.1, 0.15] and m['training
 "$FLEXGS" plan "$TMP/refined.flexgs" --budget-ratio 0.12 --json > "$TMP/rplan.json"
 check "refined plan has the merged plan's levels" test "$(grep -c '"ratio"' "$TMP/rplan.json")" -eq \
   "$(grep -c '"ratio"' "$TMP/mplan.json")"
+check "refined plan says so" grep -q '"mode": "merged, refined"' "$TMP/rplan.json"
+expect_exit1 "refine --additions-only --replacement-share" "excludes" \
+  "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --additions-only --replacement-share 0.5
 expect_exit1 "refine of an unmerged model" "does not have merged levels" \
   "$FLEXGS" refine "$TMP/synth.flexgs" --out "$TMP/x.flexgs" --iters 1
 expect_exit1 "refine --iters 0" "refine iterations 0" "$FLEXGS" refine "$TMP/merged.flexgs" --out "$TMP/x.flexgs" --iters 0

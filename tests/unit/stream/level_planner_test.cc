@@ -598,6 +598,16 @@ TEST(LevelCloudTest, RefinedRungsReplaceTheMergeOnlyForTheGaussiansTheyWereTrain
   auto without = PlanLevels(unrefined, other, &pool);
   ASSERT_TRUE(with.ok() && without.ok());
   EXPECT_EQ(SerializePlan(*with), SerializePlan(*without));
+  // A rung whose held set is not the one it was trained for (here: its digest) is not
+  // used: that level is the merge again, and the rung before keeps its refinement.
+  ElasticModel stale = m;
+  stale.refined_rungs[1].held_digest ^= 1;
+  auto fallback = PlanLevels(stale, {.top_ratio = m.ladder.back(), .ladder = {}}, &pool);
+  ASSERT_TRUE(fallback.ok()) << fallback.status();
+  auto first = LevelCloud(*fallback, 0), second = LevelCloud(*fallback, 1);
+  ASSERT_TRUE(first.ok() && second.ok());
+  ExpectSameCloud(*first, client[0]);
+  ExpectSameCloud(*second, (*rungs)[1].merged);
   // And the refiner's own view of the merge ignores the refined rungs.
   auto again = MergedRungs(m, &pool);
   ASSERT_TRUE(again.ok());

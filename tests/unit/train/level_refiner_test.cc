@@ -140,6 +140,54 @@ TEST(LevelRefinerTest, EachRungTrainsOnlyWhatItSends) {
   }
 }
 
+// With the planner's replacement tolerance as the refiner's `visible`, the stored rungs
+// are exactly what a client holds: a plan of the refined model reproduces each of them
+// in client order, and re-sends only trained replacements.
+TEST(LevelRefinerTest, RefinedRungsAreWhatTheStreamDeliversAtTheModelsTolerance) {
+  ThreadPool pool(2);
+  ElasticModel m = MergedModel();
+  m.replacement_tolerance = 2.0;
+  auto rungs = MergedRungs(m, &pool);
+  ASSERT_TRUE(rungs.ok()) << rungs.status();
+  LevelRefineOptions o = SmallOptions();
+  o.iterations = 20;
+  o.visible = [](const GaussianCloud& now, size_t i, const GaussianCloud& held, size_t j) {
+    return ReplacementIsVisible(now, i, held, j, 2.0);
+  };
+  std::vector<RungReport> reports;
+  CpuRasterizer teacher(2);
+  DifferentiableRasterizer student(2);
+  auto refined =
+      RefineRungs(m.gaussians, *rungs, o, teacher, student, &pool, [&](const RungReport& r) { reports.push_back(r); });
+  ASSERT_TRUE(refined.ok()) << refined.status();
+  ASSERT_EQ(reports.size(), rungs->size());
+  m.refined_rungs = *refined;
+  auto plan = PlanLevels(m, {.top_ratio = m.ladder.back(), .ladder = {}}, &pool);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->levels.size(), rungs->size());
+  size_t not_resent = 0;
+  for (size_t k = 0; k < rungs->size(); ++k) {
+    SCOPED_TRACE(::testing::Message() << "rung " << k);
+    auto cloud = LevelCloud(*plan, k);
+    ASSERT_TRUE(cloud.ok()) << cloud.status();
+    const std::vector<uint32_t>& held = (*rungs)[k].held;
+    std::vector<uint32_t> sorted = held, rank(held.size());
+    std::sort(sorted.begin(), sorted.end());
+    for (size_t i = 0; i < held.size(); ++i) {
+      rank[i] = static_cast<uint32_t>(std::lower_bound(sorted.begin(), sorted.end(), held[i]) - sorted.begin());
+    }
+    ExpectSameCloud(*cloud, (*refined)[k].held.Gather(rank));
+    // The rung sends its additions and the replacements it trained and kept.
+    const PlanLevel& level = plan->levels[k];
+    EXPECT_EQ(level.added.size() + level.replaced.size(), reports[k].optimized);
+    for (uint32_t j : level.replaced) {
+      EXPECT_TRUE(std::binary_search((*rungs)[k].replaced.begin(), (*rungs)[k].replaced.end(), j));
+    }
+    not_resent += (*rungs)[k].replaced.size() - level.replaced.size();
+  }
+  EXPECT_GT(not_resent, 0u) << "no trained replacement fell under the tolerance: the case is not exercised";
+}
+
 TEST(LevelRefinerTest, SameInputsSameRungsForAnyThreadCount) {
   ThreadPool pool(2);
   const ElasticModel m = MergedModel();
@@ -178,11 +226,17 @@ TEST(LevelRefinerTest, BadInputIsRefusedNamingTheProblem) {
   o.replacement_share = 1.5;
   expect_error(*rungs, o, "replacement share 1.5");
   o = SmallOptions();
+  o.teacher_views = 100000;
+  o.views.width = o.views.height = 1024;
+  expect_error(*rungs, o, "MiB of teacher images");
+  o = SmallOptions();
   o.views.max_fov_deg = 200;
   expect_error(*rungs, o, "field of view");
   std::vector<MergedRung> reordered = *rungs;
   std::swap(reordered[1].held.front(), reordered[1].held.back());
   expect_error(reordered, SmallOptions(), "rung 1 (ratio 0.05): does not extend the rung before it");
+  std::vector<MergedRung> same_size = {(*rungs)[0], (*rungs)[0]};
+  expect_error(same_size, SmallOptions(), "no more than the rung before it");
   std::vector<MergedRung> out_of_range = *rungs;
   out_of_range[0].held[0] = static_cast<uint32_t>(m.gaussians.size());
   expect_error({out_of_range[0]}, SmallOptions(), "out of range");
