@@ -6,7 +6,9 @@
 // LightGS* baseline (prune without fine-tuning).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,6 +65,25 @@ inline uint64_t HeldIndexDigest(const std::vector<uint32_t>& sorted_indices) {
       h *= 1099511628211ull;
     }
   }
+  return h;
+}
+
+// The order RefinedRung keeps a rung's Gaussians in: `order` lists the positions of
+// `held` (distinct model indices, client order) by ascending model index, and `digest` is
+// the HeldIndexDigest of the indices in that order. One copy for the refiner that stores
+// rungs and the planner that finds them.
+struct HeldOrder {
+  std::vector<uint32_t> order;
+  uint64_t digest = 0;
+};
+inline HeldOrder OrderHeld(const std::vector<uint32_t>& held) {
+  HeldOrder h;
+  h.order.resize(held.size());
+  std::iota(h.order.begin(), h.order.end(), 0u);
+  std::sort(h.order.begin(), h.order.end(), [&](uint32_t a, uint32_t b) { return held[a] < held[b]; });
+  std::vector<uint32_t> sorted(held.size());
+  for (size_t i = 0; i < sorted.size(); ++i) sorted[i] = held[h.order[i]];
+  h.digest = HeldIndexDigest(sorted);
   return h;
 }
 

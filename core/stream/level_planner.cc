@@ -108,15 +108,11 @@ namespace {
 absl::StatusOr<GaussianCloud> RefinedHeld(const ElasticModel& model, double e, const std::vector<uint32_t>& sent) {
   for (const RefinedRung& rung : model.refined_rungs) {
     if (rung.ratio != e || rung.held.size() != sent.size()) continue;
-    std::vector<uint32_t> order(sent.size());
-    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return sent[a] < sent[b]; });
-    std::vector<uint32_t> sorted(sent.size());
-    for (size_t i = 0; i < order.size(); ++i) sorted[i] = sent[order[i]];
-    if (HeldIndexDigest(sorted) != rung.held_digest) continue;
+    const HeldOrder h = OrderHeld(sent);
+    if (h.digest != rung.held_digest) continue;
     // held[i] = rung.held[rank of sent[i] among the held indices].
     std::vector<uint32_t> rank(sent.size());
-    for (uint32_t r = 0; r < order.size(); ++r) rank[order[r]] = r;
+    for (uint32_t r = 0; r < h.order.size(); ++r) rank[h.order[r]] = r;
     return rung.held.Gather(rank);
   }
   return absl::NotFoundError("no refined rung");

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -78,16 +77,8 @@ std::vector<uint32_t> TrainedReplacements(const MergedRung& rung, const Gaussian
 
 // The rung's held Gaussians in ascending model-index order, as RefinedRung stores them.
 RefinedRung ToRefinedRung(double ratio, const std::vector<uint32_t>& held, const GaussianCloud& cloud) {
-  std::vector<uint32_t> order(held.size());
-  std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return held[a] < held[b]; });
-  std::vector<uint32_t> sorted(held.size());
-  for (size_t i = 0; i < order.size(); ++i) sorted[i] = held[order[i]];
-  RefinedRung rung;
-  rung.ratio = ratio;
-  rung.held_digest = HeldIndexDigest(sorted);
-  rung.held = cloud.Gather(order);
-  return rung;
+  const HeldOrder h = OrderHeld(held);
+  return RefinedRung{ratio, h.digest, cloud.Gather(h.order)};
 }
 
 }  // namespace
