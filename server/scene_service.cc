@@ -59,13 +59,15 @@ v1::SceneInfo MakeSceneInfo(const Scene& scene) {
 //   read_pending_    StartRead issued, OnReadDone not yet run (request_ is busy)
 //   plan_pending_    waiting for the PlanCache
 //   write_in_flight_ StartWrite issued, OnWriteDone not yet run (chunk_ is busy)
-//   timers_          alarms set whose callbacks have not yet run (and, while the
-//                    constructor runs, one hold so that nothing finishes early)
+//   timers_          alarms set whose callbacks have not yet run, and holds: one
+//                    while the constructor runs, one while a stall is cancelled
+//                    (StallWatch), so that nothing finishes early
 //   done_producing_  no further write will start; status_ is what Finish sends
 // Finish runs when done_producing_ and nothing but a read is outstanding. gRPC calls
 // (StartRead, StartWrite, Finish, TryCancel, Alarm::Set) are made without mu_ held,
 // because some of them can run reactions inline.
-class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, v1::StreamChunk> {
+class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, v1::StreamChunk>,
+                                          private StallWatch {
  public:
   StreamReactor(SceneService* service, grpc::CallbackServerContext* ctx)
       : service_(service), ctx_(ctx), start_(Clock::now()), peer_(EscapeClientString(ctx->peer(), 128)) {
@@ -114,6 +116,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     }
     admitted_ = true;
     m->StreamsActive(+1);
+    service_->sweeper_->Add(this);
     // The request must arrive within request_timeout. The alarm is set before the
     // read starts, and the constructor's hold keeps Finish from running before
     // StartRead has been issued.
@@ -193,7 +196,6 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   }
 
   void OnWriteDone(bool ok) override {
-    watchdog_.reset();  // cancels the stall alarm; its callback still runs (ok=false)
     const uint64_t bytes = chunk_bytes_;
     service_->ReleaseBytes(bytes);
     bool first = false;
@@ -206,6 +208,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
         ++messages_;
         bytes_sent_ += bytes;
         first = messages_ == 1;
+        yield_next_ = service_->options_.yield_between_writes;
       } else {
         StopLocked(stalled_ ? StallStatus() : grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
       }
@@ -260,6 +263,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
                    scene_id_, resolved_.budget, levels_, messages, bytes, seconds, GrpcCodeName(status.error_code()),
                    status.ok() ? "" : " ", EscapeClientString(status.error_message(), 512));
     }
+    if (admitted_) service_->sweeper_->Remove(this);
     // Last, so that a caller who sees the slot free also sees every metric updated.
     if (peer_held_) service_->peer_streams_->Release(peer_key_);
     if (admitted_) service_->ReleaseAdmission();
@@ -330,23 +334,28 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     Pump();
   }
 
-  void OnWatchdog(bool fired, uint64_t write_id) {
-    bool cancel = false;
+  // StallWatch, for the service's StallSweeper.
+  bool MarkIfStalled(Clock::time_point now) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!write_in_flight_ || cancelled_ || stalled_ || now - write_started_ < service_->options_.stall_timeout) {
+      return false;
+    }
+    stalled_ = true;
+    ++timers_;  // the hold: the call cannot finish (and be deleted) before OnStalled
+    return true;
+  }
+
+  void OnStalled() override {
+    uint64_t write_id;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (fired && write_in_flight_ && write_id == write_id_ && !cancelled_ && !stalled_) {
-        stalled_ = true;
-        cancel = true;
-      }
+      write_id = write_id_;
     }
-    if (cancel) {
-      // Still counted in timers_, so the reactor cannot finish (and be deleted) yet.
-      spdlog::warn("stream stalled: scene={} write of message {} not done after {} ms; cancelling", scene_id_, write_id,
-                   service_->options_.stall_timeout.count());
-      service_->stalls_.fetch_add(1);
-      service_->metrics_->StallCancelled();
-      ctx_->TryCancel();
-    }
+    spdlog::warn("stream stalled: scene={} write of message {} not done after {} ms; cancelling", scene_id_, write_id,
+                 service_->options_.stall_timeout.count());
+    service_->stalls_.fetch_add(1);
+    service_->metrics_->StallCancelled();
+    ctx_->TryCancel();
     {
       std::lock_guard<std::mutex> lock(mu_);
       --timers_;
@@ -379,7 +388,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   void Pump() {
     enum class Action { kNone, kWrite, kRetry, kFinish } action = Action::kNone;
     const WireMessage* msg = nullptr;
-    uint64_t sequence = 0, write_id = 0;
+    uint64_t sequence = 0;
     std::chrono::milliseconds retry_delay{0};
     grpc::Status finish_status;
     {
@@ -388,13 +397,19 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
       if (!done_producing_ && cut_ != nullptr && !write_in_flight_ && !retry_armed_) {
         if (next_ >= cut_->total_messages()) {
           StopLocked(grpc::Status::OK);
+        } else if (yield_next_) {
+          // From gRPC's executor, at once (SceneServiceOptions::yield_between_writes).
+          yield_next_ = false;
+          retry_armed_ = true;
+          ++timers_;
+          action = Action::kRetry;
         } else {
           msg = &cut_->At(next_);
           if (service_->TryAcquireBytes(msg->payload.size())) {
             write_in_flight_ = true;
-            write_id = sequence = next_;
-            write_id_ = write_id;
-            ++timers_;  // the stall watchdog
+            sequence = next_;
+            write_id_ = sequence;
+            write_started_ = Clock::now();
             retry_backoff_ = kMinRetry;
             action = Action::kWrite;
           } else {
@@ -416,16 +431,13 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
       case Action::kNone:
         return;
       case Action::kWrite: {
-        // This thread owns chunk_ and watchdog_ until OnWriteDone.
+        // This thread owns chunk_ until OnWriteDone.
         chunk_.set_sequence(sequence);
         chunk_.set_kind(msg->kind);
         chunk_.set_payload(msg->payload);
         chunk_.set_crc32c(msg->crc32c);
         chunk_bytes_ = msg->payload.size();
         service_->metrics_->BytesInFlight(static_cast<int64_t>(chunk_bytes_));
-        watchdog_ = std::make_unique<grpc::Alarm>();
-        watchdog_->Set(std::chrono::system_clock::now() + service_->options_.stall_timeout,
-                       [this, write_id](bool fired) { OnWatchdog(fired, write_id); });
         // Payloads are zstd inside; gRPC compression would only cost CPU.
         StartWrite(&chunk_, grpc::WriteOptions().set_no_compression());
         return;  // OnWriteDone may already be running: touch nothing after StartWrite
@@ -461,10 +473,12 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   std::unique_ptr<const WireCut> cut_;  // shares the cached script; null until planned
   uint64_t next_ = 0;                   // next sequence to write
   uint64_t write_id_ = 0;               // sequence of the write in flight
+  Clock::time_point write_started_;     // when it started (StallSweeper)
   bool read_pending_ = false;
   bool plan_pending_ = false;
   bool write_in_flight_ = false;
-  bool retry_armed_ = false;
+  bool retry_armed_ = false;  // retry_ set: after a byte-budget refusal, or to yield
+  bool yield_next_ = false;   // the next write goes through retry_, due at once
   int timers_ = 0;
   bool done_producing_ = false;
   bool finished_ = false;
@@ -481,7 +495,6 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   // whichever thread holds the write (or retry) slot.
   v1::StreamChunk chunk_;
   uint64_t chunk_bytes_ = 0;
-  std::unique_ptr<grpc::Alarm> watchdog_;
   std::unique_ptr<grpc::Alarm> retry_;
 };
 
@@ -665,7 +678,11 @@ SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, Serv
                                                      : nullptr),
       unary_peers_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
                                                     : nullptr),
-      reject_log_(options.rejection_log_rate, 20) {
+      reject_log_(options.rejection_log_rate, 20),
+      // A stall is cancelled within stall_timeout + 1/8 of it (at most +1 s).
+      sweeper_(std::make_unique<StallSweeper>(
+          std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(options.stall_timeout / 8),
+                     std::chrono::milliseconds(1), std::chrono::milliseconds(1000)))) {
   // StreamScene (method 2 in the proto) as a bidi-streaming call of raw request
   // bytes: gRPC matches it on its headers (no payload to wait for), so StreamReactor
   // sees, counts and times a call whose request has not arrived yet.

@@ -69,6 +69,7 @@
 #include "server/plan_cache.h"
 #include "server/scene_registry.h"
 #include "server/server_metrics.h"
+#include "server/stall_sweeper.h"
 #include "server/token_authenticator.h"
 #include "stream/stream_script.h"
 
@@ -94,6 +95,14 @@ struct SceneServiceOptions {
   std::chrono::milliseconds request_timeout{10'000};
   // "stream rejected" log lines per second after a burst of 20 (0: every line).
   double rejection_log_rate = 5;
+  // Start each write after a stream's first from gRPC's executor (an alarm due at
+  // once) instead of inline from the last write's completion. Inline, the thread that
+  // accepted a call writes that whole stream (loopback and fast links take it all)
+  // before it reads the next call, so a burst of N calls is served one stream after
+  // another and the last first message waits for N-1 whole streams. Yielding serves
+  // running streams a message each while new calls are taken and sent their first
+  // messages, at about 1.5-2x the server CPU per byte (bench/RESULTS.md).
+  bool yield_between_writes = true;
 };
 
 class SceneService final : public v1::SceneService::CallbackService {
@@ -156,6 +165,9 @@ class SceneService final : public v1::SceneService::CallbackService {
   std::atomic<uint64_t> in_flight_{0};
   std::atomic<uint64_t> peak_in_flight_{0};
   std::atomic<uint64_t> stalls_{0};
+  // Last member: destroyed (its thread joined) first. Streams cannot outlive the
+  // service: the server is shut down before it.
+  const std::unique_ptr<StallSweeper> sweeper_;
 };
 
 // SceneInfo for a loaded scene (ListScenes / GetScene).

@@ -84,6 +84,7 @@ struct Flags {
   int max_streams_per_connection = 100;
   double request_timeout = 10;
   double rejection_log_rate = 5;
+  bool yield_between_writes = true;
 };
 
 // Adds --name with env FLEXGS_NAME (dashes -> underscores, upper case).
@@ -197,6 +198,7 @@ int Run(const Flags& f) {
   service_options.max_streams_per_peer = f.max_streams_per_peer;
   service_options.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.request_timeout * 1000));
   service_options.rejection_log_rate = f.rejection_log_rate;
+  service_options.yield_between_writes = f.yield_between_writes;
   SceneService service(&registry, &cache, &metrics, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -383,6 +385,10 @@ int main(int argc, char** argv) {
   Opt(app, "rejection-log-rate", f.rejection_log_rate,
       "'stream rejected' log lines per second after a burst of 20; the rest are counted (0: log every one)")
       ->check(CLI::Range(0.0, 1e6));
+  Opt(app, "yield-between-writes", f.yield_between_writes,
+      "Start each write after a stream's first from gRPC's executor, so new calls are taken and sent their first "
+      "messages between running streams' messages (false: inline; ~1.5-2x less CPU per byte, but a burst of calls "
+      "is served one stream after another)");
   CLI11_PARSE(app, argc, argv);
   // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".
   spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs-server"));

@@ -750,6 +750,34 @@ TEST(ServerTest, SixtyFourConcurrentStreamsComplete) {
   EXPECT_EQ(server.service().bytes_in_flight(), 0u);
 }
 
+// yield_between_writes only changes which thread starts a write: the messages, their
+// order and the stream's end are the same with it off, for whole and for many-message
+// streams, and nothing is left in flight.
+TEST(ServerTest, WritesInlineOrFromTheExecutorGiveTheSameStream) {
+  std::vector<std::string> streams[2];
+  for (bool yield : {true, false}) {
+    SceneServiceOptions options;
+    options.yield_between_writes = yield;
+    TestServer server(options);
+    auto stub = server.Stub();
+    for (uint32_t chunk : {4096u, 32u << 10, 256u << 10}) {
+      for (auto enc : {v1::ENCODING_QUANTIZED, v1::ENCODING_LOSSLESS}) {
+        StreamResult r = Stream(*stub, RatioRequest("net", 0.6, enc, chunk));
+        ASSERT_TRUE(r.status.ok()) << "yield " << yield << ": " << r.status.error_message();
+        ExpectWellFormed(r.chunks, 0, chunk);
+        ExpectConsistent(r, HeaderOf(r));
+        if (chunk == 4096) {
+          EXPECT_GT(r.chunks.size(), 20u);  // many writes, each a yield
+        }
+        streams[yield ? 0 : 1].push_back(Concat(r.chunks));
+      }
+    }
+    ASSERT_TRUE(WaitFor([&] { return server.service().active_streams() == 0; }));
+    EXPECT_EQ(server.service().bytes_in_flight(), 0u);
+  }
+  EXPECT_EQ(streams[0], streams[1]);
+}
+
 TEST(ServerTest, StalledReaderIsCancelledByTheWatchdogAndMemoryStaysBounded) {
   SceneServiceOptions options;
   options.stall_timeout = std::chrono::milliseconds(300);
