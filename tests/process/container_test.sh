@@ -73,7 +73,7 @@ build() {
   local file=$1 tag=$2
   phase "build $file -> $tag"
   "${P[@]}" build --format docker --network host \
-    --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_IMAGE="$BASE" \
+    --build-arg BASE_IMAGE="$BASE" --build-arg RUNTIME_IMAGE="$BASE" --build-arg FLEXGS_BUILD_TYPE=None \
     -f "$SRC/$file" -t "$tag" "$SRC" > "$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log" >&2; fail "build $file"; }
 }
