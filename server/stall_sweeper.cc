@@ -1,6 +1,6 @@
 #include "server/stall_sweeper.h"
 
-#include <utility>
+#include <vector>
 
 namespace flexgs::server {
 
@@ -28,19 +28,18 @@ void StallSweeper::Remove(StallWatch* watch) {
 }
 
 void StallSweeper::Run() {
+  std::vector<StallWatch*> stalled;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     wake_.wait_for(lock, period_, [this] { return stop_; });
     if (stop_) break;
     const auto now = std::chrono::steady_clock::now();
-    stalled_.clear();
+    stalled.clear();
     for (StallWatch* w : watches_) {
-      if (w->MarkIfStalled(now)) stalled_.push_back(w);
+      if (w->MarkIfStalled(now)) stalled.push_back(w);
     }
-    if (stalled_.empty()) continue;
+    if (stalled.empty()) continue;
     // OnStalled cancels the call, which may finish it: never under mu_ (Remove).
-    std::vector<StallWatch*> stalled;
-    stalled.swap(stalled_);
     lock.unlock();
     for (StallWatch* w : stalled) w->OnStalled();
     lock.lock();

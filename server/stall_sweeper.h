@@ -13,7 +13,6 @@
 #include <mutex>
 #include <thread>
 #include <unordered_set>
-#include <vector>
 
 namespace flexgs::server {
 
@@ -51,7 +50,6 @@ class StallSweeper {
   std::condition_variable wake_;
   bool stop_ = false;
   std::unordered_set<StallWatch*> watches_;
-  std::vector<StallWatch*> stalled_;  // the sweeper thread's scratch
   std::thread thread_;
 };
 

@@ -46,7 +46,7 @@ bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit 
   return true;
 }
 
-TEST(StallSweeperTest, CallsOnStalledOnceAfterTheLimitAndWithinOnePeriod) {
+TEST(StallSweeperTest, CallsOnStalledOnceAfterTheLimit) {
   StallSweeper sweeper(10ms);
   FakeWatch stalled(std::chrono::steady_clock::now(), 50ms);
   FakeWatch healthy(std::chrono::steady_clock::now(), 3600'000ms);
