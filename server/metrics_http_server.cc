@@ -26,6 +26,7 @@ constexpr int kMaxAcceptsPerRound = 256;
 
 struct Conn {
   int fd = -1;
+  Clock::time_point evictable_from;  // accepted + the eviction grace
   Clock::time_point deadline;
   bool writing = false;
   bool ok_response = false;
@@ -212,26 +213,38 @@ bool WriteResponse(Conn& c) {
 
 void MetricsHttpServer::Loop() {
   const auto timeout = std::max(options_.request_timeout, std::chrono::milliseconds(1));
+  const auto grace = std::clamp(options_.eviction_grace, std::chrono::milliseconds(0), timeout);
   const size_t max_conns = static_cast<size_t>(std::max(1, options_.max_connections));
   std::list<Conn> conns;  // in accept order: the oldest first
   std::vector<pollfd> fds;
   std::vector<std::list<Conn>::iterator> polled;
+  // The oldest connection that may be closed to make room: still without a complete
+  // request and past its grace.
+  const auto victim_at = [&](Clock::time_point now) {
+    return std::find_if(conns.begin(), conns.end(),
+                        [now](const Conn& c) { return !c.writing && now >= c.evictable_from; });
+  };
   for (;;) {
     fds.clear();
     polled.clear();
+    Clock::time_point now = Clock::now();
+    Clock::time_point next = now + std::chrono::seconds(1);
+    // At the cap with no connection to close, new ones wait in the listen backlog
+    // (where their requests can arrive) until a slot frees or a grace ends.
+    const bool room = conns.size() < max_conns || victim_at(now) != conns.end();
     fds.push_back({wake_fd_[0], POLLIN, 0});
-    fds.push_back({listen_fd_, POLLIN, 0});
-    Clock::time_point next = Clock::now() + std::chrono::seconds(1);
+    fds.push_back({listen_fd_, static_cast<short>(room ? POLLIN : 0), 0});
     for (auto it = conns.begin(); it != conns.end(); ++it) {
       fds.push_back({it->fd, static_cast<short>(it->writing ? POLLOUT : POLLIN), 0});
       polled.push_back(it);
       next = std::min(next, it->deadline);
+      if (!room && !it->writing) next = std::min(next, it->evictable_from);
     }
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now()).count() + 1;
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
     const int n = poll(fds.data(), fds.size(), static_cast<int>(std::clamp<int64_t>(wait, 0, 1000)));
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents != 0) break;  // Stop()
-    Clock::time_point now = Clock::now();
+    now = Clock::now();
 
     for (size_t i = 0; n > 0 && i < polled.size(); ++i) {
       Conn& c = *polled[i];
@@ -249,36 +262,35 @@ void MetricsHttpServer::Loop() {
     }
     conns.remove_if([](const Conn& c) { return c.closed; });
 
-    if (fds[1].revents != 0) {
-      for (int k = 0; k < kMaxAcceptsPerRound; ++k) {
-        const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) break;  // EAGAIN, or a connection that went away before accept
-        while (conns.size() >= max_conns) {
-          // The oldest connection still without a complete request goes -- unless its
-          // request has arrived since the last poll: then it is answered instead.
-          auto victim = std::find_if(conns.begin(), conns.end(), [](const Conn& c) { return !c.writing; });
-          if (victim == conns.end()) break;
-          ReadRequest(*victim, now, timeout, render_);
-          if (!victim->closed && victim->writing) {
-            if (WriteResponse(*victim)) served_.fetch_add(1);
-            if (victim->closed) conns.erase(victim);
-            continue;
-          }
-          if (!victim->closed) {
-            CloseConn(*victim);
-            evicted_.fetch_add(1);
-          }
-          conns.erase(victim);
-        }
-        if (conns.size() >= max_conns) {
-          close(fd);  // every open connection is being answered
+    // Accepting is not tied to the listen socket's readiness in this round: a round
+    // woken by a grace ending accepts what waited in the backlog.
+    for (int k = 0; k < kMaxAcceptsPerRound; ++k) {
+      while (conns.size() >= max_conns) {
+        // Make room: the oldest connection past its grace still without a complete
+        // request goes -- unless its request has arrived since the last poll: then it
+        // is answered instead.
+        auto victim = victim_at(now);
+        if (victim == conns.end()) break;
+        ReadRequest(*victim, now, timeout, render_);
+        if (!victim->closed && victim->writing) {
+          if (WriteResponse(*victim)) served_.fetch_add(1);
+          if (victim->closed) conns.erase(victim);
           continue;
         }
-        Conn c;
-        c.fd = fd;
-        c.deadline = now + timeout;
-        conns.push_back(std::move(c));
+        if (!victim->closed) {
+          CloseConn(*victim);
+          evicted_.fetch_add(1);
+        }
+        conns.erase(victim);
       }
+      if (conns.size() >= max_conns) break;  // the rest wait in the backlog
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) break;  // EAGAIN, or a connection that went away before accept
+      Conn c;
+      c.fd = fd;
+      c.evictable_from = now + grace;
+      c.deadline = now + timeout;
+      conns.push_back(std::move(c));
     }
   }
   for (Conn& c : conns) CloseConn(c);

@@ -7,8 +7,11 @@
 //   ready; otherwise the connection is closed. Every response says
 //   "Connection: close", so there is no keep-alive idle state.
 // - At most `max_connections` connections are open: when another arrives, the
-//   oldest one that has not yet sent a complete request is closed to make room (if
-//   every open connection is being answered, the new one is closed instead).
+//   oldest one that has not yet sent a complete request and was accepted at least
+//   `eviction_grace` ago is closed to make room. Without such a one, new
+//   connections wait in the kernel's listen backlog (their requests can arrive
+//   there) instead of being accepted and closed: a flood of idle connections then
+//   cannot close a scrape between its connect and its request.
 // - Requests: GET or HEAD of /metrics (a query string is ignored) -> 200 with the
 //   Prometheus text format from `render`; other paths 404, other methods 405,
 //   malformed 400, a request head over 8 KiB 431.
@@ -32,6 +35,10 @@ class MetricsHttpServer {
     int port = 0;                    // 0: any free port
     int max_connections = 64;
     std::chrono::milliseconds request_timeout{5000};
+    // Time a new connection has to send its request before a newer one may evict it
+    // (at most request_timeout). Long enough for a client that sends its request
+    // right after connecting, short enough to cycle idle connections.
+    std::chrono::milliseconds eviction_grace{100};
   };
   struct Stats {
     uint64_t served = 0;     // 200 responses written completely

@@ -389,6 +389,44 @@ TEST(MetricsHttpServerTest, ServesWhileIdleConnectionsAreEvictedAndTimedOut) {
   server.Stop();  // idempotent
 }
 
+// A flood of idle connections arriving between a client's connect and its request
+// must not close that client's connection: it is not evicted within its grace, and
+// the flood waits in the listen backlog meanwhile.
+TEST(MetricsHttpServerTest, AFloodDoesNotEvictAConnectionWithinItsGrace) {
+  MetricsHttpServer server;
+  MetricsHttpServer::Options options;
+  options.max_connections = 4;
+  options.request_timeout = std::chrono::milliseconds(8000);
+  options.eviction_grace = std::chrono::milliseconds(3000);
+  auto port = server.Start(options, [] { return std::string("flexgs_up 1\n"); });
+  ASSERT_TRUE(port.ok()) << port.status();
+  const int scrape = Connect(*port);  // first in the backlog, so accepted first
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::vector<int> flood;
+  for (int i = 0; i < 12; ++i) flood.push_back(Connect(*port));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the old server evicted here
+  const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(scrape, get.data(), get.size(), MSG_NOSIGNAL), static_cast<ssize_t>(get.size()));
+  std::string response;
+  char buf[4096];
+  for (;;) {
+    pollfd p{scrape, POLLIN, 0};
+    if (::poll(&p, 1, 2000) <= 0) break;
+    const ssize_t got = ::recv(scrape, buf, sizeof buf, 0);
+    if (got <= 0) break;
+    response.append(buf, static_cast<size_t>(got));
+  }
+  EXPECT_THAT(response, StartsWith("HTTP/1.1 200 OK\r\n"));
+  // The server counts a response after closing its connection: wait for the count.
+  for (int i = 0; i < 200 && server.stats().served == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server.stats().served, 1u);
+  EXPECT_EQ(server.stats().evicted, 0u);
+  ::close(scrape);
+  for (int fd : flood) ::close(fd);
+}
+
 // ---------------------------------------------------------------------------
 // Chunk-size limits and the scenes a request names
 
