@@ -61,13 +61,15 @@ v1::SceneInfo MakeSceneInfo(const Scene& scene) {
 //   write_in_flight_ StartWrite issued, OnWriteDone not yet run (chunk_ is busy)
 //   timers_          alarms set whose callbacks have not yet run, and holds: one
 //                    while the constructor runs, one while a stall is cancelled
-//                    (StallWatch), so that nothing finishes early
+//                    (StallWatch), one while parked in the FirstLevelGate, so
+//                    that nothing finishes early
 //   done_producing_  no further write will start; status_ is what Finish sends
 // Finish runs when done_producing_ and nothing but a read is outstanding. gRPC calls
 // (StartRead, StartWrite, Finish, TryCancel, Alarm::Set) are made without mu_ held,
 // because some of them can run reactions inline.
 class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, v1::StreamChunk>,
-                                          private StallWatch {
+                                          private StallWatch,
+                                          private FirstLevelGate::Waiter {
  public:
   StreamReactor(SceneService* service, grpc::CallbackServerContext* ctx)
       : service_(service), ctx_(ctx), start_(Clock::now()), peer_(EscapeClientString(ctx->peer(), 128)) {
@@ -117,6 +119,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     admitted_ = true;
     m->StreamsActive(+1);
     service_->sweeper_->Add(this);
+    if (service_->gate_ != nullptr) service_->gate_->Enter(&gate_entry_);
     // The request must arrive within request_timeout. The alarm is set before the
     // read starts, and the constructor's hold keeps Finish from running before
     // StartRead has been issued.
@@ -198,7 +201,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   void OnWriteDone(bool ok) override {
     const uint64_t bytes = chunk_bytes_;
     service_->ReleaseBytes(bytes);
-    bool first = false;
+    bool first = false, first_level = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       write_in_flight_ = false;
@@ -208,7 +211,11 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
         ++messages_;
         bytes_sent_ += bytes;
         first = messages_ == 1;
-        yield_next_ = service_->options_.yield_between_writes;
+        first_level = !first_level_sent_ && chunk_.kind() == v1::CHUNK_KIND_LEVEL_END;
+        first_level_sent_ = first_level_sent_ || first_level;
+        // The first level goes out inline: it is small, and a client's first picture
+        // should not queue behind other streams' refinements.
+        yield_next_ = service_->options_.yield_between_writes && first_level_sent_;
       } else {
         StopLocked(stalled_ ? StallStatus() : grpc::Status(grpc::StatusCode::CANCELLED, "stream cancelled"));
       }
@@ -218,6 +225,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
       m->MessageSent(RpcMethod::kStreamScene);
       m->StreamBytesSent(bytes);
       if (first) m->TimeToFirstChunk(SecondsSince(start_));
+      if (first_level && service_->gate_ != nullptr) service_->gate_->Leave(&gate_entry_);
     }
     Pump();
   }
@@ -264,8 +272,8 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
                    status.ok() ? "" : " ", EscapeClientString(status.error_message(), 512));
     }
     if (admitted_) service_->sweeper_->Remove(this);
+    if (service_->gate_ != nullptr) service_->gate_->Leave(&gate_entry_);
     // Last, so that a caller who sees the slot free also sees every metric updated.
-    if (peer_held_) service_->peer_streams_->Release(peer_key_);
     if (admitted_) service_->ReleaseAdmission();
     delete this;
   }
@@ -363,6 +371,18 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     Pump();
   }
 
+  // FirstLevelGate::Waiter: the gate's thread releases a parked stream. Its next write
+  // starts here, on the gate's thread: that is a yield already.
+  void OnGateOpen() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      parked_ = false;
+      yield_next_ = false;
+      --timers_;
+    }
+    Pump();
+  }
+
   void OnRetry() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -394,9 +414,14 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (finished_) return;
-      if (!done_producing_ && cut_ != nullptr && !write_in_flight_ && !retry_armed_) {
+      if (!done_producing_ && cut_ != nullptr && !write_in_flight_ && !retry_armed_ && !parked_) {
         if (next_ >= cut_->total_messages()) {
           StopLocked(grpc::Status::OK);
+        } else if (first_level_sent_ && service_->gate_ != nullptr && service_->gate_->Park(this)) {
+          // Younger streams are still sending their first levels (under mu_, so that
+          // OnGateOpen, which may run at once, waits for the hold).
+          parked_ = true;
+          ++timers_;
         } else if (yield_next_) {
           // From gRPC's executor, at once (SceneServiceOptions::yield_between_writes).
           yield_next_ = false;
@@ -447,6 +472,9 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
         retry_->Set(std::chrono::system_clock::now() + retry_delay, [this](bool) { OnRetry(); });
         return;
       case Action::kFinish:
+        // The client's slot is free once it can see the status: a client that starts
+        // its next stream on seeing one end must not be refused for the ended one.
+        if (peer_held_) service_->peer_streams_->Release(peer_key_);
         Finish(finish_status);
         return;  // OnDone may delete this at any moment now
     }
@@ -477,8 +505,10 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   bool read_pending_ = false;
   bool plan_pending_ = false;
   bool write_in_flight_ = false;
-  bool retry_armed_ = false;  // retry_ set: after a byte-budget refusal, or to yield
-  bool yield_next_ = false;   // the next write goes through retry_, due at once
+  bool retry_armed_ = false;       // retry_ set: after a byte-budget refusal, or to yield
+  bool yield_next_ = false;        // the next write goes through retry_, due at once
+  bool first_level_sent_ = false;  // a LEVEL_END was written: FirstLevelGate applies
+  bool parked_ = false;            // waiting in FirstLevelGate (a hold in timers_)
   int timers_ = 0;
   bool done_producing_ = false;
   bool finished_ = false;
@@ -496,6 +526,7 @@ class SceneService::StreamReactor final : public grpc::ServerBidiReactor<grpc::B
   v1::StreamChunk chunk_;
   uint64_t chunk_bytes_ = 0;
   std::unique_ptr<grpc::Alarm> retry_;
+  FirstLevelGate::Entry gate_entry_;  // the gate's own lock guards it
 };
 
 // ListScenes and GetScene, served like StreamScene as bidi-streaming calls of raw
@@ -594,7 +625,6 @@ class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::By
     if (status.ok()) m->MessageSent(method_);
     m->RpcHandled(method_, cancelled && !status.ok() ? grpc::StatusCode::CANCELLED : status.error_code(),
                   SecondsSince(start_));
-    if (peer_held_) service_->unary_peers_->Release(address_);
     if (admitted_) service_->unary_active_.fetch_sub(1);
     delete this;
   }
@@ -636,6 +666,8 @@ class SceneService::UnaryReactor final : public grpc::ServerBidiReactor<grpc::By
       finished_ = true;
       status = status_;
     }
+    // Free once the client can see the status (as StreamReactor).
+    if (peer_held_) service_->unary_peers_->Release(address_);
     if (status.ok()) {
       this->StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
     } else {
@@ -679,6 +711,8 @@ SceneService::SceneService(const SceneRegistry* registry, PlanCache* cache, Serv
       unary_peers_(options.max_streams_per_peer > 0 ? std::make_unique<PeerStreamLimiter>(options.max_streams_per_peer)
                                                     : nullptr),
       reject_log_(options.rejection_log_rate, 20),
+      gate_(options.first_level_priority.count() > 0 ? std::make_unique<FirstLevelGate>(options.first_level_priority)
+                                                     : nullptr),
       // A stall is cancelled within stall_timeout + 1/8 of it (at most +1 s).
       sweeper_(std::make_unique<StallSweeper>(
           std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(options.stall_timeout / 8),

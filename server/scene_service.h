@@ -64,6 +64,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "flexgs/v1/scene_service.grpc.pb.h"
+#include "server/first_level_gate.h"
 #include "server/log_escape.h"
 #include "server/peer_rate_limiter.h"
 #include "server/plan_cache.h"
@@ -95,14 +96,19 @@ struct SceneServiceOptions {
   std::chrono::milliseconds request_timeout{10'000};
   // "stream rejected" log lines per second after a burst of 20 (0: every line).
   double rejection_log_rate = 5;
-  // Start each write after a stream's first from gRPC's executor (an alarm due at
-  // once) instead of inline from the last write's completion. Inline, the thread that
-  // accepted a call writes that whole stream (loopback and fast links take it all)
-  // before it reads the next call, so a burst of N calls is served one stream after
-  // another and the last first message waits for N-1 whole streams. Yielding serves
-  // running streams a message each while new calls are taken and sent their first
-  // messages, at about 1.5-2x the server CPU per byte (bench/RESULTS.md).
+  // Start each write after a stream's first level from gRPC's executor (an alarm due
+  // at once) instead of inline from the last write's completion. Inline, the thread
+  // that accepted a call writes that whole stream (loopback and fast links take it
+  // all) before it reads the next call, so a burst of N calls is served one stream
+  // after another and the last first message waits for N-1 whole streams. Yielding
+  // serves running streams a message each while new calls are taken and sent their
+  // first levels, at more server CPU per byte (bench/RESULTS.md). The first level is
+  // always written inline: it is small, and it is the client's first picture.
   bool yield_between_writes = true;
+  // First levels first: a stream whose first level is out waits, before each further
+  // message, while a stream admitted less than this long ago is still sending its
+  // first level -- and at most this long per message (FirstLevelGate). 0: off.
+  std::chrono::milliseconds first_level_priority{20};
 };
 
 class SceneService final : public v1::SceneService::CallbackService {
@@ -123,6 +129,8 @@ class SceneService final : public v1::SceneService::CallbackService {
   uint64_t bytes_in_flight() const { return in_flight_.load(); }
   uint64_t peak_bytes_in_flight() const { return peak_in_flight_.load(); }
   uint64_t stalls_cancelled() const { return stalls_.load(); }
+  // Times a stream waited for younger streams' first levels (0 with the gate off).
+  uint64_t first_level_waits() const { return gate_ == nullptr ? 0 : gate_->parked_total(); }
   const SceneServiceOptions& options() const { return options_; }
 
  private:
@@ -165,8 +173,9 @@ class SceneService final : public v1::SceneService::CallbackService {
   std::atomic<uint64_t> in_flight_{0};
   std::atomic<uint64_t> peak_in_flight_{0};
   std::atomic<uint64_t> stalls_{0};
-  // Last member: destroyed (its thread joined) first. Streams cannot outlive the
+  // Last members: destroyed (their threads joined) first. Streams cannot outlive the
   // service: the server is shut down before it.
+  const std::unique_ptr<FirstLevelGate> gate_;  // null: first_level_priority 0
   const std::unique_ptr<StallSweeper> sweeper_;
 };
 

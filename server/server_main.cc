@@ -85,6 +85,7 @@ struct Flags {
   double request_timeout = 10;
   double rejection_log_rate = 5;
   bool yield_between_writes = true;
+  int first_level_priority_ms = 20;
 };
 
 // Adds --name with env FLEXGS_NAME (dashes -> underscores, upper case).
@@ -199,6 +200,7 @@ int Run(const Flags& f) {
   service_options.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.request_timeout * 1000));
   service_options.rejection_log_rate = f.rejection_log_rate;
   service_options.yield_between_writes = f.yield_between_writes;
+  service_options.first_level_priority = std::chrono::milliseconds(f.first_level_priority_ms);
   SceneService service(&registry, &cache, &metrics, service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -386,9 +388,14 @@ int main(int argc, char** argv) {
       "'stream rejected' log lines per second after a burst of 20; the rest are counted (0: log every one)")
       ->check(CLI::Range(0.0, 1e6));
   Opt(app, "yield-between-writes", f.yield_between_writes,
-      "Start each write after a stream's first from gRPC's executor, so new calls are taken and sent their first "
-      "messages between running streams' messages (false: inline; ~1.5-2x less CPU per byte, but a burst of calls "
-      "is served one stream after another)");
+      "Start each write after a stream's first level from gRPC's executor, so new calls are taken and sent their "
+      "first levels between running streams' messages (false: inline; less CPU per byte, but a burst of calls is "
+      "served one stream after another)");
+  Opt(app, "first-level-priority-ms", f.first_level_priority_ms,
+      "A stream past its first level waits, up to this many ms per message, while streams admitted less than this "
+      "long ago are still sending their first levels, so a burst of new clients gets first pictures before "
+      "refinements (0: off)")
+      ->check(CLI::Range(0, 10000));
   CLI11_PARSE(app, argc, argv);
   // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".
   spdlog::set_default_logger(spdlog::stderr_color_mt("flexgs-server"));

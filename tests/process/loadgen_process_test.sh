@@ -2,7 +2,7 @@
 # flexgs-loadgen against the real flexgs-server: 64 verified streams with a budget mix
 # (JSON counts and ordered percentiles), deliberate cancellations with slow readers
 # (exit 0), --duration and the text report, a closed port (exit 2, UNAVAILABLE
-# counted) and bad flags (exit 1).
+# counted), bad flags (exit 1), and a client at its per-client cap never refused.
 #   loadgen_process_test.sh FLEXGS FLEXGS_SERVER FLEXGS_LOADGEN
 set -euo pipefail
 FLEXGS=$1 SERVER=$2 LOADGEN=$3
@@ -100,6 +100,20 @@ bad --target "$ADDR" --scene synth --total 4 --slow-readers 0.5 --slow-read-rate
 bad --target "$ADDR" --scene synth --total 4 --encoding zip
 bad --target "$ADDR" --scene synth --total 4 --cancel-fraction 2
 echo "bad flags: exit 1"
+
+# 6. A client at exactly its per-client cap that starts each stream as another ends is
+#    never refused: the server frees the slot before the client can see the status
+#    (it used to free it after, and ~2.5% of such streams got RESOURCE_EXHAUSTED).
+stop_server
+start_server server --host 127.0.0.1 --port 0 --scenes "$WORK/scenes" --metrics-port 0 --max-streams-per-peer 4
+set +e
+"$LOADGEN" --target "127.0.0.1:$PORT" --scene synth --concurrency 4 --channels 1 --total 200 --no-verify --json \
+  --progress-s 0 > "$WORK/cap.json"
+rc=$?
+set -e
+[[ $rc == 0 ]] || fail "at the per-client cap: exit $rc, want 0: $(cat "$WORK/cap.json")"
+check_report "$WORK/cap.json" 'r["counts"]["completed"] == 200 and r["counts"]["failed"] == 0'
+echo "at the per-client cap: 200/200 completed"
 
 stop_server
 echo "PASS"

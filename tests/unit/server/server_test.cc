@@ -778,6 +778,41 @@ TEST(ServerTest, WritesInlineOrFromTheExecutorGiveTheSameStream) {
   EXPECT_EQ(streams[0], streams[1]);
 }
 
+// FirstLevelGate in the service: a stream past its first level waits while a younger
+// stream is still sending its first level, and goes on, unchanged, once that is out.
+TEST(ServerTest, RefinementsWaitForAYoungerStreamsFirstLevel) {
+  SceneServiceOptions options;
+  options.first_level_priority = std::chrono::milliseconds(3000);
+  TestServer server(options);
+  auto stub = server.Stub();
+  const auto refine = RatioRequest("net", 0.6, v1::ENCODING_QUANTIZED, 4096);
+  const StreamResult solo = Stream(*stub, refine);
+  ASSERT_TRUE(solo.status.ok()) << solo.status.error_message();
+  EXPECT_EQ(server.service().first_level_waits(), 0u);  // nobody else in a first level
+  // B: a first level far larger than the HTTP/2 windows, not read: it stays in it.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  auto slow_stub = v1::SceneService::NewStub(server.Channel(args));
+  auto b = Open(*slow_stub, RatioRequest("big", 1.0, v1::ENCODING_LOSSLESS, 1 << 20));
+  ASSERT_TRUE(b->got_first);
+  StreamResult a;
+  std::atomic<bool> a_done{false};
+  std::thread reader([&] {
+    a = Stream(*stub, refine);
+    a_done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return server.service().first_level_waits() > 0; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(a_done.load());  // held back (for up to 3 s per message)
+  v1::StreamChunk c;
+  while (b->reader->Read(&c)) {}  // B's first level goes out: the gate opens
+  EXPECT_TRUE(b->reader->Finish().ok());
+  reader.join();
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  EXPECT_EQ(Concat(a.chunks), Concat(solo.chunks));
+}
+
 TEST(ServerTest, StalledReaderIsCancelledByTheWatchdogAndMemoryStaysBounded) {
   SceneServiceOptions options;
   options.stall_timeout = std::chrono::milliseconds(300);
