@@ -39,7 +39,8 @@ void FirstLevelGate::Leave(Entry* entry) {
     if (!entry->in_) return;
     entered_.erase(entry->it_);
     entry->in_ = false;
-    wake = !parked_.empty() && !BusyLocked(Clock::now());
+    // The thread sleeps until the youngest entry ages out; that may be earlier now.
+    wake = !parked_.empty();
   }
   if (wake) wake_.notify_one();
 }

@@ -262,13 +262,16 @@ void MetricsHttpServer::Loop() {
     }
     conns.remove_if([](const Conn& c) { return c.closed; });
 
-    // Accepting is not tied to the listen socket's readiness in this round: a round
-    // woken by a grace ending accepts what waited in the backlog.
+    // Accept first, then make room: a connection is evicted only for one that is
+    // really waiting. Not tied to this round's poll of the listen socket, because a
+    // round woken by a grace ending must accept what waited in the backlog.
     for (int k = 0; k < kMaxAcceptsPerRound; ++k) {
+      if (conns.size() >= max_conns && victim_at(now) == conns.end()) break;  // the rest wait
+      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) break;  // EAGAIN, or a connection that went away before accept
       while (conns.size() >= max_conns) {
-        // Make room: the oldest connection past its grace still without a complete
-        // request goes -- unless its request has arrived since the last poll: then it
-        // is answered instead.
+        // The oldest connection past its grace still without a complete request goes
+        // -- unless its request has arrived since the last poll: then it is answered.
         auto victim = victim_at(now);
         if (victim == conns.end()) break;
         ReadRequest(*victim, now, timeout, render_);
@@ -283,9 +286,10 @@ void MetricsHttpServer::Loop() {
         }
         conns.erase(victim);
       }
-      if (conns.size() >= max_conns) break;  // the rest wait in the backlog
-      const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) break;  // EAGAIN, or a connection that went away before accept
+      if (conns.size() >= max_conns) {
+        close(fd);  // every candidate was being answered: rare, and the cap holds
+        continue;
+      }
       Conn c;
       c.fd = fd;
       c.evictable_from = now + grace;

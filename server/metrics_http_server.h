@@ -8,7 +8,8 @@
 //   "Connection: close", so there is no keep-alive idle state.
 // - At most `max_connections` connections are open: when another arrives, the
 //   oldest one that has not yet sent a complete request and was accepted at least
-//   `eviction_grace` ago is closed to make room. Without such a one, new
+//   `eviction_grace` ago is closed to make room, once the new one is accepted
+//   (never for nobody). Without such a one, new
 //   connections wait in the kernel's listen backlog (their requests can arrive
 //   there) instead of being accepted and closed: a flood of idle connections then
 //   cannot close a scrape between its connect and its request.

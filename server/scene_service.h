@@ -106,8 +106,9 @@ struct SceneServiceOptions {
   // always written inline: it is small, and it is the client's first picture.
   bool yield_between_writes = true;
   // First levels first: a stream whose first level is out waits, before each further
-  // message, while a stream admitted less than this long ago is still sending its
-  // first level -- and at most this long per message (FirstLevelGate). 0: off.
+  // message, while a stream admitted less than this long ago is still
+  // sending its first level -- at most this long per message and 5x this in all
+  // (FirstLevelGate). 0: off.
   std::chrono::milliseconds first_level_priority{20};
 };
 

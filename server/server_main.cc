@@ -392,9 +392,9 @@ int main(int argc, char** argv) {
       "first levels between running streams' messages (false: inline; less CPU per byte, but a burst of calls is "
       "served one stream after another)");
   Opt(app, "first-level-priority-ms", f.first_level_priority_ms,
-      "A stream past its first level waits, up to this many ms per message, while streams admitted less than this "
-      "long ago are still sending their first levels, so a burst of new clients gets first pictures before "
-      "refinements (0: off)")
+      "A stream past its first level waits, up to this many ms per message and 5x in all, while streams admitted "
+      "less than this long ago are still sending their first levels, so a burst of new clients gets first pictures "
+      "before refinements (0: off)")
       ->check(CLI::Range(0, 10000));
   CLI11_PARSE(app, argc, argv);
   // Logs go to stderr: stdout carries only the machine-readable "listening on PORT".

@@ -70,13 +70,13 @@ TEST(FirstLevelGateTest, TheLastFirstLevelOutReleasesEveryWaiter) {
 
 TEST(FirstLevelGateTest, AWaiterWaitsAtMostTheLimitAndOldEntriesStopCounting) {
   FirstLevelGate gate(100ms);
+  FakeWaiter w;
+  w.Parked();                  // before the entry: it holds the gate 100 ms from its own start
   FirstLevelGate::Entry slow;  // never leaves
   gate.Enter(&slow);
-  FakeWaiter w;
-  w.Parked();
   ASSERT_TRUE(gate.Park(&w));
   ASSERT_TRUE(WaitFor([&] { return w.opened.load() == 1; }));
-  EXPECT_GE(w.waited, 90ms);  // not before the limit (less the entry's head start)
+  EXPECT_GE(w.waited, 100ms);  // not before the entry ages out
   EXPECT_LT(w.waited, 3000ms);
   // The entry is now older than the limit: it no longer holds anyone back.
   EXPECT_FALSE(gate.Park(&w));
@@ -84,30 +84,33 @@ TEST(FirstLevelGateTest, AWaiterWaitsAtMostTheLimitAndOldEntriesStopCounting) {
 }
 
 TEST(FirstLevelGateTest, ASteadyArrivalOfNewStreamsCannotStarveAWaiter) {
-  FirstLevelGate gate(50ms);
+  FirstLevelGate gate(200ms);
   std::atomic<bool> stop{false};
+  // A new stream every 5 ms, each entering before the last one leaves: never empty.
+  FirstLevelGate::Entry entries[2];
+  gate.Enter(&entries[0]);
+  gate.Enter(&entries[0]);  // idempotent
   std::thread arrivals([&] {
-    while (!stop.load()) {
-      FirstLevelGate::Entry e;
-      gate.Enter(&e);
+    for (int cur = 0; !stop.load(); cur = 1 - cur) {
       std::this_thread::sleep_for(5ms);
-      gate.Enter(&e);  // idempotent
-      FirstLevelGate::Entry next;
-      gate.Enter(&next);
-      gate.Leave(&e);
-      std::this_thread::sleep_for(5ms);
-      gate.Leave(&next);
+      gate.Enter(&entries[1 - cur]);
+      gate.Leave(&entries[cur]);
     }
   });
   for (int i = 0; i < 5; ++i) {
     FakeWaiter w;
     w.Parked();
     ASSERT_TRUE(WaitFor([&] { return gate.Park(&w); })) << i;  // once the arrivals run
-    // Always busy, so only its limit releases it.
+    // Always busy, so only its limit releases it (unless the arrivals thread is
+    // descheduled for over 100 ms: the lower bound allows for that much).
     ASSERT_TRUE(WaitFor([&] { return w.opened.load() == 1; }, 3000ms)) << i;
+    EXPECT_GE(w.waited, 100ms) << i;
+    EXPECT_LT(w.waited, 3000ms) << i;
   }
   stop = true;
   arrivals.join();
+  gate.Leave(&entries[0]);
+  gate.Leave(&entries[1]);
 }
 
 TEST(FirstLevelGateTest, DestroyingTheGateReleasesWaiters) {

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -349,6 +350,7 @@ TEST(MetricsHttpServerTest, ServesWhileIdleConnectionsAreEvictedAndTimedOut) {
   MetricsHttpServer::Options options;
   options.max_connections = 4;
   options.request_timeout = std::chrono::milliseconds(800);
+  options.eviction_grace = std::chrono::milliseconds(20);
   auto port = server.Start(options, [] { return std::string("flexgs_up 1\n"); });
   ASSERT_TRUE(port.ok()) << port.status();
   const std::string get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -387,6 +389,30 @@ TEST(MetricsHttpServerTest, ServesWhileIdleConnectionsAreEvictedAndTimedOut) {
   EXPECT_THAT(head, Not(HasSubstr("flexgs_up")));
   server.Stop();
   server.Stop();  // idempotent
+}
+
+// Room is made for a connection that is waiting, never ahead of one: events on open
+// connections do not evict an idle one past its grace.
+TEST(MetricsHttpServerTest, NothingIsEvictedWithoutANewcomer) {
+  MetricsHttpServer server;
+  MetricsHttpServer::Options options;
+  options.max_connections = 2;
+  options.request_timeout = std::chrono::milliseconds(8000);
+  options.eviction_grace = std::chrono::milliseconds(10);
+  auto port = server.Start(options, [] { return std::string("flexgs_up 1\n"); });
+  ASSERT_TRUE(port.ok()) << port.status();
+  const int idle = Connect(*port);
+  const int trickle = Connect(*port);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // both past their grace
+  for (const char* part : {"GET /met", "rics HTTP/1.1\r\n", "Host: x\r\n"}) {
+    ASSERT_GT(::send(trickle, part, std::strlen(part), MSG_NOSIGNAL), 0);  // a loop round each
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  EXPECT_FALSE(ClosedWithin(idle, 100));
+  EXPECT_FALSE(ClosedWithin(trickle, 1));
+  EXPECT_EQ(server.stats().evicted, 0u);
+  ::close(idle);
+  ::close(trickle);
 }
 
 // A flood of idle connections arriving between a client's connect and its request

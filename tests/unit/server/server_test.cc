@@ -782,7 +782,9 @@ TEST(ServerTest, WritesInlineOrFromTheExecutorGiveTheSameStream) {
 // stream is still sending its first level, and goes on, unchanged, once that is out.
 TEST(ServerTest, RefinementsWaitForAYoungerStreamsFirstLevel) {
   SceneServiceOptions options;
-  options.first_level_priority = std::chrono::milliseconds(3000);
+  // Long enough that only B's first level going out can release A on a loaded
+  // machine (B's plan is built while B is already young).
+  options.first_level_priority = std::chrono::milliseconds(30'000);
   TestServer server(options);
   auto stub = server.Stub();
   const auto refine = RatioRequest("net", 0.6, v1::ENCODING_QUANTIZED, 4096);
@@ -804,7 +806,7 @@ TEST(ServerTest, RefinementsWaitForAYoungerStreamsFirstLevel) {
   });
   ASSERT_TRUE(WaitFor([&] { return server.service().first_level_waits() > 0; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  EXPECT_FALSE(a_done.load());  // held back (for up to 3 s per message)
+  EXPECT_FALSE(a_done.load());  // held back (for up to 30 s per message)
   v1::StreamChunk c;
   while (b->reader->Read(&c)) {}  // B's first level goes out: the gate opens
   EXPECT_TRUE(b->reader->Finish().ok());
