@@ -236,19 +236,26 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyHeader(uint64_t sequence, const
   return r;
 }
 
+absl::Status SceneAssembler::CheckBlockPlace(uint64_t sequence, int kind, uint32_t block_level) const {
+  const v1::StreamHeader& h = *header_;
+  if (current_level_ >= h.levels_size()) return Loss(sequence, kind, "block after the last level");
+  const v1::LevelInfo& level = h.levels(current_level_);
+  if (block_level != static_cast<uint32_t>(current_level_)) {
+    return Loss(sequence, kind, "block of level ", block_level, " while level ", current_level_, " is streaming");
+  }
+  if (sequence >= level.last_sequence()) {
+    return Loss(sequence, kind, "level ", current_level_, " ends at sequence ", level.last_sequence());
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ApplyResult> SceneAssembler::ApplyGaussians(uint64_t sequence, const std::string& payload) {
   constexpr int kKind = v1::CHUNK_KIND_GAUSSIANS;
   v1::GaussianBlock b;
   if (!b.ParseFromString(payload)) return Loss(sequence, kKind, "payload is not a GaussianBlock");
+  if (absl::Status st = CheckBlockPlace(sequence, kKind, b.level()); !st.ok()) return st;
   const v1::StreamHeader& h = *header_;
-  if (current_level_ >= h.levels_size()) return Loss(sequence, kKind, "block after the last level");
   const v1::LevelInfo& level = h.levels(current_level_);
-  if (b.level() != static_cast<uint32_t>(current_level_)) {
-    return Loss(sequence, kKind, "block of level ", b.level(), " while level ", current_level_, " is streaming");
-  }
-  if (sequence >= level.last_sequence()) {
-    return Loss(sequence, kKind, "level ", current_level_, " ends at sequence ", level.last_sequence());
-  }
   const uint64_t held = store_->size();
   if (b.first() != held) return Loss(sequence, kKind, "block starts at ", b.first(), " but ", held, " are held");
   if (held > level.gaussians() || b.count() > level.gaussians() - held) {
@@ -289,15 +296,9 @@ absl::StatusOr<ApplyResult> SceneAssembler::ApplyPatches(uint64_t sequence, cons
   constexpr int kKind = v1::CHUNK_KIND_PATCHES;
   v1::PatchBlock b;
   if (!b.ParseFromString(payload)) return Loss(sequence, kKind, "payload is not a PatchBlock");
+  if (absl::Status st = CheckBlockPlace(sequence, kKind, b.level()); !st.ok()) return st;
   const v1::StreamHeader& h = *header_;
-  if (current_level_ >= h.levels_size()) return Loss(sequence, kKind, "block after the last level");
   const v1::LevelInfo& level = h.levels(current_level_);
-  if (b.level() != static_cast<uint32_t>(current_level_)) {
-    return Loss(sequence, kKind, "block of level ", b.level(), " while level ", current_level_, " is streaming");
-  }
-  if (sequence >= level.last_sequence()) {
-    return Loss(sequence, kKind, "level ", current_level_, " ends at sequence ", level.last_sequence());
-  }
   absl::StatusOr<BlockInfo> info = ReadBlockInfo(b.data());
   if (!info.ok()) return Loss(sequence, kKind, info.status().message());
   if (info->kind == ChunkKind::kReplacements) return ApplyReplacements(sequence, b, *info);

@@ -77,6 +77,8 @@ class SceneAssembler {
   // changed unless the whole message is accepted.
   absl::StatusOr<ApplyResult> ApplyHeader(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyExtensionHeader(const v1::StreamChunk& chunk);
+  // A GAUSSIANS or PATCHES block belongs to the level now streaming, before its end.
+  absl::Status CheckBlockPlace(uint64_t sequence, int kind, uint32_t block_level) const;
   absl::StatusOr<ApplyResult> ApplyGaussians(uint64_t sequence, const std::string& payload);
   absl::StatusOr<ApplyResult> ApplyPatches(uint64_t sequence, const std::string& payload);
   // Counts an applied PATCHES block (either kind) against the level.
