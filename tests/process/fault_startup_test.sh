@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bad scene directories at start-up and writers on a full disk (no GPU, ~10 s):
-#   1. --scenes a regular file, or missing: exit 1 at once, with a message naming it;
+#   1. --scenes a regular file, or missing: exit 1 at once, with a message naming it (and
+#      --first-level-priority-ms / --yield-between-writes out of range: CLI11's exit and message);
 #   2. a directory with one good bundle and bad entries (a bundle with a flipped byte,
 #      a FIFO where manifest.json should be, a .flexgs that is a file, a dangling .ply
 #      symlink): each bad one is logged with its reason, the good one is served, and
@@ -59,6 +60,11 @@ expect_exit 1 "cannot list scenes directory .*Not a directory" "$WORK/file.log" 
   "$SERVER" --port 0 --metrics-port 0 --scenes "$WORK/s1.ply"
 expect_exit 1 "cannot list scenes directory .*No such file or directory" "$WORK/missing.log" \
   "$SERVER" --port 0 --metrics-port 0 --scenes "$WORK/no-such-dir"
+# Scheduling flags out of range or of the wrong type: CLI11's error naming the flag.
+expect_exit 105 "first-level-priority-ms: Value -1 not in range 0 to 10000" "$WORK/gate.log" \
+  "$SERVER" --port 0 --metrics-port 0 --scenes "$WORK" --first-level-priority-ms -1
+expect_exit 104 "yield-between-writes" "$WORK/yield.log" \
+  "$SERVER" --port 0 --metrics-port 0 --scenes "$WORK" --yield-between-writes maybe
 
 # --- 2. One good scene among bad ones. ------------------------------------------------
 echo "2. bad entries skipped, the good scene served:"
